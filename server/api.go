@@ -1,0 +1,207 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/julienschmidt/httprouter"
+)
+
+// History paging limits.
+const (
+	defaultHistoryLimit = 100
+	maxHistoryLimit     = 1000
+	maxChannelsLimit    = 1000
+)
+
+// Routes registers the server API (DESIGN §4) and the health endpoints.
+func (s *Server) Routes(r *httprouter.Router) {
+	r.HandlerFunc(http.MethodPost, "/api/publish", s.handlePublish)
+	r.HandlerFunc(http.MethodGet, "/api/history", s.handleHistory)
+	r.HandlerFunc(http.MethodGet, "/api/channels", s.handleChannels)
+	r.HandlerFunc(http.MethodGet, "/healthz", s.handleHealthz)
+	r.HandlerFunc(http.MethodGet, "/readyz", s.handleReadyz)
+}
+
+// apiIdentity authenticates an /api/* request; every one needs
+// credentials.
+func (s *Server) apiIdentity(w http.ResponseWriter, r *http.Request) (Identity, bool) {
+	id, err := s.Authenticate(r)
+	if err == nil && id.Anonymous {
+		err = unauthorizedf("the API needs credentials: Authorization: Bearer <API key or user token>")
+	}
+	if err != nil {
+		s.WriteError(w, r, err)
+		return Identity{}, false
+	}
+	return id, true
+}
+
+func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.apiIdentity(w, r)
+	if !ok {
+		return
+	}
+	var req PublishRequest
+	if err := s.decodeBody(w, r, &req); err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	res, err := s.Publish(r.Context(), id, req)
+	if err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res, s.logger)
+}
+
+// HistoryPage is the answer of GET /api/history.
+type HistoryPage struct {
+	Channel  string            `json:"channel"`
+	Epoch    string            `json:"epoch"`
+	Head     uint64            `json:"head"`
+	Messages []json.RawMessage `json:"messages"`
+	// Next is the since of the following page.
+	Next uint64 `json:"next"`
+	// Reset is true when since is older than what is kept: messages then
+	// start at the oldest kept one.
+	Reset bool `json:"reset"`
+}
+
+func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.apiIdentity(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	channel := q.Get("channel")
+	since, err := uintParam(q.Get("since"), "since", 0, 0)
+	if err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	limit, err := uintParam(q.Get("limit"), "limit", defaultHistoryLimit, maxHistoryLimit)
+	if err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	page, err := s.History(r.Context(), id, channel, since, int(limit))
+	if err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page, s.logger)
+}
+
+// History reads one page of a channel's stored messages after since.
+func (s *Server) History(ctx context.Context, id Identity, channel string, since uint64, limit int) (HistoryPage, error) {
+	if err := ValidateChannel(channel); err != nil {
+		return HistoryPage{}, err
+	}
+	if err := s.authorize(id, ActionHistory, channel); err != nil {
+		return HistoryPage{}, err
+	}
+	page, err := s.log.Read(ctx, channel, since, limit)
+	if err != nil {
+		return HistoryPage{}, err
+	}
+	if page.Epoch == "" { // first use: give the channel its epoch
+		pos, err := s.log.Head(ctx, channel)
+		if err != nil {
+			return HistoryPage{}, err
+		}
+		page.Epoch, page.Head = pos.Epoch, pos.Head
+	}
+	out := HistoryPage{Channel: channel, Epoch: page.Epoch, Head: page.Head, Next: since,
+		Reset: page.Trimmed, Messages: make([]json.RawMessage, 0, len(page.Entries))}
+	if page.Trimmed {
+		out.Next = page.First - 1
+	}
+	for _, e := range page.Entries {
+		m, err := newMessage(channel, e.Offset, page.Epoch, e.Payload)
+		if err != nil {
+			return HistoryPage{}, err
+		}
+		out.Messages = append(out.Messages, m.Raw)
+		out.Next = e.Offset
+	}
+	return out, nil
+}
+
+// ChannelStatus is one row of GET /api/channels.
+type ChannelStatus struct {
+	Channel     string `json:"channel"`
+	Epoch       string `json:"epoch"`
+	Head        uint64 `json:"head"`
+	First       uint64 `json:"first"`
+	Subscribers int    `json:"subscribers"`
+}
+
+func (s *Server) handleChannels(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.apiIdentity(w, r)
+	if !ok {
+		return
+	}
+	if !id.System {
+		s.WriteError(w, r, newError(http.StatusForbidden, ErrForbidden, "listing channels needs the API key"))
+		return
+	}
+	q := r.URL.Query()
+	limit, err := uintParam(q.Get("limit"), "limit", defaultHistoryLimit, maxChannelsLimit)
+	if err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	infos, err := s.log.Channels(r.Context(), q.Get("after"), int(limit))
+	if err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	out := struct {
+		Channels []ChannelStatus `json:"channels"`
+		Next     string          `json:"next,omitempty"`
+	}{Channels: make([]ChannelStatus, 0, len(infos))}
+	for _, c := range infos {
+		out.Channels = append(out.Channels, ChannelStatus{
+			Channel: c.Name, Epoch: c.Epoch, Head: c.Head, First: c.First,
+			Subscribers: s.hub.subscribers(c.Name),
+		})
+	}
+	if len(infos) == int(limit) {
+		out.Next = infos[len(infos)-1].Name
+	}
+	writeJSON(w, http.StatusOK, out, s.logger)
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"}, s.logger)
+}
+
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	if !s.Ready() {
+		s.WriteError(w, r, ErrShuttingDown)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"}, s.logger)
+}
+
+// uintParam parses an optional non-negative integer query parameter;
+// max 0 means unbounded.
+func uintParam(v, name string, def, max uint64) (uint64, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, invalidf("%s %q is not a non-negative integer", name, v)
+	}
+	if n == 0 && def > 0 {
+		return 0, invalidf("%s must be at least 1", name)
+	}
+	if max > 0 && n > max {
+		return 0, invalidf("%s %d is over the limit of %d", name, n, max)
+	}
+	return n, nil
+}

@@ -1,0 +1,155 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/heraldrt/herald/store"
+)
+
+// Config configures a Server. Zero fields take the defaults documented on
+// each field (applied by withDefaults); validate reports every problem at
+// once.
+type Config struct {
+	// Dev opens every channel to everyone. Only for a local start: the
+	// binary refuses it on a non-loopback address.
+	Dev bool
+	// APIKey authenticates the backend as role system. Required unless Dev.
+	APIKey string
+	// JWTSecret verifies HS256 user tokens. Empty disables user tokens.
+	JWTSecret string
+	// AllowedOrigins are the origins browsers may call from (CORS). "*"
+	// allows any. Default: none, or "*" in Dev.
+	AllowedOrigins []string
+	// History is the retention of every channel. Default 1,000 messages
+	// and 24 hours; MaxCount 0 with HistoryOff keeps none.
+	History    store.Retention
+	HistoryOff bool
+
+	// MaxDataBytes bounds a message's data, compacted. Default 64 KiB.
+	MaxDataBytes int
+	// MaxBodyBytes bounds a request body. Default 1 MiB.
+	MaxBodyBytes int64
+	// MaxChannelsPerRequest bounds the channels of one SSE or poll
+	// request. Default 64.
+	MaxChannelsPerRequest int
+	// MaxSubscriptions bounds one session's subscriptions. Default 128.
+	MaxSubscriptions int
+	// QueueMessages and QueueBytes bound a session's send queue; a client
+	// that lets it overflow is disconnected as a slow consumer. Defaults
+	// 4,096 messages and 4 MiB.
+	QueueMessages int
+	QueueBytes    int
+	// CatchUpPage is how many stored messages a catch-up reads per step.
+	// Default 512.
+	CatchUpPage int
+	// MaxPending bounds the live messages parked for a subscription while
+	// it catches up; past it they are dropped and read from the store
+	// instead. Default 4,096.
+	MaxPending int
+
+	// Logger receives the server's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock, used everywhere the server reads the time.
+	// Default time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.History == (store.Retention{}) && !c.HistoryOff {
+		c.History = store.DefaultRetention
+	}
+	if c.AllowedOrigins == nil && c.Dev {
+		c.AllowedOrigins = []string{"*"}
+	}
+	setDefault(&c.MaxDataBytes, 64<<10)
+	setDefault(&c.MaxBodyBytes, 1<<20)
+	setDefault(&c.MaxChannelsPerRequest, 64)
+	setDefault(&c.MaxSubscriptions, 128)
+	setDefault(&c.QueueMessages, 4096)
+	setDefault(&c.QueueBytes, 4<<20)
+	setDefault(&c.CatchUpPage, 512)
+	setDefault(&c.MaxPending, 4096)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func setDefault[T int | int64](p *T, v T) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+// Validate reports every problem of c (after defaults), each naming its
+// configuration field, so a binary can check its configuration before it
+// opens the store.
+func (c Config) Validate() error { return c.withDefaults().validate() }
+
+// validate reports every problem of a defaulted Config, each naming its
+// field.
+func (c Config) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if !c.Dev && c.APIKey == "" {
+		bad("api_key is required outside dev mode (set HERALD_API_KEY)")
+	}
+	if c.APIKey != "" && len(c.APIKey) < 16 {
+		bad("api_key is %d characters long; use at least 16", len(c.APIKey))
+	}
+	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
+		bad("jwt_secret is %d bytes long; HS256 needs at least 32", len(c.JWTSecret))
+	}
+	if c.APIKey != "" && c.APIKey == c.JWTSecret {
+		bad("api_key and jwt_secret must differ")
+	}
+	for i, o := range c.AllowedOrigins {
+		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
+			bad("cors.allowed_origins[%d] %q: want \"*\" or an origin such as https://app.example.com", i, o)
+		}
+	}
+	if c.History.MaxCount < 0 || c.History.MaxCount > 1_000_000 {
+		bad("history.size %d: want 0 to 1000000", c.History.MaxCount)
+	}
+	if c.History.MaxAge < 0 {
+		bad("history.ttl %s: must not be negative", c.History.MaxAge)
+	}
+	for _, f := range []struct {
+		name  string
+		value int64
+	}{
+		{"limits.max_data_bytes", int64(c.MaxDataBytes)},
+		{"limits.max_body_bytes", c.MaxBodyBytes},
+		{"limits.max_channels_per_request", int64(c.MaxChannelsPerRequest)},
+		{"limits.max_subscriptions", int64(c.MaxSubscriptions)},
+		{"limits.queue_messages", int64(c.QueueMessages)},
+		{"limits.queue_bytes", int64(c.QueueBytes)},
+		{"catch_up_page", int64(c.CatchUpPage)},
+		{"max_pending", int64(c.MaxPending)},
+	} {
+		if f.value < 0 {
+			bad("%s %d: must be positive", f.name, f.value)
+		}
+	}
+	if int64(c.MaxDataBytes) >= c.MaxBodyBytes {
+		bad("limits.max_data_bytes (%d) must be below limits.max_body_bytes (%d)", c.MaxDataBytes, c.MaxBodyBytes)
+	}
+	if c.QueueBytes < c.MaxDataBytes*2 {
+		bad("limits.queue_bytes (%d) must hold at least two messages of limits.max_data_bytes (%d)", c.QueueBytes, c.MaxDataBytes)
+	}
+	return errors.Join(errs...)
+}
+
+// Retention returns the retention of a channel. Pass it to
+// store.Options.Retention.
+func (c Config) Retention() func(channel string) store.Retention {
+	r := c.withDefaults().History
+	return func(string) store.Retention { return r }
+}

@@ -1,0 +1,189 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// Message is one message as the core fans it out: its routing fields and
+// its envelope JSON (DESIGN §2), encoded once at publish (or read) time and
+// shared, never copied, by every session and every transport.
+type Message struct {
+	Channel string
+	// Offset is the message's place in the channel log; 0 for ephemeral
+	// messages, which are never stored.
+	Offset uint64
+	Epoch  string
+	Event  string
+	// Raw is the envelope JSON on one line. Never modify it.
+	Raw []byte
+
+	// excludeSession is a session that must not get this message live.
+	excludeSession string
+	// resetTo is, on a herald.reset message, the offset the client's
+	// position moves to: the history resumes after it.
+	resetTo uint64
+	// cursor caches the one-channel resume cursor after this message; see
+	// cursorAfter.
+	cursor atomic.Pointer[string]
+}
+
+// cursorAfter returns the encoded cursor that resumes a one-channel stream
+// right after m. Every subscriber of the channel shares it, so it is
+// encoded once per message, not once per delivery.
+func (m *Message) cursorAfter() string {
+	if c := m.cursor.Load(); c != nil {
+		return *c
+	}
+	c := encodeCursor([]cursorEntry{{channel: m.Channel, epoch: m.Epoch, offset: m.Offset}})
+	m.cursor.Store(&c)
+	return c
+}
+
+// timeFormat is how envelopes write times: RFC 3339, UTC, milliseconds.
+const timeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// payloadVersion is the first byte of every stored payload.
+const payloadVersion = 1
+
+// The stored payload is: version byte, event length byte, event name, then
+// the envelope's JSON after its channel/offset/epoch fields, i.e.
+// `"id":"…","event":"…","data":…,"time":"…"[,"from":{…}]}`. Keeping the
+// event name in front lets a read rebuild a Message without parsing JSON,
+// and the envelope is the three routing fields glued to the stored tail.
+
+// sender is the "from" object of a message published by a user.
+type sender struct {
+	User    string `json:"user,omitempty"`
+	Session string `json:"session,omitempty"`
+}
+
+// encodePayload builds the stored payload of a message.
+func encodePayload(id, event string, data json.RawMessage, at time.Time, from *sender) ([]byte, error) {
+	b := make([]byte, 0, 2+len(event)+len(id)+len(event)+len(data)+96)
+	b = append(b, payloadVersion, byte(len(event)))
+	b = append(b, event...)
+	b = append(b, `"id":"`...)
+	b = append(b, id...)
+	b = append(b, `","event":"`...)
+	b = append(b, event...)
+	b = append(b, `","data":`...)
+	b = append(b, data...)
+	b = append(b, `,"time":"`...)
+	b = at.UTC().AppendFormat(b, timeFormat)
+	b = append(b, '"')
+	if from != nil {
+		f, err := json.Marshal(from)
+		if err != nil {
+			return nil, fmt.Errorf("encode sender: %w", err)
+		}
+		b = append(b, `,"from":`...)
+		b = append(b, f...)
+	}
+	b = append(b, '}')
+	return b, nil
+}
+
+var errBadPayload = errors.New("server: stored payload is malformed")
+
+// decodePayload splits a stored payload into its event name and envelope
+// tail.
+func decodePayload(p []byte) (event string, tail []byte, err error) {
+	if len(p) < 2 || p[0] != payloadVersion || len(p) < 2+int(p[1]) {
+		return "", nil, errBadPayload
+	}
+	n := int(p[1])
+	return string(p[2 : 2+n]), p[2+n:], nil
+}
+
+// newMessage builds a Message from a stored payload.
+func newMessage(channel string, offset uint64, epoch string, payload []byte) (*Message, error) {
+	event, tail, err := decodePayload(payload)
+	if err != nil {
+		return nil, fmt.Errorf("channel %q offset %d: %w", channel, offset, err)
+	}
+	return &Message{
+		Channel: channel,
+		Offset:  offset,
+		Epoch:   epoch,
+		Event:   event,
+		Raw:     buildEnvelope(channel, offset, epoch, tail),
+	}, nil
+}
+
+// buildEnvelope glues the routing fields to a stored tail. Channel names,
+// epochs and offsets need no JSON escaping: their alphabets are checked
+// when they enter the server.
+func buildEnvelope(channel string, offset uint64, epoch string, tail []byte) []byte {
+	b := make([]byte, 0, len(channel)+len(epoch)+len(tail)+48)
+	b = append(b, `{"channel":"`...)
+	b = append(b, channel...)
+	b = append(b, '"')
+	if offset > 0 {
+		b = append(b, `,"offset":`...)
+		b = strconv.AppendUint(b, offset, 10)
+	}
+	if epoch != "" {
+		b = append(b, `,"epoch":"`...)
+		b = append(b, epoch...)
+		b = append(b, '"')
+	}
+	b = append(b, ',')
+	return append(b, tail...)
+}
+
+// compactData validates a message's data as JSON and removes insignificant
+// white space, so the envelope is one line (SSE frames it per line).
+func compactData(data json.RawMessage, max int) (json.RawMessage, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return json.RawMessage("null"), nil
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(data))
+	if err := json.Compact(&buf, data); err != nil {
+		return nil, invalidf("data is not valid JSON: %v", err)
+	}
+	if buf.Len() > max {
+		return nil, tooLargef("data is %d bytes, the limit is %d", buf.Len(), max)
+	}
+	return buf.Bytes(), nil
+}
+
+// Crockford's base32 alphabet, as used by ULIDs.
+const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+// newMessageID returns "m_" and a ULID: 48 bits of milliseconds and 80
+// random bits, so ids sort by time and never collide in practice.
+func newMessageID(now time.Time) string {
+	var b [2 + 26]byte
+	b[0], b[1] = 'm', '_'
+	ms := uint64(now.UnixMilli())
+	hi, lo := rand.Uint64(), rand.Uint64()
+	// 128 bits: ms(48) | hi(64) | lo(16)
+	var v [16]byte
+	v[0], v[1], v[2], v[3], v[4], v[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
+	for i := 0; i < 8; i++ {
+		v[6+i] = byte(hi >> (56 - 8*i))
+	}
+	v[14], v[15] = byte(lo>>8), byte(lo)
+	// Encode 130 bits (2 leading zero bits) as 26 base32 characters.
+	var acc uint64
+	bits := 2 // the two leading zero bits
+	out := 2
+	for _, x := range v {
+		acc = acc<<8 | uint64(x)
+		bits += 8
+		for bits >= 5 {
+			bits -= 5
+			b[out] = crockford[(acc>>uint(bits))&31]
+			out++
+		}
+	}
+	return string(b[:])
+}

@@ -1,0 +1,126 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Sentinel errors. Every *Error wraps one of them, so callers test the
+// category with errors.Is and read the details with errors.As.
+var (
+	ErrInvalid      = errors.New("invalid request")      // 400
+	ErrUnauthorized = errors.New("unauthorized")         // 401
+	ErrForbidden    = errors.New("forbidden")            // 403
+	ErrNotFound     = errors.New("not found")            // 404
+	ErrTooLarge     = errors.New("too large")            // 413
+	ErrRateLimited  = errors.New("rate limited")         // 429
+	ErrUnavailable  = errors.New("unavailable")          // 503
+	ErrInternal     = errors.New("internal error")       // 500
+	ErrClosed       = errors.New("session closed")       // session is gone
+	ErrShuttingDown = errors.New("server shutting down") // 503
+)
+
+// Error is the one error type that reaches the wire. Code equals the HTTP
+// status; the WebSocket transport sends it as the reply's error code.
+type Error struct {
+	Code    int
+	Message string
+	// Channel names the channel the error is about, when there is one.
+	Channel string
+	// RetryAfter is set on 429 and 503 errors.
+	RetryAfter time.Duration
+	kind       error
+}
+
+var _ error = (*Error)(nil)
+
+func (e *Error) Error() string { return e.Message }
+
+// Unwrap returns the sentinel of e's category.
+func (e *Error) Unwrap() error { return e.kind }
+
+func newError(code int, kind error, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...), kind: kind}
+}
+
+func invalidf(format string, args ...any) *Error {
+	return newError(http.StatusBadRequest, ErrInvalid, format, args...)
+}
+
+func unauthorizedf(format string, args ...any) *Error {
+	return newError(http.StatusUnauthorized, ErrUnauthorized, format, args...)
+}
+
+func forbiddenf(channel, format string, args ...any) *Error {
+	e := newError(http.StatusForbidden, ErrForbidden, format, args...)
+	e.Channel = channel
+	return e
+}
+
+func tooLargef(format string, args ...any) *Error {
+	return newError(http.StatusRequestEntityTooLarge, ErrTooLarge, format, args...)
+}
+
+// AsError converts any error into an *Error for the wire. Errors that are
+// not already *Error become a 500 whose message hides the internals (the
+// caller logs the original), except shutdown, which is a 503.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	if errors.Is(err, ErrShuttingDown) {
+		e := newError(http.StatusServiceUnavailable, ErrUnavailable, "server shutting down")
+		e.RetryAfter = time.Second
+		return e
+	}
+	return newError(http.StatusInternalServerError, ErrInternal, "internal error")
+}
+
+// Reason says why a session ended. Metrics count closes by its String.
+type Reason int
+
+const (
+	// ReasonClientGone: the client closed the connection or stopped polling.
+	ReasonClientGone Reason = iota
+	// ReasonShutdown: the server is stopping; the client should reconnect.
+	ReasonShutdown
+	// ReasonSlowConsumer: the session's send queue overflowed; the client
+	// should reconnect and resume from its position.
+	ReasonSlowConsumer
+	// ReasonWriteError: writing to the client failed or timed out.
+	ReasonWriteError
+	// ReasonRevoked: the server took the session's access away.
+	ReasonRevoked
+	// ReasonInternal: the core found an inconsistency it will not paper over;
+	// the client should reconnect and resume.
+	ReasonInternal
+)
+
+var reasonNames = [...]string{
+	ReasonClientGone:   "client_gone",
+	ReasonShutdown:     "shutdown",
+	ReasonSlowConsumer: "slow_consumer",
+	ReasonWriteError:   "write_error",
+	ReasonRevoked:      "revoked",
+	ReasonInternal:     "internal",
+}
+
+func (r Reason) String() string {
+	if r >= 0 && int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("reason(%d)", int(r))
+}
+
+// Reconnect reports whether a client closed for this reason should
+// reconnect and resume from its position.
+func (r Reason) Reconnect() bool {
+	switch r {
+	case ReasonShutdown, ReasonSlowConsumer, ReasonWriteError, ReasonInternal:
+		return true
+	}
+	return false
+}

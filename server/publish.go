@@ -1,0 +1,105 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/heraldrt/herald/store"
+)
+
+// maxIdempotencyKey bounds an idempotency key, in bytes.
+const maxIdempotencyKey = 128
+
+// PublishRequest is one message to publish.
+type PublishRequest struct {
+	Channel string          `json:"channel"`
+	Event   string          `json:"event,omitempty"`
+	Data    json.RawMessage `json:"data"`
+	// IdempotencyKey makes a retried publish safe: a repeat within the
+	// window returns the first result and stores nothing.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// ExcludeSession is a session that must not receive the message live.
+	ExcludeSession string `json:"exclude_session,omitempty"`
+	// Ephemeral messages are delivered live only: never stored, no offset.
+	Ephemeral bool `json:"ephemeral,omitempty"`
+	// Session is the publishing session, when the publish comes through
+	// one (it then shows in the envelope's "from").
+	Session string `json:"-"`
+}
+
+// PublishResult is the acknowledgement of a publish. For a stored message
+// it is sent only once the message is durable.
+type PublishResult struct {
+	Channel   string `json:"channel"`
+	Offset    uint64 `json:"offset,omitempty"`
+	Epoch     string `json:"epoch,omitempty"`
+	ID        string `json:"id"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+	Ephemeral bool   `json:"ephemeral,omitempty"`
+}
+
+// Publish runs the publish pipeline: validate, authorise, store (group
+// commit), and — through the store's commit feed — fan out. It returns
+// once the message is durable.
+func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (PublishResult, error) {
+	if err := ValidateChannel(req.Channel); err != nil {
+		return PublishResult{}, err
+	}
+	event, err := validateEvent(req.Event)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	if len(req.IdempotencyKey) > maxIdempotencyKey {
+		return PublishResult{}, invalidf("idempotency_key is %d bytes long, the limit is %d", len(req.IdempotencyKey), maxIdempotencyKey)
+	}
+	if req.Ephemeral && req.IdempotencyKey != "" {
+		return PublishResult{}, invalidf("idempotency_key has no meaning on an ephemeral message")
+	}
+	data, err := compactData(req.Data, s.cfg.MaxDataBytes)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	if err := s.authorize(id, ActionPublish, req.Channel); err != nil {
+		return PublishResult{}, err
+	}
+
+	now := s.now()
+	msgID := newMessageID(now)
+	var from *sender
+	if !id.System && !id.Anonymous {
+		from = &sender{User: id.User, Session: req.Session}
+	}
+	payload, err := encodePayload(msgID, event, data, now, from)
+	if err != nil {
+		return PublishResult{}, err
+	}
+
+	if req.Ephemeral {
+		_, tail, _ := decodePayload(payload)
+		m := &Message{
+			Channel:        req.Channel,
+			Event:          event,
+			Raw:            buildEnvelope(req.Channel, 0, "", tail),
+			excludeSession: req.ExcludeSession,
+		}
+		s.hub.deliverEphemeral(m)
+		return PublishResult{Channel: req.Channel, ID: msgID, Ephemeral: true}, nil
+	}
+
+	rec := store.Record{ID: msgID, Time: now, Payload: payload, IdempotencyKey: req.IdempotencyKey}
+	if req.ExcludeSession != "" {
+		rec.Tag = req.ExcludeSession
+	}
+	res, err := s.log.Append(ctx, req.Channel, rec)
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("publish to %q: %w", req.Channel, err)
+	}
+	return PublishResult{
+		Channel:   req.Channel,
+		Offset:    res.Offset,
+		Epoch:     res.Epoch,
+		ID:        res.ID,
+		Duplicate: res.Duplicate,
+	}, nil
+}

@@ -1,0 +1,102 @@
+package server
+
+import "sync"
+
+// Kind says what an Item carries.
+type Kind uint8
+
+const (
+	// KindMessage carries a channel message (stored or ephemeral) in Msg.
+	KindMessage Kind = iota + 1
+	// KindReset carries a herald.reset event in Msg: the history of
+	// Msg.Channel no longer reaches back to the client's position.
+	KindReset
+	// KindFrame carries a transport-specific frame in Raw (a WebSocket
+	// reply, say). The core only orders it.
+	KindFrame
+)
+
+// Item is one thing a transport writes to its client.
+type Item struct {
+	Kind Kind
+	Msg  *Message
+	// Raw is the frame of a KindFrame item.
+	Raw []byte
+	// Cursor is the stream's resume cursor after this item, set by
+	// Session.Drain on sessions opened with WantCursor, for message and
+	// reset items.
+	Cursor string
+}
+
+func (it *Item) size() int {
+	if it.Msg != nil {
+		return len(it.Msg.Raw)
+	}
+	return len(it.Raw)
+}
+
+// queue is a session's outbound queue: a mutex-guarded slice bounded by
+// item count and bytes, and a one-slot signal channel the transport
+// selects on. push never blocks: a full queue refuses the item and the
+// caller closes the session as a slow consumer (the log is the truth; the
+// client resumes from its position). drain hands over the whole backlog in
+// one call, so a transport batches writes for free.
+type queue struct {
+	ready chan struct{} // one slot; a value means "there may be items"
+
+	mu       sync.Mutex // guards the fields below
+	items    []Item
+	bytes    int
+	maxItems int
+	maxBytes int
+	closed   bool
+}
+
+func newQueue(maxItems, maxBytes int) *queue {
+	return &queue{ready: make(chan struct{}, 1), maxItems: maxItems, maxBytes: maxBytes}
+}
+
+// push appends it and reports whether it fit.
+func (q *queue) push(it Item) bool {
+	n := it.size()
+	q.mu.Lock()
+	if q.closed || len(q.items) >= q.maxItems || q.bytes+n > q.maxBytes {
+		q.mu.Unlock()
+		return false
+	}
+	q.items = append(q.items, it)
+	q.bytes += n
+	q.mu.Unlock()
+	q.signal()
+	return true
+}
+
+// signal marks the queue ready without blocking.
+func (q *queue) signal() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// drain appends every queued item to dst and empties the queue.
+func (q *queue) drain(dst []Item) []Item {
+	q.mu.Lock()
+	dst = append(dst, q.items...)
+	clear(q.items)
+	if cap(q.items) > 1024 {
+		q.items = nil // do not pin a burst's memory forever
+	} else {
+		q.items = q.items[:0]
+	}
+	q.bytes = 0
+	q.mu.Unlock()
+	return dst
+}
+
+// close makes every later push fail.
+func (q *queue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+}

@@ -1,0 +1,241 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/heraldrt/herald/store"
+)
+
+// Log is the durable channel log the core runs on; *store.Store
+// implements it, and a distributed engine can stand behind it later.
+//
+// Contract: Append returns once the record is durable, with offsets
+// contiguous per channel; the implementation reports every stored record,
+// in commit order, to Server.Committed (store.Options.OnCommit). Head
+// creates a channel's epoch the first time it is asked.
+type Log interface {
+	Append(ctx context.Context, channel string, rec store.Record) (store.Appended, error)
+	Read(ctx context.Context, channel string, after uint64, limit int) (store.Page, error)
+	Head(ctx context.Context, channel string) (store.Position, error)
+	Channels(ctx context.Context, after string, limit int) ([]store.ChannelInfo, error)
+}
+
+// Server is the channel core: it authenticates and authorises, runs the
+// publish pipeline, holds the hub and the sessions, and serves the HTTP
+// API. Transports call it; it knows nothing of them.
+type Server struct {
+	cfg    Config
+	log    Log
+	logger *slog.Logger
+	hub    *hub
+
+	ready        atomic.Bool
+	shuttingDown atomic.Bool
+
+	mu       sync.Mutex // guards sessions
+	sessions map[string]*Session
+}
+
+// New returns a Server on log. Connect the log's commit feed to
+// Server.Committed before publishing.
+func New(cfg Config, log Log) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("server config: %w", err)
+	}
+	if log == nil {
+		return nil, fmt.Errorf("server: nil log")
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		logger:   cfg.Logger,
+		hub:      newHub(cfg.MaxPending, cfg.Logger),
+		sessions: make(map[string]*Session),
+	}
+	s.ready.Store(true)
+	return s, nil
+}
+
+func (s *Server) now() time.Time { return s.cfg.Now() }
+
+// Config returns the server's configuration with defaults applied.
+func (s *Server) Config() Config { return s.cfg }
+
+// Committed is the store's commit feed (store.Options.OnCommit): it fans
+// out every stored message, per channel in offset order. It runs on the
+// store's committer goroutine and never blocks on a client.
+func (s *Server) Committed(batch []store.Committed) {
+	for i := range batch {
+		c := &batch[i]
+		m, err := newMessage(c.Channel, c.Offset, c.Epoch, c.Record.Payload)
+		if err != nil {
+			s.logger.Error("undeliverable commit", "err", err)
+			continue
+		}
+		if ex, ok := c.Record.Tag.(string); ok {
+			m.excludeSession = ex
+		}
+		s.hub.deliver(m)
+	}
+}
+
+// OpenRequest opens a session on a fixed set of channels (SSE, poll).
+type OpenRequest struct {
+	// Transport names the transport, for logs and metrics.
+	Transport string
+	// Channels to subscribe, in order. Duplicates are ignored.
+	Channels []string
+	// Cursor resumes the channels it covers ("" for none).
+	Cursor string
+	// Positions, when not nil, holds one position per channel (a nil
+	// entry means "from the head"). It applies to the channels Cursor does
+	// not cover: a cursor is the stream's newer truth (a browser sends it
+	// as Last-Event-ID on every reconnect to the same URL).
+	Positions []*Position
+	// WantCursor stamps every stored message with the stream's cursor.
+	WantCursor bool
+}
+
+// OpenInfo is what a new session reports to its client.
+type OpenInfo struct {
+	Session  string            `json:"session"`
+	Channels []SubscribeResult `json:"channels"`
+}
+
+// Open authorises every channel, then creates a session subscribed to all
+// of them. Nothing is created when any channel is bad or denied.
+func (s *Server) Open(ctx context.Context, id Identity, req OpenRequest) (*Session, OpenInfo, error) {
+	if s.shuttingDown.Load() {
+		return nil, OpenInfo{}, ErrShuttingDown
+	}
+	if len(req.Channels) == 0 {
+		return nil, OpenInfo{}, invalidf("name at least one channel")
+	}
+	if len(req.Channels) > s.cfg.MaxChannelsPerRequest {
+		return nil, OpenInfo{}, invalidf("%d channels requested, the limit is %d", len(req.Channels), s.cfg.MaxChannelsPerRequest)
+	}
+	if req.Positions != nil && len(req.Positions) != len(req.Channels) {
+		return nil, OpenInfo{}, invalidf("%d positions for %d channels: give one per channel, in the same order", len(req.Positions), len(req.Channels))
+	}
+	seen := make(map[string]bool, len(req.Channels))
+	for _, ch := range req.Channels {
+		if err := ValidateChannel(ch); err != nil {
+			return nil, OpenInfo{}, err
+		}
+		if err := s.authorize(id, ActionSubscribe, ch); err != nil {
+			return nil, OpenInfo{}, err
+		}
+		seen[ch] = true
+	}
+	var cur Cursor
+	if req.Cursor != "" {
+		var err error
+		if cur, err = ParseCursor(req.Cursor); err != nil {
+			return nil, OpenInfo{}, err
+		}
+	}
+
+	sess := s.newSession(id, req.Transport, req.WantCursor)
+	info := OpenInfo{Session: sess.ID}
+	clear(seen)
+	for i, ch := range req.Channels {
+		if seen[ch] {
+			continue
+		}
+		seen[ch] = true
+		var from *Position
+		if epoch, off, ok := cur.position(ch); ok {
+			from = &Position{Since: off, Epoch: epoch}
+		} else if req.Positions != nil {
+			from = req.Positions[i]
+		}
+		res, err := s.Subscribe(ctx, sess, SubscribeRequest{Channel: ch, From: from})
+		if err != nil {
+			sess.Close(ReasonClientGone)
+			return nil, OpenInfo{}, err
+		}
+		info.Channels = append(info.Channels, res)
+	}
+	return sess, info, nil
+}
+
+// NewSession creates an empty session for a transport that subscribes
+// channel by channel (WebSocket).
+func (s *Server) NewSession(id Identity, transport string) (*Session, error) {
+	if s.shuttingDown.Load() {
+		return nil, ErrShuttingDown
+	}
+	return s.newSession(id, transport, false), nil
+}
+
+func (s *Server) newSession(id Identity, transport string, wantCursor bool) *Session {
+	ctx, cancel := context.WithCancel(context.Background())
+	sess := &Session{
+		ID:         newSessionID(),
+		Identity:   id,
+		Transport:  transport,
+		srv:        s,
+		q:          newQueue(s.cfg.QueueMessages, s.cfg.QueueBytes),
+		done:       make(chan struct{}),
+		ctx:        ctx,
+		cancel:     cancel,
+		wantCursor: wantCursor,
+	}
+	s.mu.Lock()
+	s.sessions[sess.ID] = sess
+	s.mu.Unlock()
+	return sess
+}
+
+// sessionClosed records a closed session (logs now, metrics later).
+func (s *Server) sessionClosed(sess *Session, reason Reason) {
+	level := slog.LevelDebug
+	if reason == ReasonSlowConsumer || reason == ReasonInternal {
+		level = slog.LevelWarn
+	}
+	s.logger.Log(context.Background(), level, "session closed", "session", sess.ID,
+		"transport", sess.Transport, "user", sess.Identity.User, "reason", reason.String())
+}
+
+// forget drops a released session from the registry.
+func (s *Server) forget(sess *Session) {
+	s.mu.Lock()
+	if s.sessions[sess.ID] == sess {
+		delete(s.sessions, sess.ID)
+	}
+	s.mu.Unlock()
+}
+
+// Sessions returns how many sessions are open.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Ready reports whether the server takes traffic (false once shutting
+// down).
+func (s *Server) Ready() bool { return s.ready.Load() && !s.shuttingDown.Load() }
+
+// Shutdown refuses new sessions and closes every open one with reason
+// shutdown, which tells clients to reconnect (to this server once it is
+// back, or to another). Transports flush that notice and return. Publishes
+// keep working until the caller closes the store.
+func (s *Server) Shutdown() {
+	s.shuttingDown.Store(true)
+	s.mu.Lock()
+	all := make([]*Session, 0, len(s.sessions))
+	for _, sess := range s.sessions {
+		all = append(all, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range all {
+		sess.fail(ReasonShutdown)
+	}
+}

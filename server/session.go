@@ -1,0 +1,234 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"sync"
+)
+
+// Session is one client identity across one connection (SSE, WebSocket)
+// or a series of polls. It owns its subscriptions and its outbound queue;
+// publishing and authorising belong to the Server.
+//
+// One goroutine — the transport's writer — calls Ready, Drain and Done and
+// writes what Drain returns. Subscribe, Unsubscribe and Close may be
+// called from any goroutine.
+type Session struct {
+	// ID is the session id clients see ("s_…").
+	ID string
+	// Identity is who opened the session.
+	Identity Identity
+	// Transport names the transport ("sse", "ws", "poll"), for logs and
+	// metrics.
+	Transport string
+
+	srv        *Server
+	q          *queue
+	done       chan struct{}
+	ctx        context.Context // cancelled when the session closes
+	cancel     context.CancelFunc
+	wantCursor bool
+	release    sync.Once
+
+	mu         sync.Mutex // guards the fields below
+	subs       []*subscription
+	catchingUp []*subscription // in subscription order
+	closed     bool
+	reason     Reason
+}
+
+// subscription is one session's interest in one channel.
+type subscription struct {
+	sess *Session
+	ch   *channel
+	name string
+
+	// Live state, guarded by ch.mu.
+	index    int        // position in ch.subs, -1 once removed
+	live     bool       // false while catching up from the store
+	last     uint64     // last offset delivered (or skipped) live
+	pending  []*Message // live messages that arrived while catching up
+	overflow bool       // pending overflowed: read the store again
+
+	// Catch-up state, touched only by the goroutine that drains the session.
+	since   uint64 // last offset handed to the transport
+	epoch   string // the epoch since refers to
+	preface []Item // sent before anything else of this subscription
+	// resetReason, when set, sends a herald.reset before the next page.
+	resetReason string
+
+	// pos is the client's position on this channel, for its cursor.
+	// Guarded by sess.mu.
+	pos cursorEntry
+}
+
+func newSessionID() string {
+	var b [15]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
+	return "s_" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])
+}
+
+// Ready returns a channel that receives a value whenever Drain may have
+// something to return. Select on it next to Done and your own timers.
+func (s *Session) Ready() <-chan struct{} { return s.q.ready }
+
+// Done is closed when the session is closed; Reason then says why.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Reason returns why the session closed (meaningful once Done is closed).
+func (s *Session) Reason() Reason {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reason
+}
+
+// Context is cancelled when the session closes.
+func (s *Session) Context() context.Context { return s.ctx }
+
+// pushLocked queues a live message for sub's session. ch.mu is held.
+func (s *Session) pushLocked(sub *subscription, m *Message) {
+	if m.excludeSession != "" && m.excludeSession == s.ID {
+		return
+	}
+	if !s.q.push(Item{Kind: KindMessage, Msg: m}) {
+		s.fail(ReasonSlowConsumer)
+	}
+}
+
+// fail marks the session closed without touching any channel, so it is
+// safe under a channel lock. The transport sees Done, tells its client and
+// calls Close, which unregisters the subscriptions.
+func (s *Session) fail(reason Reason) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.reason = reason
+	s.mu.Unlock()
+	s.q.close()
+	s.cancel()
+	close(s.done)
+	s.srv.sessionClosed(s, reason)
+}
+
+// Close ends the session (the first reason given wins) and unregisters its
+// subscriptions. It is idempotent; transports defer it.
+func (s *Session) Close(reason Reason) {
+	s.fail(reason)
+	s.release.Do(func() {
+		s.mu.Lock()
+		subs := s.subs
+		s.subs, s.catchingUp = nil, nil
+		s.mu.Unlock()
+		for _, sub := range subs {
+			sub.ch.remove(sub)
+			s.srv.hub.release(sub.ch)
+		}
+		s.srv.forget(s)
+	})
+}
+
+// Drain appends to dst everything the session has to send now: queued
+// live items, then, when a subscription is catching up, its next page from
+// the store. It returns quickly; when more catch-up remains it re-arms
+// Ready, so the transport writes what it got and comes back. Only the
+// session's writer goroutine may call it.
+func (s *Session) Drain(dst []Item) []Item {
+	start := len(dst)
+	dst = s.q.drain(dst)
+	s.mu.Lock()
+	var sub *subscription
+	if len(s.catchingUp) > 0 && !s.closed {
+		sub = s.catchingUp[0]
+	}
+	s.mu.Unlock()
+	if sub != nil {
+		var done bool
+		var err error
+		dst, done, err = s.srv.catchUp(s.ctx, sub, dst)
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.srv.logger.Error("catch-up read failed", "session", s.ID, "channel", sub.name, "err", err)
+				s.fail(ReasonInternal)
+			}
+		} else {
+			s.mu.Lock()
+			if done && len(s.catchingUp) > 0 && s.catchingUp[0] == sub {
+				s.catchingUp = s.catchingUp[1:]
+			}
+			more := len(s.catchingUp) > 0
+			s.mu.Unlock()
+			if more || !done {
+				s.q.signal()
+			}
+		}
+	}
+	if s.wantCursor {
+		s.annotateCursors(dst[start:])
+	}
+	return dst
+}
+
+// annotateCursors moves the session's positions over items and stamps each
+// stored message and reset with the stream's cursor after it.
+func (s *Session) annotateCursors(items []Item) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range items {
+		it := &items[i]
+		if it.Msg == nil || (it.Kind == KindMessage && it.Msg.Offset == 0) {
+			continue // ephemeral messages and frames do not move the cursor
+		}
+		sub := s.findLocked(it.Msg.Channel)
+		if sub == nil {
+			continue
+		}
+		sub.pos.epoch, sub.pos.offset = it.Msg.Epoch, it.Msg.Offset
+		if it.Kind == KindReset {
+			sub.pos.offset = it.Msg.resetTo
+		}
+		if len(s.subs) == 1 && it.Kind == KindMessage {
+			it.Cursor = it.Msg.cursorAfter()
+		} else {
+			it.Cursor = s.cursorLocked()
+		}
+	}
+}
+
+// Cursor returns the session's current resume cursor.
+func (s *Session) Cursor() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cursorLocked()
+}
+
+func (s *Session) cursorLocked() string {
+	entries := make([]cursorEntry, len(s.subs))
+	for i, sub := range s.subs {
+		entries[i] = sub.pos
+	}
+	return encodeCursor(entries)
+}
+
+func (s *Session) findLocked(channel string) *subscription {
+	for _, sub := range s.subs {
+		if sub.name == channel {
+			return sub
+		}
+	}
+	return nil
+}
+
+// Channels returns the channels the session is subscribed to.
+func (s *Session) Channels() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, len(s.subs))
+	for i, sub := range s.subs {
+		names[i] = sub.name
+	}
+	return names
+}

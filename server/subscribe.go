@@ -1,0 +1,274 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+)
+
+// Position is where a client stands on one channel: the last offset it
+// holds and the epoch that offset belongs to.
+type Position struct {
+	// Since is the last offset the client holds; 0 replays all that is kept.
+	Since uint64
+	// Epoch is the epoch Since refers to; "" when the client does not know
+	// it (the position is then trusted as is).
+	Epoch string
+}
+
+// SubscribeRequest asks for one channel on a session.
+type SubscribeRequest struct {
+	Channel string
+	// From is the client's position. Nil starts at the channel's head:
+	// only messages published from now on.
+	From *Position
+	// Preface is queued before anything of this subscription, such as the
+	// WebSocket reply that acknowledges the subscribe.
+	Preface []Item
+}
+
+// SubscribeResult describes a new subscription.
+type SubscribeResult struct {
+	Channel string `json:"channel"`
+	Epoch   string `json:"epoch"`
+	// Head is the channel's newest offset when the subscription started
+	// (0 when empty).
+	Head uint64 `json:"offset"`
+}
+
+// Subscribe adds a channel to a session. Messages after the client's
+// position are replayed from the store, then live ones follow with no gap
+// and no duplicate at the hand-over; if the history no longer reaches back
+// (trimmed, or a new epoch) a herald.reset comes first.
+func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequest) (SubscribeResult, error) {
+	if err := ValidateChannel(req.Channel); err != nil {
+		return SubscribeResult{}, err
+	}
+	if err := s.authorize(sess.Identity, ActionSubscribe, req.Channel); err != nil {
+		return SubscribeResult{}, err
+	}
+	sess.mu.Lock()
+	switch {
+	case sess.closed:
+		sess.mu.Unlock()
+		return SubscribeResult{}, ErrClosed
+	case sess.findLocked(req.Channel) != nil:
+		sess.mu.Unlock()
+		return SubscribeResult{}, invalidf("already subscribed to channel %q", req.Channel)
+	case len(sess.subs) >= s.cfg.MaxSubscriptions:
+		sess.mu.Unlock()
+		return SubscribeResult{}, invalidf("a session may hold %d subscriptions", s.cfg.MaxSubscriptions)
+	}
+	sess.mu.Unlock()
+
+	// Register first, then read the head: every message committed after
+	// the head read is fanned out after registration and lands in
+	// sub.pending; everything up to the head is in the store. The union
+	// has no gap; the drainer drops the overlap.
+	ch := s.hub.acquire(req.Channel)
+	sub := &subscription{sess: sess, ch: ch, name: req.Channel, index: -1}
+	ch.add(sub)
+	head, err := s.log.Head(ctx, req.Channel)
+	if err != nil {
+		ch.remove(sub)
+		s.hub.release(ch)
+		return SubscribeResult{}, fmt.Errorf("subscribe %q: %w", req.Channel, err)
+	}
+
+	sub.epoch = head.Epoch
+	sub.preface = append(sub.preface, req.Preface...)
+	switch from := req.From; {
+	case from == nil:
+		sub.since = head.Head
+		sub.pos = cursorEntry{channel: req.Channel, epoch: head.Epoch, offset: head.Head}
+	case from.Epoch != "" && from.Epoch != head.Epoch:
+		// The client's offsets belong to a lost log: replay what is kept.
+		sub.pos = cursorEntry{channel: req.Channel, epoch: from.Epoch, offset: from.Since}
+		sub.resetReason = resetEpochChanged
+	case from.Since > head.Head:
+		sub.pos = cursorEntry{channel: req.Channel, epoch: from.Epoch, offset: from.Since}
+		sub.resetReason = resetAhead
+	default:
+		sub.since = from.Since
+		sub.pos = cursorEntry{channel: req.Channel, epoch: head.Epoch, offset: from.Since}
+	}
+	sub.pos.hash = channelHash(req.Channel)
+
+	sess.mu.Lock()
+	if sess.closed {
+		sess.mu.Unlock()
+		ch.remove(sub)
+		s.hub.release(ch)
+		return SubscribeResult{}, ErrClosed
+	}
+	sess.subs = append(sess.subs, sub)
+	sess.catchingUp = append(sess.catchingUp, sub)
+	sess.mu.Unlock()
+	sess.q.signal()
+	return SubscribeResult{Channel: req.Channel, Epoch: head.Epoch, Head: head.Head}, nil
+}
+
+// Unsubscribe removes a channel from a session. It reports whether the
+// session was subscribed.
+func (s *Server) Unsubscribe(sess *Session, channel string) bool {
+	sess.mu.Lock()
+	var sub *subscription
+	for i, x := range sess.subs {
+		if x.name == channel {
+			sub = x
+			sess.subs = append(sess.subs[:i:i], sess.subs[i+1:]...)
+			break
+		}
+	}
+	for i, x := range sess.catchingUp {
+		if x == sub {
+			sess.catchingUp = append(sess.catchingUp[:i:i], sess.catchingUp[i+1:]...)
+			break
+		}
+	}
+	sess.mu.Unlock()
+	if sub == nil {
+		return false
+	}
+	sub.ch.remove(sub)
+	s.hub.release(sub.ch)
+	return true
+}
+
+// catchUp appends the next page of sub's history to dst. done reports
+// that the subscription went live: everything up to the hand-over was
+// appended, and later messages arrive through the queue.
+func (s *Server) catchUp(ctx context.Context, sub *subscription, dst []Item) (_ []Item, done bool, _ error) {
+	if sub.preface != nil {
+		dst = append(dst, sub.preface...)
+		sub.preface = nil
+	}
+	page, err := s.log.Read(ctx, sub.name, sub.since, s.cfg.CatchUpPage)
+	if err != nil {
+		return dst, false, fmt.Errorf("read %q after %d: %w", sub.name, sub.since, err)
+	}
+	if page.Epoch != "" && page.Epoch != sub.epoch {
+		// The log was reset under us: what we hold means nothing now.
+		sub.epoch, sub.since, sub.resetReason = page.Epoch, 0, resetEpochChanged
+		return dst, false, nil
+	}
+	reason := sub.resetReason
+	sub.resetReason = ""
+	if page.Trimmed {
+		if reason == "" {
+			reason = resetTrimmed
+		}
+		sub.since = page.First - 1
+	}
+	if reason != "" {
+		dst = append(dst, s.resetItem(sub.name, page.Epoch, reason, sub.since, page.Head))
+	}
+	for _, e := range page.Entries {
+		m, err := newMessage(sub.name, e.Offset, page.Epoch, e.Payload)
+		if err != nil {
+			return dst, false, err
+		}
+		dst = append(dst, Item{Kind: KindMessage, Msg: m})
+		sub.since = e.Offset
+	}
+	if len(page.Entries) >= s.cfg.CatchUpPage {
+		return dst, false, nil
+	}
+
+	// Reached the head as of the read: merge what arrived live meanwhile.
+	ch := sub.ch
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if sub.overflow {
+		sub.overflow, sub.pending = false, nil
+		return dst, false, nil
+	}
+	for _, m := range sub.pending {
+		if m.Offset <= sub.since {
+			continue
+		}
+		if m.Offset != sub.since+1 {
+			// Committed after our read but fanned out before we parked:
+			// impossible with an ordered feed; read the store again.
+			sub.pending = nil
+			return dst, false, nil
+		}
+		sub.since = m.Offset
+		if m.excludeSession != sub.sess.ID {
+			dst = append(dst, Item{Kind: KindMessage, Msg: m})
+		}
+	}
+	sub.pending = nil
+	sub.last = sub.since
+	sub.live = true
+	return dst, true, nil
+}
+
+// Why a herald.reset is sent.
+const (
+	resetTrimmed      = "trimmed"       // the history no longer reaches back that far
+	resetEpochChanged = "epoch_changed" // the channel's log was reset
+	resetAhead        = "unknown_position"
+)
+
+// resetItem builds a herald.reset: the client's position on channel is no
+// longer covered by the history; what is kept follows, starting after
+// offset to.
+func (s *Server) resetItem(channel, epoch, reason string, to, head uint64) Item {
+	b := make([]byte, 0, 160)
+	b = append(b, `"event":"`+EventReset+`","data":{"reason":"`...)
+	b = append(b, reason...)
+	b = append(b, `","epoch":"`...)
+	b = append(b, epoch...)
+	b = append(b, `","resume_after":`...)
+	b = strconv.AppendUint(b, to, 10)
+	b = append(b, `,"head":`...)
+	b = strconv.AppendUint(b, head, 10)
+	b = append(b, `},"time":"`...)
+	b = s.now().UTC().AppendFormat(b, timeFormat)
+	b = append(b, `"}`...)
+	m := &Message{
+		Channel: channel,
+		Epoch:   epoch,
+		Event:   EventReset,
+		Raw:     buildEnvelope(channel, 0, epoch, b),
+		resetTo: to,
+	}
+	return Item{Kind: KindReset, Msg: m}
+}
+
+// ParsePositions reads per-channel positions given as parallel lists, the
+// i-th since (and epoch, when given) belonging to the i-th channel: the
+// way a client that kept per-channel offsets resumes on SSE and long
+// polling. An empty since means "from the head". It returns nil when no
+// since is given.
+func ParsePositions(since, epochs []string, channels int) ([]*Position, error) {
+	if len(since) == 0 {
+		if len(epochs) > 0 {
+			return nil, invalidf("epoch is given without since")
+		}
+		return nil, nil
+	}
+	if len(since) != channels {
+		return nil, invalidf("%d since values for %d channels: give one per channel, in the same order (empty for \"from now\")", len(since), channels)
+	}
+	if len(epochs) > 0 && len(epochs) != channels {
+		return nil, invalidf("%d epoch values for %d channels: give one per channel, in the same order, or none", len(epochs), channels)
+	}
+	out := make([]*Position, channels)
+	for i, v := range since {
+		if v == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return nil, invalidf("since %q (position %d) is not a non-negative integer", v, i+1)
+		}
+		p := &Position{Since: n}
+		if len(epochs) > 0 {
+			p.Epoch = epochs[i]
+		}
+		out[i] = p
+	}
+	return out, nil
+}

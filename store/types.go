@@ -1,0 +1,181 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Durability says when an append counts as done.
+type Durability int
+
+const (
+	// SyncEachBatch answers an append only after the group-commit batch that
+	// holds it has been written and fsynced. This is the default: an
+	// acknowledged message survives a process kill and a power loss.
+	SyncEachBatch Durability = iota
+	// NoSync answers once the batch is in the operating system's page cache.
+	// An acknowledged message survives a process kill (SIGKILL, a crash) but
+	// not a power loss or kernel panic. Faster on slow disks.
+	NoSync
+)
+
+// String returns the configuration spelling of d ("sync" or "none").
+func (d Durability) String() string {
+	switch d {
+	case SyncEachBatch:
+		return "sync"
+	case NoSync:
+		return "none"
+	}
+	return "unknown"
+}
+
+// ParseDurability parses "sync" or "none".
+func ParseDurability(s string) (Durability, error) {
+	switch s {
+	case "sync", "":
+		return SyncEachBatch, nil
+	case "none":
+		return NoSync, nil
+	}
+	return 0, fmt.Errorf("durability %q: want \"sync\" or \"none\"", s)
+}
+
+// Retention bounds how much of a channel's log is kept.
+type Retention struct {
+	// MaxCount is the number of newest messages kept. 0 keeps none: appends
+	// still get offsets (so live subscribers see contiguous offsets) but no
+	// payload is stored, and every read of the past reports Trimmed.
+	MaxCount int
+	// MaxAge drops messages older than this. 0 means no age limit.
+	MaxAge time.Duration
+}
+
+// DefaultRetention is what a channel keeps when Options.Retention is nil:
+// the newest 1,000 messages, none older than 24 hours.
+var DefaultRetention = Retention{MaxCount: 1000, MaxAge: 24 * time.Hour}
+
+// Options configures a Store. The zero value of every field but Dir is a
+// sane default; see each field.
+type Options struct {
+	// Dir is the Badger directory. Required unless InMemory.
+	Dir string
+	// InMemory keeps everything in memory (tests). Nothing survives Close.
+	InMemory bool
+	// Durability defaults to SyncEachBatch.
+	Durability Durability
+	// Retention returns the retention for a channel. It is called by the
+	// background trimmer and by Append (to skip storing payloads of channels
+	// that keep nothing). Nil means DefaultRetention for every channel.
+	Retention func(channel string) Retention
+	// TrimInterval is how often the background trimmer runs. Default 30s.
+	TrimInterval time.Duration
+	// IdempotencyTTL is how long an idempotency key is remembered.
+	// Default 24h.
+	IdempotencyTTL time.Duration
+	// MaxBatchRecords and MaxBatchBytes bound one group-commit batch.
+	// Defaults 4096 records and 4 MiB.
+	MaxBatchRecords int
+	MaxBatchBytes   int
+	// OnCommit, when set, is called by the committer goroutine after each
+	// batch is durable, with the stored records in commit order (so, per
+	// channel, in ascending offset order with no gaps across calls).
+	// Duplicates (idempotency hits) are not included; records of channels
+	// whose retention keeps nothing (MaxCount 0) are. It must not block for
+	// long: the next batch waits for it to return. It must not call Append,
+	// Head of a channel never used, or Close: they wait for the committer,
+	// which is running OnCommit. The slice is only valid during the call.
+	OnCommit func([]Committed)
+	// Logger receives the store's and Badger's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Record is one message to append.
+type Record struct {
+	// ID is the message id chosen by the caller. It is remembered with the
+	// idempotency key so that a repeated key returns the first ID.
+	ID string
+	// Time is when the message was accepted; age-based retention uses it.
+	Time time.Time
+	// Payload is opaque to the store and stored as is.
+	Payload []byte
+	// IdempotencyKey, when not empty, makes the append idempotent per
+	// channel for Options.IdempotencyTTL.
+	IdempotencyKey string
+	// Tag is not stored: it is handed back untouched in Committed, so the
+	// caller can attach live-only data to the commit feed.
+	Tag any
+}
+
+// Appended is the result of an Append.
+type Appended struct {
+	Offset uint64
+	Epoch  string
+	// ID is the record's ID, or the first record's ID on a duplicate.
+	ID string
+	// Duplicate is true when the idempotency key was seen before: nothing
+	// was stored and Offset/Epoch/ID are those of the first append.
+	Duplicate bool
+}
+
+// Committed is one record made durable, as reported to Options.OnCommit.
+type Committed struct {
+	Channel string
+	Offset  uint64
+	Epoch   string
+	Record  Record
+}
+
+// Entry is one stored message read back.
+type Entry struct {
+	Offset  uint64
+	Time    time.Time
+	Payload []byte
+}
+
+// Page is the result of a Read.
+type Page struct {
+	// Epoch is the channel's epoch ("" if the channel was never used).
+	Epoch string
+	// Head is the newest offset assigned (0 when none).
+	Head uint64
+	// First is the oldest offset still kept; Head+1 when nothing is kept.
+	First uint64
+	// Entries are in ascending offset order, all > the requested offset.
+	Entries []Entry
+	// Trimmed is true when messages right after the requested offset were
+	// removed by retention, i.e. after+1 < First and after < Head.
+	Trimmed bool
+}
+
+// Position is a channel's epoch and head offset.
+type Position struct {
+	Epoch string
+	Head  uint64
+}
+
+// ChannelInfo describes one channel's log.
+type ChannelInfo struct {
+	Name  string
+	Epoch string
+	Head  uint64
+	First uint64
+}
+
+// Errors a caller can test with errors.Is.
+var (
+	// ErrClosed is returned by every method after Close.
+	ErrClosed = errors.New("store: closed")
+	// ErrBadChannel is returned for an empty channel name, one longer than
+	// 255 bytes, or one containing a NUL byte.
+	ErrBadChannel = errors.New("store: bad channel name")
+	// ErrTooLarge is returned for a record larger than MaxBatchBytes. A
+	// record's size is len(Payload)+len(ID)+len(IdempotencyKey). An
+	// InMemory store also refuses records over 1 MiB (less 17 bytes), the
+	// largest value in-memory Badger keeps.
+	ErrTooLarge = errors.New("store: record too large")
+)
