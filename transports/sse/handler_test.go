@@ -316,7 +316,8 @@ func TestErrorsAnswerBeforeAnyStreamStarts(t *testing.T) {
 		{"bad cursor", "channel=a", http.Header{"Last-Event-Id": {"garbage!"}}, 400, "cursor is not valid"},
 		{"bad since", "channel=a&since=x", nil, 400, `since "x"`},
 		{"no credentials", "channel=a", http.Header{"Authorization": {"Basic x"}}, 401, "Bearer"},
-		{"bad token", "channel=a", http.Header{"Authorization": {"Bearer nope"}}, 401, "malformed"},
+		{"bad token", "channel=a", http.Header{"Authorization": {"Bearer nope"}}, 401, "neither the API key nor"},
+		{"malformed jwt", "channel=a", http.Header{"Authorization": {"Bearer a.b.c"}}, 401, "malformed"},
 		{"user denied", "channel=user_18_notifications", http.Header{"Authorization": {"Bearer " + user}}, 403, "user_18_notifications"},
 	}
 	for _, tc := range cases {

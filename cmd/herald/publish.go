@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/heraldrt/herald/server"
+)
+
+// cmdPublish implements `herald publish`: POST /api/publish, print the
+// answer as one JSON line.
+//
+//	herald publish --channel chat_room_7 --event message_sent --data '{"text":"hi"}'
+func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runPublish(ctx, args, processEnv(), &http.Client{Timeout: publishTimeout}, stdout, stderr)
+}
+
+const (
+	// publishTimeout bounds one publish request, answer included.
+	publishTimeout = 30 * time.Second
+	// maxStdinData bounds --data - (the server's body limit is far lower).
+	maxStdinData = 16 << 20
+	// countPlaceholder is replaced by the message number with --count.
+	countPlaceholder = "{{i}}"
+)
+
+// publishOptions are the parsed flags of `herald publish`.
+type publishOptions struct {
+	base  *url.URL
+	token string
+	req   server.PublishRequest
+	data  string // JSON, possibly with {{i}}
+	count int
+}
+
+func runPublish(ctx context.Context, args []string, env clientEnv, hc *http.Client, stdout, stderr io.Writer) error {
+	opts, err := parsePublishFlags(args, env, stderr)
+	if err != nil {
+		return err
+	}
+	for i := 1; i <= opts.count; i++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		req, err := opts.request(i)
+		if err == nil {
+			var answer []byte
+			answer, err = publishOnce(ctx, hc, opts.base, opts.token, req)
+			if err == nil {
+				if _, werr := stdout.Write(append(answer, '\n')); werr != nil {
+					return fmt.Errorf("write answer: %w", werr)
+				}
+				continue
+			}
+		}
+		if opts.count > 1 {
+			return fmt.Errorf("message %d of %d: %w", i, opts.count, err)
+		}
+		return err
+	}
+	return nil
+}
+
+func parsePublishFlags(args []string, env clientEnv, stderr io.Writer) (publishOptions, error) {
+	fs := newFlagSet("publish", "publish --channel NAME [--event NAME] [--data JSON|-] [--idempotency-key K] [--ephemeral] [--exclude-session S] [--count N]", stderr)
+	var (
+		cf   clientFlags
+		opts publishOptions
+	)
+	cf.register(fs)
+	fs.StringVar(&opts.req.Channel, "channel", "", "channel to publish to; required")
+	fs.StringVar(&opts.req.Event, "event", "", "event name (default \"message\" on the server)")
+	fs.StringVar(&opts.data, "data", "null", "message data as JSON (a string needs its quotes: '\"hi\"'); - reads it from stdin")
+	fs.StringVar(&opts.req.IdempotencyKey, "idempotency-key", "", "a repeat of this key within the server's window returns the first result and stores nothing")
+	fs.BoolVar(&opts.req.Ephemeral, "ephemeral", false, "deliver live only: never stored, no offset")
+	fs.StringVar(&opts.req.ExcludeSession, "exclude-session", "", "a session that must not receive the message live")
+	fs.IntVar(&opts.count, "count", 1, "publish N messages one after the other; "+countPlaceholder+" in --data and --idempotency-key becomes the message number (1…N)")
+	if err := parseFlags(fs, args); err != nil {
+		return publishOptions{}, err
+	}
+	base, err := cf.resolve(env.getenv)
+	if err != nil {
+		return publishOptions{}, err
+	}
+	opts.base, opts.token = base, cf.token
+	if opts.req.Channel == "" {
+		return publishOptions{}, errors.New("--channel is required")
+	}
+	if err := server.ValidateChannel(opts.req.Channel); err != nil {
+		return publishOptions{}, fmt.Errorf("--channel: %w", err)
+	}
+	if opts.count < 1 {
+		return publishOptions{}, fmt.Errorf("--count %d: want 1 or more", opts.count)
+	}
+	if opts.data == "-" {
+		b, err := io.ReadAll(io.LimitReader(env.stdin, maxStdinData+1))
+		if err != nil {
+			return publishOptions{}, fmt.Errorf("read --data from stdin: %w", err)
+		}
+		if len(b) > maxStdinData {
+			return publishOptions{}, fmt.Errorf("--data from stdin is over %d bytes", maxStdinData)
+		}
+		opts.data = string(b)
+	}
+	// Check the data now, so a typo fails before anything is sent.
+	if _, err := opts.request(1); err != nil {
+		return publishOptions{}, err
+	}
+	return opts, nil
+}
+
+// request returns the i-th (1-based) publish request: {{i}} in the data
+// and the idempotency key replaced by i, the data checked and compacted.
+func (o *publishOptions) request(i int) (server.PublishRequest, error) {
+	req := o.req
+	n := strconv.Itoa(i)
+	data := strings.ReplaceAll(o.data, countPlaceholder, n)
+	req.IdempotencyKey = strings.ReplaceAll(req.IdempotencyKey, countPlaceholder, n)
+	compact, err := compactJSON(data)
+	if err != nil {
+		return server.PublishRequest{}, err
+	}
+	req.Data = compact
+	return req, nil
+}
+
+// compactJSON checks that s is one JSON value and returns it compacted. A
+// bare word is an error, not a string: quoting it silently would hide
+// typos like {text:"hi"}.
+func compactJSON(s string) (json.RawMessage, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, errors.New("--data is empty; give a JSON value (null, 42, \"text\", {...})")
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, []byte(s)); err != nil {
+		hint := ""
+		if s[0] != '{' && s[0] != '[' && s[0] != '"' {
+			hint = fmt.Sprintf(" (to send a string, quote it: --data '%s')", strconv.Quote(s))
+		}
+		return nil, fmt.Errorf("--data is not valid JSON: %v%s", err, hint)
+	}
+	return buf.Bytes(), nil
+}
+
+// publishOnce sends one publish and returns the server's answer compacted
+// to one line. A non-2xx answer is an *apiError.
+func publishOnce(ctx context.Context, hc *http.Client, base *url.URL, token string, req server.PublishRequest) ([]byte, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, apiEndpoint(base, "api/publish").String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	hr.Header.Set("Accept", "application/json")
+	setAuth(hr.Header, token)
+	resp, err := hc.Do(hr)
+	if err != nil {
+		return nil, err // a *url.Error: it names the method, the URL and the cause
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, readAPIError(resp)
+	}
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	if err != nil {
+		return nil, fmt.Errorf("read answer: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, answer); err != nil {
+		return nil, fmt.Errorf("server answered %d with a body that is not JSON: %s", resp.StatusCode, bodySnippet(answer))
+	}
+	return buf.Bytes(), nil
+}

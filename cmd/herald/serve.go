@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/store"
+	"github.com/heraldrt/herald/transports/sse"
+)
+
+// cmdServe implements `herald serve`: it opens the store, then the
+// listener (so a client never reaches a server whose store is not ready),
+// serves until ctx is cancelled (SIGINT/SIGTERM), and shuts down in order:
+// stop accepting, tell every client to reconnect, finish in-flight
+// requests, flush and close the store.
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := loadServeConfig(args, os.LookupEnv, stderr)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(cfg.file.Log, stderr)
+	if err := cfg.server.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	cfg.server.Logger = logger
+	cfg.store.Logger = logger
+
+	// The store reports every commit to the server, which fans it out. The
+	// server is created right after the store; nothing is appended before
+	// the listener opens, so the feed never runs before srv is set.
+	var srv *server.Server
+	cfg.store.OnCommit = func(batch []store.Committed) { srv.Committed(batch) }
+	st, err := store.Open(cfg.store)
+	if err != nil {
+		return fmt.Errorf("open store in %s: %w", cfg.store.Dir, err)
+	}
+	defer st.Close()
+	srv, err = server.New(cfg.server, st)
+	if err != nil {
+		return err
+	}
+	sseHandler, err := sse.New(srv, cfg.sse)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+
+	router := httprouter.New()
+	srv.Routes(router)
+	router.Handler(http.MethodGet, "/sse", sseHandler)
+	router.HandleOPTIONS = false // CORS answers preflights
+
+	inner, err := net.Listen("tcp", cfg.file.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.file.Addr, err)
+	}
+	ln := &notifyListener{Listener: inner, closed: make(chan struct{})}
+	httpSrv := &http.Server{
+		Handler:           srv.CORS(router),
+		ReadHeaderTimeout: time.Duration(cfg.file.Limits.ReadHeaderTimeout),
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }()
+
+	announce(logger, stderr, cfg, ln.Addr().String())
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	}
+
+	logger.Info("shutting down", "timeout", time.Duration(cfg.file.ShutdownTimeout))
+	// Close the listener before closing sessions: a browser told to
+	// reconnect must meet a refused connection (it retries), never a 503
+	// (EventSource gives up for good on a non-200 answer).
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.file.ShutdownTimeout))
+	defer cancel()
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- httpSrv.Shutdown(shutdownCtx) }()
+	select {
+	case <-ln.closed:
+	case <-shutdownCtx.Done():
+	}
+	srv.Shutdown()
+	if err := <-httpDone; err != nil {
+		logger.Warn("connections still open at the shutdown deadline; closing them", "err", err)
+		_ = httpSrv.Close()
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		logger.Warn("serve", "err", err)
+	}
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// notifyListener tells when http.Server.Shutdown has closed it.
+type notifyListener struct {
+	net.Listener
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *notifyListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { close(l.closed) })
+	return err
+}
+
+func newLogger(c logConfig, w io.Writer) *slog.Logger {
+	level, _ := parseLevel(c.Level)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// announce logs the listening address and, in dev mode, the generated
+// credentials, loudly.
+func announce(logger *slog.Logger, stderr io.Writer, cfg serveConfig, addr string) {
+	logger.Info("listening", "addr", addr, "data_dir", cfg.store.Dir,
+		"durability", cfg.store.Durability.String(), "dev", cfg.server.Dev)
+	if !cfg.server.Dev {
+		return
+	}
+	logger.Warn("DEV MODE: every channel is open to everyone; never expose this server")
+	if cfg.devKeys {
+		fmt.Fprintf(stderr, "\n  Herald dev server on http://%s\n  HERALD_API_KEY=%s\n  HERALD_JWT_SECRET=%s\n  (kept in %s)\n\n",
+			addr, cfg.server.APIKey, cfg.server.JWTSecret, filepath.Join(cfg.store.Dir, devKeyFile))
+	}
+}
