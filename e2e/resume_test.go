@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -39,26 +40,49 @@ func openSSE(t testing.TB, ctx context.Context, url string, header http.Header) 
 	}
 	go func() {
 		defer close(ch)
-		sc := bufio.NewScanner(resp.Body)
-		var ev sseEvent
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if ev.data != "" {
-					ch <- ev
-				}
-				ev = sseEvent{}
-			case strings.HasPrefix(line, "event: "):
-				ev.name = line[len("event: "):]
-			case strings.HasPrefix(line, "data: "):
-				ev.data = line[len("data: "):]
-			case strings.HasPrefix(line, "id: "):
-				ev.id = line[len("id: "):]
+		sc := newSSEScanner(resp.Body)
+		for {
+			ev, err := readSSEEvent(sc)
+			if err != nil {
+				return
 			}
+			ch <- ev
 		}
 	}()
 	return ch, resp
+}
+
+func newSSEScanner(r io.Reader) *bufio.Scanner {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	return sc
+}
+
+// readSSEEvent reads up to the next event that has data (retry: fields,
+// comments and id-only events are skipped). It returns io.ErrUnexpectedEOF
+// when the stream ends first.
+func readSSEEvent(sc *bufio.Scanner) (sseEvent, error) {
+	var ev sseEvent
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if ev.data != "" {
+				return ev, nil
+			}
+			ev = sseEvent{}
+		case strings.HasPrefix(line, "event: "):
+			ev.name = line[len("event: "):]
+		case strings.HasPrefix(line, "data: "):
+			ev.data = line[len("data: "):]
+		case strings.HasPrefix(line, "id: "):
+			ev.id = line[len("id: "):]
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return ev, err
+	}
+	return ev, io.ErrUnexpectedEOF
 }
 
 func nextEvent(t testing.TB, ch <-chan sseEvent) sseEvent {

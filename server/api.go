@@ -21,6 +21,9 @@ func (s *Server) Routes(r *httprouter.Router) {
 	r.HandlerFunc(http.MethodPost, "/api/publish", s.handlePublish)
 	r.HandlerFunc(http.MethodGet, "/api/history", s.handleHistory)
 	r.HandlerFunc(http.MethodGet, "/api/channels", s.handleChannels)
+	r.HandlerFunc(http.MethodPost, "/api/grants", s.handlePostGrant)
+	r.HandlerFunc(http.MethodDelete, "/api/grants", s.handleDeleteGrant)
+	r.HandlerFunc(http.MethodGet, "/api/grants", s.handleListGrants)
 	r.HandlerFunc(http.MethodGet, "/healthz", s.handleHealthz)
 	r.HandlerFunc(http.MethodGet, "/readyz", s.handleReadyz)
 }

@@ -1,5 +1,7 @@
 package server
 
+import "strings"
+
 // Action is what an identity wants to do on a channel.
 type Action int
 
@@ -8,6 +10,7 @@ const (
 	ActionPublish
 	ActionHistory
 	ActionPresence
+	numActions
 )
 
 func (a Action) String() string {
@@ -24,16 +27,96 @@ func (a Action) String() string {
 	return "unknown"
 }
 
-// authorize is the one decision point for every request path: API,
-// SSE, and every later transport ask it. The API key may do anything; in
-// dev mode every channel is open; otherwise, until channel rules exist,
-// nothing is open.
+// configKey is the rule key that lists the principals of the action.
+func (a Action) configKey() string {
+	switch a {
+	case ActionHistory:
+		return "history_access"
+	case ActionPresence:
+		return "presence_access"
+	}
+	return a.String()
+}
+
+// parseAction parses an action name of the grants API.
+func parseAction(s string) (Action, bool) {
+	for a := Action(0); a < numActions; a++ {
+		if a.String() == s {
+			return a, true
+		}
+	}
+	return 0, false
+}
+
+// authorize is the one decision point for every request path: the API,
+// SSE and every later transport ask it. The API key may do anything.
+// Otherwise the first rule matching the channel decides; no rule means
+// denied (in dev mode: open). A denied request without credentials is a
+// 401, with credentials a 403. Errors name the channel and the action,
+// never the rule or anyone else.
 func (s *Server) authorize(id Identity, action Action, channel string) error {
-	if id.System || s.cfg.Dev {
+	if id.System {
 		return nil
+	}
+	var caps captures
+	r := s.rules.match(channel, &caps)
+	if r == nil {
+		if s.cfg.Dev {
+			return nil
+		}
+	} else {
+		for i := range r.actions[action] {
+			if s.allows(&r.actions[action][i], id, action, channel, &caps) {
+				return nil
+			}
+		}
 	}
 	if id.Anonymous {
 		return unauthorizedf("credentials are required to %s channel %q", action, channel)
 	}
 	return forbiddenf(channel, "not allowed to %s channel %q", action, channel)
+}
+
+// allows reports whether principal p covers id for action on channel.
+func (s *Server) allows(p *principal, id Identity, action Action, channel string, caps *captures) bool {
+	switch p.kind {
+	case pSystem:
+		return id.System
+	case pEveryone:
+		return true
+	case pAuthenticated:
+		return !id.Anonymous
+	case pGrant:
+		return !id.Anonymous && (claimsChannel(id.Channels, channel) || s.grants.allows(id.User, channel, action))
+	case pRole:
+		for _, role := range id.Roles {
+			if p.value.equals(role, caps) {
+				return true
+			}
+		}
+	case pUser:
+		return !id.Anonymous && id.User != "" && p.value.equals(id.User, caps)
+	case pAttr:
+		for _, v := range id.Attrs[p.key] {
+			if p.value.equals(v, caps) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// claimsChannel reports whether a token's channels claim covers channel:
+// an exact name, or a prefix ending in *.
+func claimsChannel(patterns []string, channel string) bool {
+	for _, p := range patterns {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok {
+			if strings.HasPrefix(channel, prefix) {
+				return true
+			}
+		} else if p == channel {
+			return true
+		}
+	}
+	return false
 }

@@ -19,8 +19,17 @@ type Config struct {
 	Dev bool
 	// APIKey authenticates the backend as role system. Required unless Dev.
 	APIKey string
-	// JWTSecret verifies HS256 user tokens. Empty disables user tokens.
+	// JWTSecret verifies HS256 user tokens. Empty disables HS256.
 	JWTSecret string
+	// JWTPublicKeyFile is a PEM public key (RSA or ECDSA P-256) that
+	// verifies RS256 or ES256 user tokens.
+	JWTPublicKeyFile string
+	// JWKSFile is a JSON Web Key Set file whose RSA and P-256 keys verify
+	// RS256 and ES256 user tokens, chosen by the token's kid.
+	JWKSFile string
+	// JWTLeeway is the clock skew allowed on exp, nbf and iat. Default 5s
+	// (0 means the default); at most 5 minutes.
+	JWTLeeway time.Duration
 	// AllowedOrigins are the origins browsers may call from (CORS). "*"
 	// allows any. Default: none, or "*" in Dev.
 	AllowedOrigins []string
@@ -28,6 +37,10 @@ type Config struct {
 	// and 24 hours; MaxCount 0 with HistoryOff keeps none.
 	History    store.Retention
 	HistoryOff bool
+
+	// Rules are the channel rules (the channels: list), first match wins.
+	// Without rules, only the API key may do anything (in Dev, everyone).
+	Rules []RuleConfig
 
 	// MaxDataBytes bounds a message's data, compacted. Default 64 KiB.
 	MaxDataBytes int
@@ -91,7 +104,14 @@ func setDefault[T int | int64](p *T, v T) {
 // Validate reports every problem of c (after defaults), each naming its
 // configuration field, so a binary can check its configuration before it
 // opens the store.
-func (c Config) Validate() error { return c.withDefaults().validate() }
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	err := c.validate()
+	if _, kerr := newVerifier(c); kerr != nil {
+		err = errors.Join(err, kerr)
+	}
+	return err
+}
 
 // validate reports every problem of a defaulted Config, each naming its
 // field.
@@ -138,6 +158,9 @@ func (c Config) validate() error {
 			bad("%s %d: must be positive", f.name, f.value)
 		}
 	}
+	if _, err := compileRules(c.Rules, c.History); err != nil {
+		errs = append(errs, err)
+	}
 	if int64(c.MaxDataBytes) >= c.MaxBodyBytes {
 		bad("limits.max_data_bytes (%d) must be below limits.max_body_bytes (%d)", c.MaxDataBytes, c.MaxBodyBytes)
 	}
@@ -147,9 +170,15 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// Retention returns the retention of a channel. Pass it to
-// store.Options.Retention.
-func (c Config) Retention() func(channel string) store.Retention {
-	r := c.withDefaults().History
-	return func(string) store.Retention { return r }
+// Retention returns the retention of each channel — its rule's history,
+// or History — for store.Options.Retention. It fails when the rules do not
+// compile.
+func (c Config) Retention() (func(channel string) store.Retention, error) {
+	c = c.withDefaults()
+	rs, err := compileRules(c.Rules, c.History)
+	if err != nil {
+		return nil, err
+	}
+	def := c.History
+	return func(channel string) store.Retention { return rs.retention(channel, def) }, nil
 }

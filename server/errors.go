@@ -97,6 +97,9 @@ const (
 	// ReasonInternal: the core found an inconsistency it will not paper over;
 	// the client should reconnect and resume.
 	ReasonInternal
+	// ReasonTokenExpired: the session's token expired; the client should
+	// reconnect with a fresh one.
+	ReasonTokenExpired
 )
 
 var reasonNames = [...]string{
@@ -106,6 +109,7 @@ var reasonNames = [...]string{
 	ReasonWriteError:   "write_error",
 	ReasonRevoked:      "revoked",
 	ReasonInternal:     "internal",
+	ReasonTokenExpired: "token_expired",
 }
 
 func (r Reason) String() string {
@@ -119,7 +123,7 @@ func (r Reason) String() string {
 // reconnect and resume from its position.
 func (r Reason) Reconnect() bool {
 	switch r {
-	case ReasonShutdown, ReasonSlowConsumer, ReasonWriteError, ReasonInternal:
+	case ReasonShutdown, ReasonSlowConsumer, ReasonWriteError, ReasonInternal, ReasonTokenExpired:
 		return true
 	}
 	return false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +25,9 @@ func newTestServer(t testing.TB, cfg Config, opts ...func(*store.Options)) (*Ser
 	if cfg.JWTSecret == "" {
 		cfg.JWTSecret = testSecret
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	}
 	var srv *Server
 	so := store.Options{InMemory: true, OnCommit: func(b []store.Committed) { srv.Committed(b) }}
 	for _, o := range opts {
@@ -33,7 +37,7 @@ func newTestServer(t testing.TB, cfg Config, opts ...func(*store.Options)) (*Ser
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
-	srv, err = New(cfg, st)
+	srv, err = New(cfg, st, st)
 	if err != nil {
 		st.Close()
 		t.Fatalf("new server: %v", err)

@@ -25,6 +25,9 @@ const (
 	EventConnected  = "herald.connected"
 	EventReset      = "herald.reset"
 	EventDisconnect = "herald.disconnect"
+	// EventUnsubscribed tells a client that one of its subscriptions ended
+	// (its access was revoked); the stream goes on for its other channels.
+	EventUnsubscribed = "herald.unsubscribed"
 )
 
 func isChannelByte(c byte) bool {

@@ -63,6 +63,9 @@ func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (
 	if err := s.authorize(id, ActionPublish, req.Channel); err != nil {
 		return PublishResult{}, err
 	}
+	if req.ExcludeSession != "" && !id.System && !s.ownsSession(id, req.ExcludeSession) {
+		return PublishResult{}, forbiddenf(req.Channel, "exclude_session must be one of your own sessions")
+	}
 
 	now := s.now()
 	msgID := newMessageID(now)

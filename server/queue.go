@@ -14,6 +14,13 @@ const (
 	// KindFrame carries a transport-specific frame in Raw (a WebSocket
 	// reply, say). The core only orders it.
 	KindFrame
+	// KindSkip marks a stored message this session excluded itself from
+	// (exclude_session): nothing is shown, but the stream's position moves
+	// past it, so a resume does not bring it back. Msg is the message.
+	KindSkip
+	// KindUnsubscribed carries a herald.unsubscribed notice in Msg: the
+	// session no longer receives Msg.Channel.
+	KindUnsubscribed
 )
 
 // Item is one thing a transport writes to its client.
@@ -29,6 +36,9 @@ type Item struct {
 }
 
 func (it *Item) size() int {
+	if it.Kind == KindSkip {
+		return 0
+	}
 	if it.Msg != nil {
 		return len(it.Msg.Raw)
 	}

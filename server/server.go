@@ -31,32 +31,53 @@ type Log interface {
 type Server struct {
 	cfg    Config
 	log    Log
+	state  State
 	logger *slog.Logger
 	hub    *hub
+	rules  *rules
+	grants *grantSet
 
 	ready        atomic.Bool
 	shuttingDown atomic.Bool
 
 	mu       sync.Mutex // guards sessions
 	sessions map[string]*Session
+
+	verifier *verifier // user-token keys, loaded once by New
 }
 
-// New returns a Server on log. Connect the log's commit feed to
-// Server.Committed before publishing.
-func New(cfg Config, log Log) (*Server, error) {
+// New returns a Server on log and state (usually the same *store.Store).
+// Connect the log's commit feed to Server.Committed before publishing.
+func New(cfg Config, log Log, state State) (*Server, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("server config: %w", err)
 	}
-	if log == nil {
-		return nil, fmt.Errorf("server: nil log")
+	if log == nil || state == nil {
+		return nil, fmt.Errorf("server: nil log or state")
+	}
+	rules, err := compileRules(cfg.Rules, cfg.History)
+	if err != nil {
+		return nil, fmt.Errorf("server config: %w", err)
+	}
+	grants, err := loadGrants(context.Background(), state)
+	if err != nil {
+		return nil, err
+	}
+	v, err := newVerifier(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("server config: %w", err)
 	}
 	s := &Server{
 		cfg:      cfg,
 		log:      log,
+		state:    state,
 		logger:   cfg.Logger,
 		hub:      newHub(cfg.MaxPending, cfg.Logger),
+		rules:    rules,
+		grants:   grants,
 		sessions: make(map[string]*Session),
+		verifier: v,
 	}
 	s.ready.Store(true)
 	return s, nil
@@ -187,6 +208,12 @@ func (s *Server) newSession(id Identity, transport string, wantCursor bool) *Ses
 		cancel:     cancel,
 		wantCursor: wantCursor,
 	}
+	if !id.Expires.IsZero() {
+		// The token was accepted within the leeway; the session ends where
+		// the leeway ends, so a token is never cut short of what it was
+		// accepted for.
+		sess.expiry = time.AfterFunc(id.Expires.Add(s.verifier.leeway).Sub(s.now()), func() { sess.fail(ReasonTokenExpired) })
+	}
 	s.mu.Lock()
 	s.sessions[sess.ID] = sess
 	s.mu.Unlock()
@@ -210,6 +237,15 @@ func (s *Server) forget(sess *Session) {
 		delete(s.sessions, sess.ID)
 	}
 	s.mu.Unlock()
+}
+
+// ownsSession reports whether session id is open and belongs to id's user.
+// A session that is already gone is accepted: excluding it is moot.
+func (s *Server) ownsSession(id Identity, session string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess := s.sessions[session]
+	return sess == nil || (sess.Identity.User == id.User && !sess.Identity.System && !sess.Identity.Anonymous)
 }
 
 // Sessions returns how many sessions are open.

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"sync"
+	"time"
 )
 
 // Session is one client identity across one connection (SSE, WebSocket)
@@ -30,6 +31,7 @@ type Session struct {
 	cancel     context.CancelFunc
 	wantCursor bool
 	release    sync.Once
+	expiry     *time.Timer // closes the session when its token expires
 
 	mu         sync.Mutex // guards the fields below
 	subs       []*subscription
@@ -88,10 +90,14 @@ func (s *Session) Context() context.Context { return s.ctx }
 
 // pushLocked queues a live message for sub's session. ch.mu is held.
 func (s *Session) pushLocked(sub *subscription, m *Message) {
+	kind := KindMessage
 	if m.excludeSession != "" && m.excludeSession == s.ID {
-		return
+		if m.Offset == 0 {
+			return // ephemeral: nothing to skip
+		}
+		kind = KindSkip
 	}
-	if !s.q.push(Item{Kind: KindMessage, Msg: m}) {
+	if !s.q.push(Item{Kind: kind, Msg: m}) {
 		s.fail(ReasonSlowConsumer)
 	}
 }
@@ -119,6 +125,9 @@ func (s *Session) fail(reason Reason) {
 func (s *Session) Close(reason Reason) {
 	s.fail(reason)
 	s.release.Do(func() {
+		if s.expiry != nil {
+			s.expiry.Stop()
+		}
 		s.mu.Lock()
 		subs := s.subs
 		s.subs, s.catchingUp = nil, nil
@@ -179,8 +188,8 @@ func (s *Session) annotateCursors(items []Item) {
 	defer s.mu.Unlock()
 	for i := range items {
 		it := &items[i]
-		if it.Msg == nil || (it.Kind == KindMessage && it.Msg.Offset == 0) {
-			continue // ephemeral messages and frames do not move the cursor
+		if it.Msg == nil || it.Kind == KindUnsubscribed || (it.Kind == KindMessage && it.Msg.Offset == 0) {
+			continue // ephemeral messages, notices and frames do not move the cursor
 		}
 		sub := s.findLocked(it.Msg.Channel)
 		if sub == nil {
@@ -190,7 +199,7 @@ func (s *Session) annotateCursors(items []Item) {
 		if it.Kind == KindReset {
 			sub.pos.offset = it.Msg.resetTo
 		}
-		if len(s.subs) == 1 && it.Kind == KindMessage {
+		if len(s.subs) == 1 && it.Kind != KindReset {
 			it.Cursor = it.Msg.cursorAfter()
 		} else {
 			it.Cursor = s.cursorLocked()

@@ -194,9 +194,11 @@ func (s *Server) catchUp(ctx context.Context, sub *subscription, dst []Item) (_ 
 			return dst, false, nil
 		}
 		sub.since = m.Offset
-		if m.excludeSession != sub.sess.ID {
-			dst = append(dst, Item{Kind: KindMessage, Msg: m})
+		kind := KindMessage
+		if m.excludeSession == sub.sess.ID {
+			kind = KindSkip
 		}
+		dst = append(dst, Item{Kind: kind, Msg: m})
 	}
 	sub.pending = nil
 	sub.last = sub.since

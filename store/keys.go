@@ -17,6 +17,7 @@ import (
 //	'f' channel                                      first kept offset
 //	'i' len(channel) channel mode key                an idempotency key
 //	'v'                                              the layout version
+//	's' key                                          small state (State*)
 //
 // Log and idempotency keys put a one-byte length before the channel name
 // (names are at most 255 bytes), so the prefix of channel "a" never matches
@@ -30,6 +31,7 @@ const (
 	kindFirst   byte = 'f'
 	kindIdem    byte = 'i'
 	kindVersion byte = 'v'
+	kindState   byte = 's'
 )
 
 // layoutVersion is stored under the 'v' key. A store refuses to open a

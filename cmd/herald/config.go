@@ -32,6 +32,10 @@ type fileConfig struct {
 	DataDir           string        `yaml:"data_dir"`
 	APIKey            string        `yaml:"api_key"`
 	JWTSecret         string        `yaml:"jwt_secret"`
+	JWTPublicKey      string        `yaml:"jwt_public_key"`
+	JWKS              string        `yaml:"jwks"`
+	JWTLeeway         duration      `yaml:"jwt_leeway"`
+	Channels          ruleList      `yaml:"channels"`
 	Dev               bool          `yaml:"dev"`
 	Durability        string        `yaml:"durability"`
 	IdempotencyWindow duration      `yaml:"idempotency_window"`
@@ -109,6 +113,8 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 		dataDir    = fs.String("data-dir", "", "data directory (env HERALD_DATA_DIR; default ./data)")
 		apiKey     = fs.String("api-key", "", "API key of the backend, role system (env HERALD_API_KEY)")
 		jwtSecret  = fs.String("jwt-secret", "", "HS256 secret of user tokens (env HERALD_JWT_SECRET)")
+		jwtPubKey  = fs.String("jwt-public-key", "", "PEM public key verifying RS256/ES256 user tokens (env HERALD_JWT_PUBLIC_KEY)")
+		jwks       = fs.String("jwks", "", "JWKS file verifying RS256/ES256 user tokens (env HERALD_JWKS)")
 		dev        = fs.Bool("dev", false, "dev mode: loopback only, every channel open, generated keys printed")
 		durability = fs.String("durability", "", `"sync" (fsync every group commit, default) or "none" (env HERALD_DURABILITY)`)
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error (env HERALD_LOG_LEVEL)")
@@ -145,6 +151,8 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 	envString("HERALD_DATA_DIR", &fc.DataDir)
 	envString("HERALD_API_KEY", &fc.APIKey)
 	envString("HERALD_JWT_SECRET", &fc.JWTSecret)
+	envString("HERALD_JWT_PUBLIC_KEY", &fc.JWTPublicKey)
+	envString("HERALD_JWKS", &fc.JWKS)
 	envString("HERALD_DURABILITY", &fc.Durability)
 	envString("HERALD_LOG_LEVEL", &fc.Log.Level)
 	envString("HERALD_LOG_FORMAT", &fc.Log.Format)
@@ -170,6 +178,10 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 			fc.APIKey = *apiKey
 		case "jwt-secret":
 			fc.JWTSecret = *jwtSecret
+		case "jwt-public-key":
+			fc.JWTPublicKey = *jwtPubKey
+		case "jwks":
+			fc.JWKS = *jwks
 		case "dev":
 			fc.Dev = *dev
 		case "durability":
@@ -232,6 +244,10 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 		Dev:                   fc.Dev,
 		APIKey:                fc.APIKey,
 		JWTSecret:             fc.JWTSecret,
+		JWTPublicKeyFile:      fc.JWTPublicKey,
+		JWKSFile:              fc.JWKS,
+		JWTLeeway:             time.Duration(fc.JWTLeeway),
+		Rules:                 fc.Channels.rules,
 		AllowedOrigins:        fc.CORS.AllowedOrigins,
 		MaxDataBytes:          fc.Limits.MaxDataBytes,
 		MaxBodyBytes:          fc.Limits.MaxBodyBytes,
@@ -253,12 +269,16 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 			sc.server.History.MaxAge = time.Duration(h.TTL)
 		}
 	}
+	retention, err := sc.server.Retention()
+	if err != nil {
+		errs = append(errs, err)
+	}
 	sc.store = store.Options{
 		Dir:            fc.DataDir,
 		Durability:     dur,
 		IdempotencyTTL: time.Duration(fc.IdempotencyWindow),
 		TrimInterval:   time.Duration(fc.History.TrimInterval),
-		Retention:      sc.server.Retention(),
+		Retention:      retention,
 	}
 	sc.sse = sse.Options{
 		Heartbeat:    time.Duration(fc.SSE.Heartbeat),

@@ -145,3 +145,52 @@ func TestServeRefusesToStartWithoutAnAPIKey(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestChannelRulesFromTheConfigFile(t *testing.T) {
+	t.Parallel()
+	good := writeFile(t, `
+channels:
+  - pattern: "user_{user_id}_*"
+    subscribe: ["user:{user_id}", "admin"]
+    publish: ["system", "admin", "user:{user_id}"]
+  - pattern: "chat_room_{room_id}"
+    subscribe: ["grant"]
+    publish: ["grant"]
+    presence: true
+    join_leave: true
+    history: {size: 500, ttl: 72h}
+    rate_limit: {limit: 60, window: 1m}
+    batch: {size: 10, timeout: 100ms}
+    max_subscribers: 100
+`)
+	cfg, err := loadServeConfig([]string{"--config", good}, envOf(map[string]string{"HERALD_API_KEY": okKey}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.server.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(cfg.server.Rules); n != 2 || cfg.server.Rules[1].Batch.Timeout != 100*time.Millisecond {
+		t.Fatalf("rules %+v", cfg.server.Rules)
+	}
+	if r := cfg.store.Retention("chat_room_1"); r.MaxCount != 500 || r.MaxAge != 72*time.Hour {
+		t.Fatalf("chat room retention %+v", r)
+	}
+
+	cases := []struct{ name, yaml, want string }{
+		{"unknown option", "channels:\n  - pattern: a\n    subscirbe: [admin]\n", `channels[0] (line 3): unknown option "subscirbe"`},
+		{"second rule", "channels:\n  - pattern: a\n  - pattern: b\n    presense: true\n", `channels[1] (line 4): unknown option "presense"`},
+		{"bad pattern", "channels:\n  - pattern: \"a*b\"\n", `channels[0] (pattern "a*b"): pattern "a*b": * may only end`},
+		{"no pattern", "channels:\n  - subscribe: [admin]\n", "channels[0] (line 2): pattern is required"},
+		{"bad principal", "channels:\n  - pattern: \"u_{id}\"\n    subscribe: [\"user:{uid}\"]\n", "{uid} is not captured"},
+		{"not a list", "channels: {pattern: a}\n", "channels must be a list"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadServeConfig([]string{"--config", writeFile(t, tc.yaml)}, envOf(map[string]string{"HERALD_API_KEY": okKey}), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

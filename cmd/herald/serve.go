@@ -47,7 +47,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("open store in %s: %w", cfg.store.Dir, err)
 	}
 	defer st.Close()
-	srv, err = server.New(cfg.server, st)
+	srv, err = server.New(cfg.server, st, st)
 	if err != nil {
 		return err
 	}

@@ -175,8 +175,20 @@ func (st *stream) loop(r *http.Request, sess *server.Session) {
 func appendItems(b []byte, items []server.Item) []byte {
 	for i := range items {
 		it := &items[i]
-		if it.Msg == nil {
+		switch {
+		case it.Msg == nil:
 			continue // transport frames of other transports never reach SSE
+		case it.Kind == server.KindSkip:
+			// The client excluded itself from this message: an id-only
+			// event moves its cursor past it without dispatching anything
+			// (the WHATWG parser sets lastEventId before it drops an event
+			// with no data).
+			if it.Cursor != "" {
+				b = append(b, "id: "...)
+				b = appendField(b, it.Cursor)
+				b = append(b, '\n', '\n')
+			}
+			continue
 		}
 		b = appendEvent(b, it.Msg.Event, it.Msg.Raw, it.Cursor)
 	}

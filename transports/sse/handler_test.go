@@ -39,7 +39,7 @@ func newFixture(t *testing.T, cfg server.Config, opts Options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err = server.New(cfg, st)
+	srv, err = server.New(cfg, st, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func (s *testStream) read() {
 		line = strings.TrimRight(line, "\n")
 		switch {
 		case line == "":
-			if data != nil || cur.comments > 0 {
+			if data != nil || cur.comments > 0 || cur.id != "" {
 				cur.data = strings.Join(data, "\n")
 				s.ch <- cur
 			}
@@ -143,8 +143,8 @@ func (s *testStream) next() event {
 			if !ok {
 				s.t.Fatal("stream ended")
 			}
-			if ev.name == "" && ev.data == "" {
-				continue
+			if ev.name == "" && ev.data == "" && ev.id == "" {
+				continue // heartbeat
 			}
 			return ev
 		case <-time.After(10 * time.Second):
@@ -399,5 +399,35 @@ func TestCORSLetsAllowedOriginsOpenAStream(t *testing.T) {
 	other := f.open(t, "channel=a", http.Header{"Origin": {"https://evil.example"}})
 	if other.resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Fatal("a foreign origin was allowed")
+	}
+}
+
+func TestExcludedMessageMovesTheCursorWithAnIDOnlyEvent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, server.Config{Dev: true}, Options{})
+	s := f.open(t, "channel=room", nil)
+	var info struct{ Session string }
+	if err := json.Unmarshal([]byte(s.next().data), &info); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.srv.Publish(context.Background(), server.Identity{System: true}, server.PublishRequest{
+		Channel: "room", Data: json.RawMessage(`"mine"`), ExcludeSession: info.Session,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.publish(t, "room", `"theirs"`)
+	skip := s.next()
+	if skip.name != "" || skip.data != "" || skip.id == "" {
+		t.Fatalf("got %+v, want an id-only event", skip)
+	}
+	env, id := s.message()
+	if env.Offset != 2 || id == skip.id {
+		t.Fatalf("next message %+v id %q", env, id)
+	}
+	// The skip's id resumes after the excluded message.
+	s2 := f.open(t, "channel=room", http.Header{"Last-Event-Id": {skip.id}})
+	s2.next()
+	if env, _ := s2.message(); env.Offset != 2 {
+		t.Fatalf("resume from the skip replayed offset %d", env.Offset)
 	}
 }

@@ -1,0 +1,115 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Small state: keyed values beside the channel logs, for the few records a
+// server keeps durably besides messages (dynamic grants, bans, last-seen
+// times). Each call is its own Badger transaction, written with the
+// store's Durability; none goes through the group committer, whose keys it
+// never touches.
+
+// maxStateKey bounds a state key.
+const maxStateKey = 1024
+
+func stateKey(key string) ([]byte, error) {
+	if key == "" || len(key) > maxStateKey {
+		return nil, fmt.Errorf("store: state key of %d bytes: want 1 to %d", len(key), maxStateKey)
+	}
+	return append([]byte{kindState}, key...), nil
+}
+
+// PutState stores value under key, replacing what was there.
+func (s *Store) PutState(ctx context.Context, key string, value []byte) error {
+	k, err := stateKey(key)
+	if err != nil {
+		return err
+	}
+	return s.updateState(ctx, func(txn *badger.Txn) error { return txn.Set(k, value) })
+}
+
+// DeleteState removes key; removing a missing key is not an error.
+func (s *Store) DeleteState(ctx context.Context, key string) error {
+	k, err := stateKey(key)
+	if err != nil {
+		return err
+	}
+	return s.updateState(ctx, func(txn *badger.Txn) error { return txn.Delete(k) })
+}
+
+func (s *Store) updateState(ctx context.Context, fn func(*badger.Txn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !s.enter() {
+		return ErrClosed
+	}
+	defer s.exit()
+	if err := s.db.Update(fn); err != nil {
+		return fmt.Errorf("store: write state: %w", err)
+	}
+	return nil
+}
+
+// GetState returns the value under key; ok is false when there is none.
+func (s *Store) GetState(ctx context.Context, key string) (value []byte, ok bool, err error) {
+	k, err := stateKey(key)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+	if !s.enter() {
+		return nil, false, ErrClosed
+	}
+	defer s.exit()
+	err = s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(k)
+		if err != nil {
+			return err
+		}
+		value, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("store: read state: %w", err)
+	}
+	return value, true, nil
+}
+
+// ScanState calls fn for every key starting with prefix, in key order,
+// until fn returns an error (which ScanState returns).
+func (s *Store) ScanState(ctx context.Context, prefix string, fn func(key string, value []byte) error) error {
+	if !s.enter() {
+		return ErrClosed
+	}
+	defer s.exit()
+	p := append([]byte{kindState}, prefix...)
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			item := it.Item()
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return fmt.Errorf("store: read state: %w", err)
+			}
+			if err := fn(string(item.Key()[1:]), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
