@@ -229,16 +229,22 @@ func (s *Server) recheckUser(user string) {
 	s.mu.Lock()
 	var mine []*Session
 	for _, sess := range s.sessions {
-		if sess.Identity.User == user && !sess.Identity.System {
+		if sess.Identity().User == user && !sess.Identity().System {
 			mine = append(mine, sess)
 		}
 	}
 	s.mu.Unlock()
 	for _, sess := range mine {
-		for _, ch := range sess.Channels() {
-			if s.authorize(sess.Identity, ActionSubscribe, ch) != nil {
-				s.revoke(sess, ch)
-			}
+		s.recheck(sess)
+	}
+}
+
+// recheck revokes the subscriptions of sess its identity no longer allows.
+func (s *Server) recheck(sess *Session) {
+	id := sess.Identity()
+	for _, ch := range sess.Channels() {
+		if s.authorize(id, ActionSubscribe, ch) != nil {
+			s.revoke(sess, ch)
 		}
 	}
 }
@@ -250,7 +256,7 @@ func (s *Server) revoke(sess *Session, channel string) {
 	if !s.Unsubscribe(sess, channel) {
 		return
 	}
-	s.logger.Info("subscription revoked", "session", sess.ID, "user", sess.Identity.User, "channel", channel)
+	s.logger.Info("subscription revoked", "session", sess.ID, "user", sess.Identity().User, "channel", channel)
 	b := []byte(`"event":"` + EventUnsubscribed + `","data":{"reason":"revoked"},"time":"`)
 	b = s.now().UTC().AppendFormat(b, timeFormat)
 	b = append(b, `"}`...)
@@ -259,7 +265,7 @@ func (s *Server) revoke(sess *Session, channel string) {
 		sess.fail(ReasonSlowConsumer)
 		return
 	}
-	if len(sess.Channels()) == 0 {
+	if sess.fixed && len(sess.Channels()) == 0 {
 		sess.fail(ReasonRevoked)
 	}
 }

@@ -103,7 +103,7 @@ func TestRevokedGrantEndsLiveSubscriptions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sess, _, err := srv.Open(ctx, user("21"), OpenRequest{Channels: []string{"chat_room_1", "chat_room_2"}, WantCursor: true})
+	sess, _, err := srv.Open(ctx, user("21"), OpenRequest{Channels: []string{"chat_room_1", "chat_room_2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestExcludedSessionSkipsButItsCursorMovesOn(t *testing.T) {
 	t.Parallel()
 	srv, _ := newTestServer(t, Config{Rules: []RuleConfig{{Pattern: "room", Subscribe: []string{"authenticated"}, Publish: []string{"authenticated"}}}})
 	ctx := context.Background()
-	me, _, err := srv.Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}, WantCursor: true})
+	me, _, err := srv.Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestExcludedSessionSkipsButItsCursorMovesOn(t *testing.T) {
 		t.Fatalf("second item %+v", items[1])
 	}
 	// Resuming from the skip's cursor does not bring the message back.
-	again, _, err := srv.Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}, Cursor: items[0].Cursor, WantCursor: true})
+	again, _, err := srv.Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}, Cursor: items[0].Cursor})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,19 +28,13 @@ func newTestServer(t testing.TB, cfg Config, opts ...func(*store.Options)) (*Ser
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
 	}
-	var srv *Server
-	so := store.Options{InMemory: true, OnCommit: func(b []store.Committed) { srv.Committed(b) }}
+	so := store.Options{InMemory: true}
 	for _, o := range opts {
 		o(&so)
 	}
-	st, err := store.Open(so)
+	srv, st, err := Open(cfg, so)
 	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
-	srv, err = New(cfg, st, st)
-	if err != nil {
-		st.Close()
-		t.Fatalf("new server: %v", err)
+		t.Fatalf("open: %v", err)
 	}
 	t.Cleanup(func() {
 		srv.Shutdown()

@@ -73,6 +73,11 @@ func (s *Server) Authenticate(r *http.Request) (Identity, error) {
 	return s.identify(tok)
 }
 
+// Identify checks a bearer token given outside the HTTP request (the
+// WebSocket auth and refresh ops): the API key is System, a valid user JWT
+// is that user; anything else is a 401 *Error.
+func (s *Server) Identify(tok string) (Identity, error) { return s.identify(tok) }
+
 // identify checks a token: the API key or a user JWT.
 func (s *Server) identify(tok string) (Identity, error) {
 	if s.cfg.APIKey != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.APIKey)) == 1 {

@@ -30,7 +30,7 @@ type Item struct {
 	// Raw is the frame of a KindFrame item.
 	Raw []byte
 	// Cursor is the stream's resume cursor after this item, set by
-	// Session.Drain on sessions opened with WantCursor, for message and
+	// Session.Drain on sessions made by Server.Open (SSE, poll), for message and
 	// reset items.
 	Cursor string
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,8 +120,6 @@ type OpenRequest struct {
 	// not cover: a cursor is the stream's newer truth (a browser sends it
 	// as Last-Event-ID on every reconnect to the same URL).
 	Positions []*Position
-	// WantCursor stamps every stored message with the stream's cursor.
-	WantCursor bool
 }
 
 // OpenInfo is what a new session reports to its client.
@@ -130,7 +129,8 @@ type OpenInfo struct {
 }
 
 // Open authorises every channel, then creates a session subscribed to all
-// of them. Nothing is created when any channel is bad or denied.
+// of them, whose stored messages carry the stream's cursor (SSE, poll).
+// Nothing is created when any channel is bad or denied.
 func (s *Server) Open(ctx context.Context, id Identity, req OpenRequest) (*Session, OpenInfo, error) {
 	if s.shuttingDown.Load() {
 		return nil, OpenInfo{}, ErrShuttingDown
@@ -162,7 +162,7 @@ func (s *Server) Open(ctx context.Context, id Identity, req OpenRequest) (*Sessi
 		}
 	}
 
-	sess := s.newSession(id, req.Transport, req.WantCursor)
+	sess := s.newSession(id, req.Transport, true)
 	info := OpenInfo{Session: sess.ID}
 	clear(seen)
 	for i, ch := range req.Channels {
@@ -195,29 +195,59 @@ func (s *Server) NewSession(id Identity, transport string) (*Session, error) {
 	return s.newSession(id, transport, false), nil
 }
 
-func (s *Server) newSession(id Identity, transport string, wantCursor bool) *Session {
+func (s *Server) newSession(id Identity, transport string, fixed bool) *Session {
 	ctx, cancel := context.WithCancel(context.Background())
 	sess := &Session{
 		ID:         newSessionID(),
-		Identity:   id,
+		identity:   id,
 		Transport:  transport,
 		srv:        s,
 		q:          newQueue(s.cfg.QueueMessages, s.cfg.QueueBytes),
 		done:       make(chan struct{}),
 		ctx:        ctx,
 		cancel:     cancel,
-		wantCursor: wantCursor,
+		wantCursor: fixed,
+		fixed:      fixed,
 	}
-	if !id.Expires.IsZero() {
-		// The token was accepted within the leeway; the session ends where
-		// the leeway ends, so a token is never cut short of what it was
-		// accepted for.
-		sess.expiry = time.AfterFunc(id.Expires.Add(s.verifier.leeway).Sub(s.now()), func() { sess.fail(ReasonTokenExpired) })
-	}
+	sess.expiry = s.expiryTimer(sess, id)
 	s.mu.Lock()
 	s.sessions[sess.ID] = sess
 	s.mu.Unlock()
 	return sess
+}
+
+// expiryTimer returns a timer that closes sess when id's token expires, or
+// nil for a token without expiry. The token was accepted within the
+// leeway; the session ends where the leeway ends, so a token is never cut
+// short of what it was accepted for.
+func (s *Server) expiryTimer(sess *Session, id Identity) *time.Timer {
+	if id.Expires.IsZero() {
+		return nil
+	}
+	return time.AfterFunc(id.Expires.Add(s.verifier.leeway).Sub(s.now()), func() { sess.fail(ReasonTokenExpired) })
+}
+
+// Refresh replaces a session's identity with a fresh token's, for the
+// same user: the expiry moves to the new token's, and subscriptions the
+// new identity may not hold are revoked.
+func (s *Server) Refresh(sess *Session, id Identity) error {
+	old := sess.Identity()
+	if id.System != old.System || id.Anonymous || id.User != old.User {
+		return newError(http.StatusForbidden, ErrForbidden, "a refreshed token must be for the same user as the session")
+	}
+	sess.mu.Lock()
+	if sess.closed {
+		sess.mu.Unlock()
+		return ErrClosed
+	}
+	sess.identity = id
+	if sess.expiry != nil {
+		sess.expiry.Stop()
+	}
+	sess.expiry = s.expiryTimer(sess, id)
+	sess.mu.Unlock()
+	s.recheck(sess)
+	return nil
 }
 
 // sessionClosed records a closed session (logs now, metrics later).
@@ -227,7 +257,7 @@ func (s *Server) sessionClosed(sess *Session, reason Reason) {
 		level = slog.LevelWarn
 	}
 	s.logger.Log(context.Background(), level, "session closed", "session", sess.ID,
-		"transport", sess.Transport, "user", sess.Identity.User, "reason", reason.String())
+		"transport", sess.Transport, "user", sess.Identity().User, "reason", reason.String())
 }
 
 // forget drops a released session from the registry.
@@ -245,7 +275,7 @@ func (s *Server) ownsSession(id Identity, session string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sess := s.sessions[session]
-	return sess == nil || (sess.Identity.User == id.User && !sess.Identity.System && !sess.Identity.Anonymous)
+	return sess == nil || (sess.Identity().User == id.User && !sess.Identity().System && !sess.Identity().Anonymous)
 }
 
 // Sessions returns how many sessions are open.

@@ -18,8 +18,6 @@ import (
 type Session struct {
 	// ID is the session id clients see ("s_…").
 	ID string
-	// Identity is who opened the session.
-	Identity Identity
 	// Transport names the transport ("sse", "ws", "poll"), for logs and
 	// metrics.
 	Transport string
@@ -30,10 +28,15 @@ type Session struct {
 	ctx        context.Context // cancelled when the session closes
 	cancel     context.CancelFunc
 	wantCursor bool
-	release    sync.Once
-	expiry     *time.Timer // closes the session when its token expires
+	// fixed sessions (SSE, poll) have the channels they were opened with
+	// and end when the last one is revoked; others (WebSocket) subscribe
+	// and unsubscribe as they go.
+	fixed   bool
+	release sync.Once
 
-	mu         sync.Mutex // guards the fields below
+	mu         sync.Mutex  // guards the fields below
+	identity   Identity    // who the session acts as; Refresh replaces it
+	expiry     *time.Timer // closes the session when its token expires
 	subs       []*subscription
 	catchingUp []*subscription // in subscription order
 	closed     bool
@@ -69,6 +72,24 @@ func newSessionID() string {
 	var b [15]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
 	return "s_" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])
+}
+
+// Identity returns who the session acts as.
+func (s *Session) Identity() Identity {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.identity
+}
+
+// Send queues a transport frame (a WebSocket reply, say) behind what is
+// already queued. A full queue closes the session as a slow consumer; it
+// returns false then, or when the session is closed.
+func (s *Session) Send(frame []byte) bool {
+	if s.q.push(Item{Kind: KindFrame, Raw: frame}) {
+		return true
+	}
+	s.fail(ReasonSlowConsumer)
+	return false
 }
 
 // Ready returns a channel that receives a value whenever Drain may have
@@ -125,10 +146,10 @@ func (s *Session) fail(reason Reason) {
 func (s *Session) Close(reason Reason) {
 	s.fail(reason)
 	s.release.Do(func() {
+		s.mu.Lock()
 		if s.expiry != nil {
 			s.expiry.Stop()
 		}
-		s.mu.Lock()
 		subs := s.subs
 		s.subs, s.catchingUp = nil, nil
 		s.mu.Unlock()

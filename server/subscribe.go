@@ -22,9 +22,9 @@ type SubscribeRequest struct {
 	// From is the client's position. Nil starts at the channel's head:
 	// only messages published from now on.
 	From *Position
-	// Preface is queued before anything of this subscription, such as the
-	// WebSocket reply that acknowledges the subscribe.
-	Preface []Item
+	// Ack, when set, makes the frame that acknowledges the subscribe (a
+	// WebSocket reply); it is queued before anything of the subscription.
+	Ack func(SubscribeResult) []byte
 }
 
 // SubscribeResult describes a new subscription.
@@ -44,7 +44,7 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	if err := ValidateChannel(req.Channel); err != nil {
 		return SubscribeResult{}, err
 	}
-	if err := s.authorize(sess.Identity, ActionSubscribe, req.Channel); err != nil {
+	if err := s.authorize(sess.Identity(), ActionSubscribe, req.Channel); err != nil {
 		return SubscribeResult{}, err
 	}
 	sess.mu.Lock()
@@ -76,7 +76,9 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	}
 
 	sub.epoch = head.Epoch
-	sub.preface = append(sub.preface, req.Preface...)
+	if req.Ack != nil {
+		sub.preface = []Item{{Kind: KindFrame, Raw: req.Ack(SubscribeResult{Channel: req.Channel, Epoch: head.Epoch, Head: head.Head})}}
+	}
 	switch from := req.From; {
 	case from == nil:
 		sub.since = head.Head

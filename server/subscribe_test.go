@@ -15,7 +15,7 @@ import (
 func openSession(t testing.TB, srv *Server, channels []string, positions []*Position, cursor string) (*Session, OpenInfo) {
 	t.Helper()
 	sess, info, err := srv.Open(context.Background(), system, OpenRequest{
-		Transport: "test", Channels: channels, Positions: positions, Cursor: cursor, WantCursor: true,
+		Transport: "test", Channels: channels, Positions: positions, Cursor: cursor,
 	})
 	if err != nil {
 		t.Fatalf("open %v: %v", channels, err)

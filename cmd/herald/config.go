@@ -23,6 +23,7 @@ import (
 	"github.com/heraldrt/herald/server"
 	"github.com/heraldrt/herald/store"
 	"github.com/heraldrt/herald/transports/sse"
+	"github.com/heraldrt/herald/transports/ws"
 )
 
 // fileConfig is the whole configuration, as the YAML file spells it.
@@ -44,6 +45,7 @@ type fileConfig struct {
 	CORS              corsConfig    `yaml:"cors"`
 	History           historyConfig `yaml:"history"`
 	SSE               sseConfig     `yaml:"sse"`
+	WS                wsConfig      `yaml:"ws"`
 	Limits            limitsConfig  `yaml:"limits"`
 }
 
@@ -67,6 +69,16 @@ type sseConfig struct {
 	Heartbeat    duration `yaml:"heartbeat"`
 	Retry        duration `yaml:"retry"`
 	WriteTimeout duration `yaml:"write_timeout"`
+}
+
+type wsConfig struct {
+	PingInterval  duration `yaml:"ping_interval"`
+	PongTimeout   duration `yaml:"pong_timeout"`
+	WriteTimeout  duration `yaml:"write_timeout"`
+	AuthTimeout   duration `yaml:"auth_timeout"`
+	MaxFrameBytes int64    `yaml:"max_frame_bytes"`
+	MaxBatch      int      `yaml:"max_batch"`
+	Compression   bool     `yaml:"compression"`
 }
 
 type limitsConfig struct {
@@ -97,6 +109,7 @@ type serveConfig struct {
 	server     server.Config
 	store      store.Options
 	sse        sse.Options
+	ws         ws.Options
 	devKeys    bool // the API key or JWT secret was generated for dev mode
 	configPath string
 }
@@ -279,6 +292,15 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 		IdempotencyTTL: time.Duration(fc.IdempotencyWindow),
 		TrimInterval:   time.Duration(fc.History.TrimInterval),
 		Retention:      retention,
+	}
+	sc.ws = ws.Options{
+		PingInterval:  time.Duration(fc.WS.PingInterval),
+		PongTimeout:   time.Duration(fc.WS.PongTimeout),
+		WriteTimeout:  time.Duration(fc.WS.WriteTimeout),
+		AuthTimeout:   time.Duration(fc.WS.AuthTimeout),
+		MaxFrameBytes: fc.WS.MaxFrameBytes,
+		MaxBatch:      fc.WS.MaxBatch,
+		Compression:   fc.WS.Compression,
 	}
 	sc.sse = sse.Options{
 		Heartbeat:    time.Duration(fc.SSE.Heartbeat),

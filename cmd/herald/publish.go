@@ -13,10 +13,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/heraldrt/herald/server"
 )
 
-// cmdPublish implements `herald publish`: POST /api/publish, print the
+// cmdPublish implements `herald publish`: POST /api/publish (or, with
+// --transport ws, publish ops on one WebSocket connection), print each
 // answer as one JSON line.
 //
 //	herald publish --channel chat_room_7 --event message_sent --data '{"text":"hi"}'
@@ -40,12 +43,28 @@ type publishOptions struct {
 	req   server.PublishRequest
 	data  string // JSON, possibly with {{i}}
 	count int
+	// via is the --transport: "http" or "ws".
+	via         string
+	excludeSelf bool // ws only
+	// wsDialer opens the WebSocket connection; nil uses newWSDialer().
+	wsDialer *websocket.Dialer
 }
 
 func runPublish(ctx context.Context, args []string, env clientEnv, hc *http.Client, stdout, stderr io.Writer) error {
 	opts, err := parsePublishFlags(args, env, stderr)
 	if err != nil {
 		return err
+	}
+	publish := func(ctx context.Context, req server.PublishRequest) ([]byte, error) {
+		return publishOnce(ctx, hc, opts.base, opts.token, req)
+	}
+	if opts.via == "ws" {
+		p, err := dialWSPublisher(ctx, opts)
+		if err != nil {
+			return err
+		}
+		defer p.close()
+		publish = p.publish
 	}
 	for i := 1; i <= opts.count; i++ {
 		if err := ctx.Err(); err != nil {
@@ -54,7 +73,7 @@ func runPublish(ctx context.Context, args []string, env clientEnv, hc *http.Clie
 		req, err := opts.request(i)
 		if err == nil {
 			var answer []byte
-			answer, err = publishOnce(ctx, hc, opts.base, opts.token, req)
+			answer, err = publish(ctx, req)
 			if err == nil {
 				if _, werr := stdout.Write(append(answer, '\n')); werr != nil {
 					return fmt.Errorf("write answer: %w", werr)
@@ -71,7 +90,7 @@ func runPublish(ctx context.Context, args []string, env clientEnv, hc *http.Clie
 }
 
 func parsePublishFlags(args []string, env clientEnv, stderr io.Writer) (publishOptions, error) {
-	fs := newFlagSet("publish", "publish --channel NAME [--event NAME] [--data JSON|-] [--idempotency-key K] [--ephemeral] [--exclude-session S] [--count N]", stderr)
+	fs := newFlagSet("publish", "publish --channel NAME [--event NAME] [--data JSON|-] [--idempotency-key K] [--ephemeral] [--transport http|ws] [--exclude-session S | --exclude-self] [--count N]", stderr)
 	var (
 		cf   clientFlags
 		opts publishOptions
@@ -82,7 +101,9 @@ func parsePublishFlags(args []string, env clientEnv, stderr io.Writer) (publishO
 	fs.StringVar(&opts.data, "data", "null", "message data as JSON (a string needs its quotes: '\"hi\"'); - reads it from stdin")
 	fs.StringVar(&opts.req.IdempotencyKey, "idempotency-key", "", "a repeat of this key within the server's window returns the first result and stores nothing")
 	fs.BoolVar(&opts.req.Ephemeral, "ephemeral", false, "deliver live only: never stored, no offset")
-	fs.StringVar(&opts.req.ExcludeSession, "exclude-session", "", "a session that must not receive the message live")
+	fs.StringVar(&opts.req.ExcludeSession, "exclude-session", "", "a session that must not receive the message live; http only")
+	fs.StringVar(&opts.via, "transport", "http", "http (POST /api/publish, one request per message) or ws (publish ops on one WebSocket connection, each answered before the next is sent)")
+	fs.BoolVar(&opts.excludeSelf, "exclude-self", false, "do not push the message back to this connection; ws only")
 	fs.IntVar(&opts.count, "count", 1, "publish N messages one after the other; "+countPlaceholder+" in --data and --idempotency-key becomes the message number (1…N)")
 	if err := parseFlags(fs, args); err != nil {
 		return publishOptions{}, err
@@ -100,6 +121,14 @@ func parsePublishFlags(args []string, env clientEnv, stderr io.Writer) (publishO
 	}
 	if opts.count < 1 {
 		return publishOptions{}, fmt.Errorf("--count %d: want 1 or more", opts.count)
+	}
+	switch {
+	case opts.via != "http" && opts.via != "ws":
+		return publishOptions{}, fmt.Errorf("--transport %q is unknown; use http or ws", opts.via)
+	case opts.excludeSelf && opts.via != "ws":
+		return publishOptions{}, errors.New("--exclude-self is for --transport ws only (over HTTP, name a session with --exclude-session)")
+	case opts.req.ExcludeSession != "" && opts.via != "http":
+		return publishOptions{}, errors.New("--exclude-session is for --transport http only (over ws, --exclude-self leaves out this connection)")
 	}
 	if opts.data == "-" {
 		b, err := io.ReadAll(io.LimitReader(env.stdin, maxStdinData+1))

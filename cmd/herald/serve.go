@@ -16,8 +16,8 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/heraldrt/herald/server"
-	"github.com/heraldrt/herald/store"
 	"github.com/heraldrt/herald/transports/sse"
+	"github.com/heraldrt/herald/transports/ws"
 )
 
 // cmdServe implements `herald serve`: it opens the store, then the
@@ -37,21 +37,17 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg.server.Logger = logger
 	cfg.store.Logger = logger
 
-	// The store reports every commit to the server, which fans it out. The
-	// server is created right after the store; nothing is appended before
-	// the listener opens, so the feed never runs before srv is set.
-	var srv *server.Server
-	cfg.store.OnCommit = func(batch []store.Committed) { srv.Committed(batch) }
-	st, err := store.Open(cfg.store)
+	srv, st, err := server.Open(cfg.server, cfg.store)
 	if err != nil {
-		return fmt.Errorf("open store in %s: %w", cfg.store.Dir, err)
+		return fmt.Errorf("%s: %w", cfg.store.Dir, err)
 	}
 	defer st.Close()
-	srv, err = server.New(cfg.server, st, st)
-	if err != nil {
-		return err
-	}
 	sseHandler, err := sse.New(srv, cfg.sse)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+
+	wsHandler, err := ws.New(srv, cfg.ws)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -59,6 +55,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	router := httprouter.New()
 	srv.Routes(router)
 	router.Handler(http.MethodGet, "/sse", sseHandler)
+	router.Handler(http.MethodGet, "/ws", wsHandler)
 	router.HandleOPTIONS = false // CORS answers preflights
 
 	inner, err := net.Listen("tcp", cfg.file.Addr)
@@ -99,6 +96,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := <-httpDone; err != nil {
 		logger.Warn("connections still open at the shutdown deadline; closing them", "err", err)
 		_ = httpSrv.Close()
+	}
+	// Hijacked WebSocket connections are not http.Server's to wait for.
+	if err := wsHandler.Wait(shutdownCtx); err != nil {
+		logger.Warn("WebSocket connections still open at the shutdown deadline", "err", err)
 	}
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		logger.Warn("serve", "err", err)

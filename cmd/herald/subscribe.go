@@ -1,8 +1,11 @@
 package main
 
-// `herald subscribe` streams GET /sse and prints every message envelope as
-// one JSON line, exactly once and in order across network cuts and server
-// restarts.
+// `herald subscribe` streams GET /sse (or, with --transport ws, GET /ws:
+// see ws_subscribe.go) and prints every message envelope as one JSON line,
+// exactly once and in order across network cuts and server restarts. The
+// reconnect loop (run), the output (deliver) and the judge of every
+// message (tracker) are the same for both transports; each transport only
+// runs one connection (attemptSSE, attemptWS).
 //
 // Why the r3labs/sse client, and how it is guarded. DESIGN asks for
 // github.com/r3labs/sse/v2 (v2.10.0) as the Go SSE client, and it can be
@@ -51,6 +54,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/gorilla/websocket"
 	sse "github.com/r3labs/sse/v2"
 
 	"github.com/heraldrt/herald/server"
@@ -105,13 +109,17 @@ type subscribeOptions struct {
 	stall    time.Duration // no bytes for this long: reconnect; 0 = never
 	verbose  bool
 	backoff  backoffPolicy
-	// transport carries the HTTP requests; nil uses a clone of
+	// via is the --transport: "sse" or "ws".
+	via string
+	// transport carries the SSE requests; nil uses a clone of
 	// http.DefaultTransport.
 	transport http.RoundTripper
+	// wsDialer opens the WebSocket connections; nil uses newWSDialer().
+	wsDialer *websocket.Dialer
 }
 
 func parseSubscribeFlags(args []string, getenv func(string) string, stderr io.Writer) (subscribeOptions, error) {
-	fs := newFlagSet("subscribe", "subscribe --channel NAME [--channel NAME]... [--cursor C | --since N... [--epoch E...]] [--max N] [--timeout D] [--verbose]", stderr)
+	fs := newFlagSet("subscribe", "subscribe --channel NAME [--channel NAME]... [--transport sse|ws] [--cursor C | --since N... [--epoch E...]] [--max N] [--timeout D] [--verbose]", stderr)
 	var (
 		cf                      clientFlags
 		opts                    subscribeOptions
@@ -120,13 +128,13 @@ func parseSubscribeFlags(args []string, getenv func(string) string, stderr io.Wr
 	)
 	cf.register(fs)
 	fs.Var(&channels, "channel", "channel to follow; repeat for several (one stream, one cursor)")
-	fs.StringVar(&opts.cursor, "cursor", "", "resume from this cursor (an SSE event id or poll cursor; --verbose logs the last one on exit)")
+	fs.StringVar(&opts.cursor, "cursor", "", "resume from this cursor (an SSE event id or poll cursor; --verbose logs the last one on exit); sse only")
 	fs.Var(&since, "since", "resume after this offset: one per --channel, in the same order (empty for \"from now\")")
 	fs.Var(&epochs, "epoch", "the epoch each --since offset belongs to: one per --channel, in the same order")
-	fs.StringVar(&transport, "transport", "sse", "transport to use; only sse for now")
+	fs.StringVar(&transport, "transport", "sse", "transport: sse (Server-Sent Events, GET /sse) or ws (WebSocket, GET /ws)")
 	fs.IntVar(&opts.max, "max", 0, "exit after printing N messages (0 = no limit)")
 	fs.DurationVar(&opts.timeout, "timeout", 0, "fail when no message arrives for this long (0 = wait forever)")
-	fs.DurationVar(&opts.stall, "stall-timeout", defaultStall, "reconnect when the stream sends nothing, not even a heartbeat, for this long (0 = never)")
+	fs.DurationVar(&opts.stall, "stall-timeout", defaultStall, "reconnect when the server sends nothing, not even a heartbeat or ping, for this long (0 = never)")
 	fs.BoolVar(&opts.verbose, "verbose", false, "log connects, disconnects, reconnects and dropped duplicates to stderr")
 	fs.BoolVar(&opts.verbose, "v", false, "short for --verbose")
 	if err := parseFlags(fs, args); err != nil {
@@ -139,11 +147,12 @@ func parseSubscribeFlags(args []string, getenv func(string) string, stderr io.Wr
 	opts.base, opts.token, opts.backoff = base, cf.token, defaultBackoff
 
 	switch transport {
-	case "sse":
-	case "ws", "poll":
-		return subscribeOptions{}, fmt.Errorf("--transport %s is not supported by the subscriber yet; use sse", transport)
+	case "sse", "ws":
+		opts.via = transport
+	case "poll":
+		return subscribeOptions{}, fmt.Errorf("--transport %s is not supported by the subscriber yet; use sse or ws", transport)
 	default:
-		return subscribeOptions{}, fmt.Errorf("--transport %q is unknown; use sse", transport)
+		return subscribeOptions{}, fmt.Errorf("--transport %q is unknown; use sse or ws", transport)
 	}
 	if len(channels) == 0 {
 		return subscribeOptions{}, errors.New("--channel is required")
@@ -159,6 +168,9 @@ func parseSubscribeFlags(args []string, getenv func(string) string, stderr io.Wr
 		seen[ch] = true
 	}
 	opts.channels = channels
+	if opts.cursor != "" && opts.via == "ws" {
+		return subscribeOptions{}, errors.New("--cursor is for --transport sse only; a WebSocket subscriber resumes per channel: give --since N (and --epoch E), one each per --channel")
+	}
 	if opts.cursor != "" && len(since) > 0 {
 		return subscribeOptions{}, errors.New("give --cursor or --since, not both")
 	}
@@ -197,18 +209,22 @@ func runSubscribe(ctx context.Context, opts subscribeOptions, stdout, stderr io.
 		t:      newTracker(opts),
 		stdout: stdout,
 		stderr: stderr,
-		base:   opts.transport,
 	}
-	if s.base == nil {
+	attempt := s.attemptSSE
+	if opts.via == "ws" {
+		attempt = s.attemptWS
+	} else if s.base = opts.transport; s.base == nil {
 		s.base = newStreamHTTPTransport()
 	}
 	if opts.timeout > 0 {
 		s.idle = time.AfterFunc(opts.timeout, func() { cancel(&idleTimeout{opts.timeout}) })
 		defer s.idle.Stop()
 	}
-	err := s.run(runCtx)
+	err := s.run(runCtx, attempt)
 	if s.t.cursor != "" {
 		s.debugf("stopped; resume with --cursor %s", s.t.cursor)
+	} else if flags := s.t.resumeFlags(); flags != "" {
+		s.debugf("stopped; resume with %s", flags)
 	}
 	return err
 }
@@ -225,7 +241,7 @@ func newStreamHTTPTransport() http.RoundTripper {
 type subscriber struct {
 	opts    subscribeOptions
 	t       *tracker
-	base    http.RoundTripper
+	base    http.RoundTripper // SSE only
 	stdout  io.Writer
 	stderr  io.Writer
 	idle    *time.Timer // --timeout; nil without
@@ -234,7 +250,9 @@ type subscriber struct {
 
 // attemptResult is how one connection ended.
 type attemptResult struct {
-	connected bool // got herald.connected: a good connection
+	// connected: a good connection (SSE: got herald.connected; WebSocket:
+	// got connected and an ok reply to every subscribe)
+	connected bool
 	progress  bool // printed at least one message
 	broken    bool // abandoned over a protocol violation
 	done      bool // --max reached
@@ -244,12 +262,13 @@ type attemptResult struct {
 	retryAfter time.Duration
 }
 
-// run is the reconnect loop.
-func (s *subscriber) run(ctx context.Context) error {
+// run is the reconnect loop, the same for every transport: attempt runs
+// one connection.
+func (s *subscriber) run(ctx context.Context, attempt func(context.Context) attemptResult) error {
 	bo := reconnectBackoff{policy: s.opts.backoff}
 	brokenInARow := 0
 	for {
-		r := s.attempt(ctx)
+		r := attempt(ctx)
 		switch {
 		case r.done:
 			return nil
@@ -316,10 +335,10 @@ var (
 	errEventCut    = errors.New("the stream ended in the middle of an event (the partial event was dropped)")
 )
 
-// attempt runs one connection with the r3labs client and returns how it
-// ended. Only events the tracker accepts are printed and only their ids
+// attemptSSE runs one connection with the r3labs client and returns how
+// it ended. Only events the tracker accepts are printed and only their ids
 // move the cursor.
-func (s *subscriber) attempt(ctx context.Context) (r attemptResult) {
+func (s *subscriber) attemptSSE(ctx context.Context) (r attemptResult) {
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var stall *time.Timer
@@ -342,13 +361,7 @@ func (s *subscriber) attempt(ctx context.Context) (r attemptResult) {
 	c.ReconnectStrategy = noRetry{}
 	c.ResponseValidator = checkStreamResponse
 
-	ended := false
-	end := func(err error, fatal bool) {
-		if !ended {
-			ended, r.err, r.fatal = true, err, fatal
-			cancel(errAbandoned)
-		}
-	}
+	ended := false // the connection is abandoned: r tells why
 	var prevID []byte
 	handler := func(ev *sse.Event) {
 		if ended {
@@ -358,27 +371,9 @@ func (s *subscriber) attempt(ctx context.Context) (r attemptResult) {
 		own := len(ev.ID) > 0 && !bytes.Equal(ev.ID, prevID)
 		prevID = ev.ID
 		o := s.t.handle(streamEvent{name: string(ev.Event), data: ev.Data, id: string(ev.ID), hasID: own})
-		if o.note != "" {
-			s.debugf("%s", o.note)
-		}
-		switch o.verdict {
-		case verdictPrint:
-			if err := s.emit(o.line); err != nil {
-				end(err, true)
-				return
-			}
-			r.progress = true
-			if s.opts.max > 0 && s.printed >= s.opts.max {
-				r.done = true
-				end(nil, false)
-			}
-		case verdictConnected:
-			r.connected = true
-		case verdictDisconnect:
-			end(o.err, !o.reconnect)
-		case verdictBroken:
-			r.broken = true
-			end(o.err, false)
+		if s.deliver(o, &r) {
+			ended = true
+			cancel(errAbandoned)
 		}
 	}
 	err := c.SubscribeWithContext(actx, "", handler)
@@ -407,6 +402,37 @@ func (s *subscriber) attempt(ctx context.Context) (r attemptResult) {
 		}
 	}
 	return r
+}
+
+// deliver acts on the tracker's judgement of one message, for every
+// transport: it logs the note, prints an accepted line, and reports
+// whether the connection ends (--max reached, a disconnect notice, a
+// broken stream, or output that cannot be written), filling in r.
+func (s *subscriber) deliver(o outcome, r *attemptResult) (end bool) {
+	if o.note != "" {
+		s.debugf("%s", o.note)
+	}
+	switch o.verdict {
+	case verdictPrint:
+		if err := s.emit(o.line); err != nil {
+			r.err, r.fatal = err, true
+			return true
+		}
+		r.progress = true
+		if s.opts.max > 0 && s.printed >= s.opts.max {
+			r.done, r.err = true, nil
+			return true
+		}
+	case verdictConnected:
+		r.connected = true
+	case verdictDisconnect:
+		r.err, r.fatal = o.err, !o.reconnect
+		return true
+	case verdictBroken:
+		r.broken, r.err = true, o.err
+		return true
+	}
+	return false
 }
 
 // emit prints one accepted line.

@@ -11,6 +11,14 @@ import (
 	"github.com/heraldrt/herald/server"
 )
 
+// The tracker is the subscriber's resume state and its judge, shared by
+// both transports: each channel's position (epoch and last offset
+// printed), against which every message is checked (message), and, for
+// SSE only, the stream's cursor. Each transport turns its frames into
+// calls: SSE events go through handle; the WebSocket subscriber calls
+// message for message, batch and reset pushes, atHead for subscribe
+// replies and resumeFrom for the since and epoch of each subscribe.
+
 // streamEvent is one SSE event as the tracker sees it.
 type streamEvent struct {
 	name  string // the event: field ("" when absent)
@@ -37,6 +45,9 @@ type outcome struct {
 	err       error  // verdictBroken, verdictDisconnect: why the stream ends
 	reconnect bool   // verdictDisconnect
 	note      string // for --verbose
+	// moved: the channel's position moved (a stored message or a reset);
+	// on SSE the event's own id then becomes the cursor.
+	moved bool
 }
 
 // chanPos is the subscriber's position on one channel: the last offset
@@ -50,16 +61,18 @@ type chanPos struct {
 	opaque bool
 }
 
-// tracker holds the subscriber's own resume state — the cursor of the last
-// event it accepted and each channel's position — and judges each event
-// against it.
+// tracker holds the subscriber's own resume state — each channel's
+// position and, on SSE, the cursor of the last event it accepted — and
+// judges each message against it.
 type tracker struct {
 	channels []string
-	since    []string // sent until there is a cursor
-	epochs   []string
 	pos      map[string]*chanPos
-	cursor   string
 	session  string
+	// SSE only: the --since/--epoch lists, sent until there is a cursor,
+	// and the cursor.
+	since  []string
+	epochs []string
+	cursor string
 }
 
 func newTracker(opts subscribeOptions) *tracker {
@@ -110,8 +123,9 @@ type envelopeHead struct {
 	Data    json.RawMessage `json:"data"`
 }
 
-// handle judges one event and moves the tracker's state when it is
-// accepted.
+// handle judges one SSE event and moves the tracker's state (positions
+// and cursor) when it is accepted. The WebSocket subscriber calls the
+// transport-neutral parts (message, atHead, disconnectOutcome) directly.
 func (t *tracker) handle(ev streamEvent) outcome {
 	switch ev.name {
 	case server.EventConnected:
@@ -125,28 +139,71 @@ func (t *tracker) handle(ev streamEvent) outcome {
 			return outcome{verdict: verdictDisconnect, reconnect: true, err: errStreamEnded,
 				note: "herald.disconnect with unreadable data"}
 		}
-		o := outcome{verdict: verdictDisconnect, reconnect: d.Reconnect,
-			note: fmt.Sprintf("disconnected by the server: %s (reconnect: %t)", d.Reason, d.Reconnect)}
-		if d.Reconnect {
-			o.err = fmt.Errorf("the server closed the stream: %s", d.Reason)
-		} else {
-			o.err = fmt.Errorf("the server closed the stream for good: %s", d.Reason)
-		}
-		return o
+		return disconnectOutcome(d.Reason, d.Reconnect)
 	}
 	if len(ev.data) == 0 {
 		return outcome{verdict: verdictIgnore} // retry:, or an event without data
 	}
+	o := t.message(ev.data, ev.name == server.EventReset)
+	if o.verdict == verdictBroken && ev.name != "" {
+		o.err = fmt.Errorf("event %q: %w", ev.name, o.err)
+	}
+	if o.moved {
+		t.take(ev)
+	}
+	return o
+}
+
+// disconnectOutcome is the server's notice that it ends the stream (SSE)
+// or the connection (WebSocket).
+func disconnectOutcome(reason string, reconnect bool) outcome {
+	o := outcome{verdict: verdictDisconnect, reconnect: reconnect,
+		note: fmt.Sprintf("disconnected by the server: %s (reconnect: %t)", reason, reconnect)}
+	if reconnect {
+		o.err = fmt.Errorf("the server closed the stream: %s", reason)
+	} else {
+		o.err = fmt.Errorf("the server closed the stream for good: %s", reason)
+	}
+	return o
+}
+
+// message judges one message envelope — stored, ephemeral or herald.reset
+// (also when the transport framed it as a reset) — against its channel's
+// position and moves the position when it is accepted. This is the whole
+// of exactly-once and in-order, for every transport: a stored message is
+// printed only at offset last+1 of the channel's epoch; a replay (offset
+// <= last) is dropped; a gap, or an epoch change without a reset, breaks
+// the connection, which then resumes from the position.
+// skip judges a WebSocket skip push: a message this connection excluded
+// itself from. Nothing is printed; the position moves past it as if it had
+// been, with the same gap and replay checks.
+func (t *tracker) skip(channel, epoch string, offset uint64) outcome {
+	p := t.pos[channel]
+	switch {
+	case p == nil:
+		return outcome{verdict: verdictIgnore, note: fmt.Sprintf("ignored a skip for channel %q, which this stream did not ask for", channel)}
+	case p.known && p.epoch != "" && epoch != p.epoch:
+		return brokenOutcome("channel %q: a skip of epoch %q while at epoch %q, without herald.reset", channel, epoch, p.epoch)
+	case p.known && offset <= p.offset:
+		return outcome{verdict: verdictDuplicate, note: fmt.Sprintf("dropped a replayed skip %s on %s", posString(epoch, offset), channel)}
+	case p.known && offset != p.offset+1:
+		return brokenOutcome("channel %q: gap, expected offset %d, skip of %d", channel, p.offset+1, offset)
+	}
+	*p = chanPos{epoch: epoch, offset: offset, known: true}
+	return outcome{verdict: verdictIgnore, moved: true, note: fmt.Sprintf("passed over own message %s on %s", posString(epoch, offset), channel)}
+}
+
+func (t *tracker) message(data []byte, reset bool) outcome {
 	var env envelopeHead
-	if err := json.Unmarshal(ev.data, &env); err != nil {
-		return brokenOutcome("event %q: data is not a JSON envelope: %v", ev.name, err)
+	if err := json.Unmarshal(data, &env); err != nil {
+		return brokenOutcome("data is not a JSON envelope: %v", err)
 	}
 	p := t.pos[env.Channel]
 	if p == nil {
 		return outcome{verdict: verdictIgnore, note: fmt.Sprintf("ignored a message for channel %q, which this stream did not ask for", env.Channel)}
 	}
-	line := oneLine(ev.data)
-	if env.Event == server.EventReset || ev.name == server.EventReset {
+	line := oneLine(data)
+	if env.Event == server.EventReset || reset {
 		var d struct {
 			ResumeAfter *uint64 `json:"resume_after"`
 			Epoch       string  `json:"epoch"`
@@ -160,8 +217,7 @@ func (t *tracker) handle(ev streamEvent) outcome {
 			epoch = d.Epoch
 		}
 		*p = chanPos{epoch: epoch, offset: *d.ResumeAfter, known: true}
-		t.take(ev)
-		return outcome{verdict: verdictPrint, line: line,
+		return outcome{verdict: verdictPrint, line: line, moved: true,
 			note: fmt.Sprintf("reset on %s (%s): resuming after %s", env.Channel, d.Reason, posString(epoch, *d.ResumeAfter))}
 	}
 	if env.Offset == 0 {
@@ -179,8 +235,52 @@ func (t *tracker) handle(ev streamEvent) outcome {
 		return brokenOutcome("channel %q: gap, expected offset %d, got %d", env.Channel, p.offset+1, env.Offset)
 	}
 	*p = chanPos{epoch: env.Epoch, offset: env.Offset, known: true}
-	t.take(ev)
-	return outcome{verdict: verdictPrint, line: line}
+	return outcome{verdict: verdictPrint, line: line, moved: true}
+}
+
+// atHead tells the tracker where a channel stands as a connection starts
+// (SSE: herald.connected; WebSocket: the subscribe reply). A channel that
+// starts at the head takes that head as its position; a --since without
+// --epoch counts in the current epoch.
+func (t *tracker) atHead(channel, epoch string, head uint64) {
+	p := t.pos[channel]
+	switch {
+	case p == nil:
+	case !p.known && !p.opaque:
+		*p = chanPos{epoch: epoch, offset: head, known: true}
+	case p.known && p.epoch == "":
+		p.epoch = epoch
+	}
+}
+
+// resumeFrom is where a channel's next subscription starts: after offset
+// (of epoch, "" when not known yet) when ok, else at the head.
+func (t *tracker) resumeFrom(channel string) (offset uint64, epoch string, ok bool) {
+	p := t.pos[channel]
+	if p == nil || !p.known {
+		return 0, "", false
+	}
+	return p.offset, p.epoch, true
+}
+
+// resumeFlags are the flags that resume every channel from its tracked
+// position, for the log at exit; "" when no position is known.
+func (t *tracker) resumeFlags() string {
+	var since, epochs []string
+	known := false
+	for _, ch := range t.channels {
+		off, epoch, ok := t.resumeFrom(ch)
+		s := ""
+		if ok {
+			known, s = true, strconv.FormatUint(off, 10)
+		}
+		since = append(since, "--since "+strconv.Quote(s))
+		epochs = append(epochs, "--epoch "+strconv.Quote(epoch))
+	}
+	if !known {
+		return ""
+	}
+	return strings.Join(since, " ") + " " + strings.Join(epochs, " ")
 }
 
 // connected handles herald.connected: it fixes the start of channels that
@@ -202,14 +302,7 @@ func (t *tracker) connected(ev streamEvent) outcome {
 	var heads []string
 	for _, c := range info.Channels {
 		heads = append(heads, c.Channel+"@"+posString(c.Epoch, c.Offset))
-		p := t.pos[c.Channel]
-		switch {
-		case p == nil:
-		case !p.known && !p.opaque:
-			*p = chanPos{epoch: c.Epoch, offset: c.Offset, known: true}
-		case p.known && p.epoch == "":
-			p.epoch = c.Epoch // --since without --epoch counts in the current epoch
-		}
+		t.atHead(c.Channel, c.Epoch, c.Offset)
 	}
 	t.take(ev)
 	return outcome{verdict: verdictConnected,

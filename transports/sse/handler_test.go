@@ -34,12 +34,7 @@ type fixture struct {
 func newFixture(t *testing.T, cfg server.Config, opts Options) *fixture {
 	t.Helper()
 	cfg.APIKey = apiKey
-	var srv *server.Server
-	st, err := store.Open(store.Options{InMemory: true, OnCommit: func(b []store.Committed) { srv.Committed(b) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err = server.New(cfg, st, st)
+	srv, st, err := server.Open(cfg, store.Options{InMemory: true})
 	if err != nil {
 		t.Fatal(err)
 	}

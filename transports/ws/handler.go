@@ -1,0 +1,237 @@
+package ws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/heraldrt/herald/server"
+)
+
+// Options configures the WebSocket handler. Zero fields take the
+// documented defaults.
+type Options struct {
+	// PingInterval is how often the server pings. Default 25s.
+	PingInterval time.Duration
+	// PongTimeout is how long past a ping a silent peer is kept. Default 10s.
+	PongTimeout time.Duration
+	// WriteTimeout bounds one write. Default 10s.
+	WriteTimeout time.Duration
+	// AuthTimeout is how long a connection without credentials may take to
+	// send its first frame. Default 10s.
+	AuthTimeout time.Duration
+	// MaxFrameBytes bounds a client frame; a larger one closes the
+	// connection with 1009. Default 128 KiB.
+	MaxFrameBytes int64
+	// MaxBatch bounds the messages of one batch push. Default 256.
+	MaxBatch int
+	// Compression negotiates permessage-deflate. Default off: it costs CPU
+	// per connection and JSON envelopes are small.
+	Compression bool
+}
+
+func (o Options) withDefaults() Options {
+	def := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	def(&o.PingInterval, 25*time.Second)
+	def(&o.PongTimeout, 10*time.Second)
+	def(&o.WriteTimeout, 10*time.Second)
+	def(&o.AuthTimeout, 10*time.Second)
+	if o.MaxFrameBytes == 0 {
+		o.MaxFrameBytes = 128 << 10
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = 256
+	}
+	return o
+}
+
+func (o Options) validate() error {
+	var errs []error
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"ws.ping_interval", o.PingInterval}, {"ws.pong_timeout", o.PongTimeout},
+		{"ws.write_timeout", o.WriteTimeout}, {"ws.auth_timeout", o.AuthTimeout},
+	} {
+		if d.v < 10*time.Millisecond {
+			errs = append(errs, fmt.Errorf("%s %s: want at least 10ms", d.name, d.v))
+		}
+	}
+	if o.MaxFrameBytes < 1024 {
+		errs = append(errs, fmt.Errorf("ws.max_frame_bytes %d: want at least 1024", o.MaxFrameBytes))
+	}
+	if o.MaxBatch < 1 {
+		errs = append(errs, fmt.Errorf("ws.max_batch %d: want at least 1", o.MaxBatch))
+	}
+	return errors.Join(errs...)
+}
+
+// Handler serves GET /ws.
+type Handler struct {
+	srv      *server.Server
+	opts     Options
+	upgrader websocket.Upgrader
+	conns    sync.WaitGroup // one per connection being served
+}
+
+// New returns the WebSocket handler for srv. Origins are checked against
+// the server's allowed origins (the CORS setting).
+func New(srv *server.Server, opts Options) (*Handler, error) {
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	h := &Handler{srv: srv, opts: opts}
+	h.upgrader = websocket.Upgrader{
+		HandshakeTimeout:  opts.WriteTimeout,
+		CheckOrigin:       originChecker(srv.Config().AllowedOrigins),
+		EnableCompression: opts.Compression,
+	}
+	return h, nil
+}
+
+// originChecker allows requests without an Origin (not a browser), the
+// configured origins ("*": any), and — when none are configured — a page
+// served by this host, the browser default.
+func originChecker(allowed []string) func(*http.Request) bool {
+	anyOrigin := slices.Contains(allowed, "*")
+	return func(r *http.Request) bool {
+		origin := r.Header.Get("Origin")
+		if origin == "" || anyOrigin || slices.Contains(allowed, origin) {
+			return true
+		}
+		if len(allowed) > 0 {
+			return false
+		}
+		u, err := url.Parse(origin)
+		return err == nil && strings.EqualFold(u.Host, r.Host)
+	}
+}
+
+// Wait blocks until every connection being served has ended, or ctx is
+// done. net/http's Shutdown does not wait for hijacked connections, so the
+// binary calls it after the core has told every session to go.
+func (h *Handler) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { h.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ServeHTTP upgrades the request and serves the connection until it ends.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.conns.Add(1)
+	defer h.conns.Done()
+	ws, err := h.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader answered the client already
+	}
+	defer ws.Close()
+	ws.SetReadLimit(h.opts.MaxFrameBytes)
+	c := &conn{h: h, ws: ws}
+
+	id, err := h.srv.Authenticate(r)
+	if err != nil {
+		c.closeWith(closeUnauthorized, server.AsError(err).Message)
+		return
+	}
+	var pending []byte // an anonymous connection's first op, served once the session exists
+	var auth *request  // the auth op that identified the connection
+	if id.Anonymous {
+		var ok bool
+		if id, auth, pending, ok = c.authenticateFirstFrame(); !ok {
+			return
+		}
+	}
+	sess, err := h.srv.NewSession(id, "ws")
+	if err != nil {
+		c.closeWith(websocket.CloseServiceRestart, "server shutting down")
+		return
+	}
+	defer sess.Close(server.ReasonClientGone)
+	c.sess = sess
+	if auth != nil {
+		sess.Send(encode(authReply{reply: reply{ID: auth.ID, OK: true}, Session: sess.ID, User: id.User}))
+	}
+	sess.Send(encode(connectedPush{Type: "connected", Session: sess.ID, User: id.User}))
+
+	readerDone := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		defer close(readerDone)
+		c.readLoop(pending)
+	}()
+	go func() {
+		defer wg.Done()
+		c.writeLoop(readerDone)
+	}()
+	wg.Wait()
+}
+
+// authenticateFirstFrame waits for the first frame of a connection that
+// came without credentials. An auth op sets the identity (auth is that
+// op); any other frame leaves the connection anonymous and is returned as
+// pending, to be served once the session exists. No frame within the auth
+// timeout, a bad token or a binary or oversized frame closes the
+// connection (ok false).
+func (c *conn) authenticateFirstFrame() (id server.Identity, auth *request, pending []byte, ok bool) {
+	anon := server.Identity{Anonymous: true}
+	_ = c.ws.SetReadDeadline(time.Now().Add(c.h.opts.AuthTimeout))
+	typ, frame, err := c.ws.ReadMessage()
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit):
+		c.closeWith(websocket.CloseMessageTooBig, c.tooBig())
+		return anon, nil, nil, false
+	case err != nil:
+		c.closeWith(closeUnauthorized, fmt.Sprintf("no credentials and no frame within %s", c.h.opts.AuthTimeout))
+		return anon, nil, nil, false
+	case typ != websocket.TextMessage:
+		c.closeWith(websocket.CloseUnsupportedData, binaryRefused)
+		return anon, nil, nil, false
+	}
+	req, err := decodeRequest(frame)
+	if err != nil || req.Op != "auth" {
+		return anon, nil, frame, true
+	}
+	if id, err = c.h.srv.Identify(req.Token); err != nil {
+		c.closeWith(closeUnauthorized, server.AsError(err).Message)
+		return anon, nil, nil, false
+	}
+	return id, &req, nil, true
+}
+
+const binaryRefused = "binary frames are not accepted; send JSON text frames"
+
+func (c *conn) tooBig() string {
+	return fmt.Sprintf("frame over %d bytes", c.h.opts.MaxFrameBytes)
+}
+
+// closeWith sends a close frame; the caller then closes the connection.
+// Safe to call from either goroutine (gorilla allows WriteControl
+// concurrently with the writer).
+func (c *conn) closeWith(code int, reason string) {
+	if len(reason) > 120 { // a close reason must fit a control frame (125 bytes)
+		reason = reason[:120]
+	}
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason),
+		time.Now().Add(c.h.opts.WriteTimeout))
+}

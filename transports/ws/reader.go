@@ -1,0 +1,172 @@
+package ws
+
+import (
+	"errors"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/heraldrt/herald/server"
+)
+
+// conn is one WebSocket connection and its session.
+type conn struct {
+	h    *Handler
+	ws   *websocket.Conn
+	sess *server.Session
+}
+
+// readLoop reads frames until the connection ends and turns each op into
+// a core call. It closes the session when it returns, which stops the
+// writer.
+func (c *conn) readLoop(pending []byte) {
+	defer c.sess.Close(server.ReasonClientGone)
+	alive := c.h.opts.PingInterval + c.h.opts.PongTimeout
+	extend := func(string) error { return c.ws.SetReadDeadline(time.Now().Add(alive)) }
+	_ = extend("")
+	c.ws.SetPongHandler(extend)
+	if pending != nil {
+		c.handle(pending)
+	}
+	for {
+		typ, frame, err := c.ws.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				c.closeWith(websocket.CloseMessageTooBig, c.tooBig())
+			}
+			return // closed, timed out (no pong), or broken: the client resumes
+		}
+		if typ != websocket.TextMessage {
+			c.closeWith(websocket.CloseUnsupportedData, binaryRefused)
+			return
+		}
+		_ = extend("")
+		c.handle(frame)
+	}
+}
+
+// handle serves one op. Every outcome is a reply on the session's queue;
+// a bad op never ends the connection.
+func (c *conn) handle(frame []byte) {
+	req, err := decodeRequest(frame)
+	if err != nil {
+		c.sess.Send(badRequest(req.ID, "%v", err))
+		return
+	}
+	var out []byte
+	switch req.Op {
+	case "subscribe":
+		out = c.subscribe(req)
+	case "unsubscribe":
+		out = c.unsubscribe(req)
+	case "publish":
+		out = c.publish(req)
+	case "history":
+		out = c.history(req)
+	case "refresh":
+		out = c.refresh(req)
+	case "ping":
+		out = okReply(req.ID)
+	case "auth":
+		out = badRequest(req.ID, "auth is only accepted as the first frame of a connection without credentials; use refresh to change tokens")
+	default:
+		out = badRequest(req.ID, "unknown op %q; want subscribe, unsubscribe, publish, history, refresh or ping", req.Op)
+	}
+	if out != nil {
+		c.sess.Send(out)
+	}
+}
+
+// subscribe adds a channel. Its reply is queued by the core ahead of the
+// channel's first message, so it returns nil on success.
+func (c *conn) subscribe(req request) []byte {
+	if req.Channel == "" {
+		return badRequest(req.ID, `subscribe needs a "channel"`)
+	}
+	if req.Since == nil && req.Epoch != "" {
+		return badRequest(req.ID, `"epoch" is given without "since"`)
+	}
+	sr := server.SubscribeRequest{
+		Channel: req.Channel,
+		Ack: func(res server.SubscribeResult) []byte {
+			return encode(subscribeReply{reply: reply{ID: req.ID, OK: true}, SubscribeResult: res})
+		},
+	}
+	if req.Since != nil {
+		sr.From = &server.Position{Since: *req.Since, Epoch: req.Epoch}
+	}
+	if _, err := c.h.srv.Subscribe(c.sess.Context(), c.sess, sr); err != nil {
+		return errorReply(req.ID, err)
+	}
+	return nil
+}
+
+func (c *conn) unsubscribe(req request) []byte {
+	if req.Channel == "" {
+		return badRequest(req.ID, `unsubscribe needs a "channel"`)
+	}
+	if !c.h.srv.Unsubscribe(c.sess, req.Channel) {
+		return badRequest(req.ID, "not subscribed to channel %q", req.Channel)
+	}
+	return okReply(req.ID)
+}
+
+// publish runs the core's publish pipeline and answers once the message is
+// durable. Publishes of one connection are served one after another, so
+// their order is kept.
+func (c *conn) publish(req request) []byte {
+	pr := server.PublishRequest{
+		Channel:        req.Channel,
+		Event:          req.Event,
+		Data:           req.Data,
+		IdempotencyKey: req.IdempotencyKey,
+		Ephemeral:      req.Ephemeral,
+		Session:        c.sess.ID,
+	}
+	if req.ExcludeSelf {
+		pr.ExcludeSession = c.sess.ID
+	}
+	res, err := c.h.srv.Publish(c.sess.Context(), c.sess.Identity(), pr)
+	if err != nil {
+		return errorReply(req.ID, err)
+	}
+	return encode(publishReply{reply: reply{ID: req.ID, OK: true}, Channel: res.Channel, Offset: res.Offset,
+		Epoch: res.Epoch, MessageID: res.ID, Duplicate: res.Duplicate, Ephemeral: res.Ephemeral})
+}
+
+func (c *conn) history(req request) []byte {
+	var since, limit uint64 = 0, 100
+	if req.Since != nil {
+		since = *req.Since
+	}
+	if req.Limit != nil {
+		limit = *req.Limit
+		if limit < 1 || limit > 1000 {
+			return badRequest(req.ID, "limit %d: want 1 to 1000", limit)
+		}
+	}
+	page, err := c.h.srv.History(c.sess.Context(), c.sess.Identity(), req.Channel, since, int(limit))
+	if err != nil {
+		return errorReply(req.ID, err)
+	}
+	return encode(historyReply{reply: reply{ID: req.ID, OK: true}, HistoryPage: page})
+}
+
+// refresh swaps the session's token for a fresh one of the same user.
+func (c *conn) refresh(req request) []byte {
+	if req.Token == "" {
+		return badRequest(req.ID, `refresh needs a "token"`)
+	}
+	id, err := c.h.srv.Identify(req.Token)
+	if err == nil {
+		err = c.h.srv.Refresh(c.sess, id)
+	}
+	if err != nil {
+		return errorReply(req.ID, err)
+	}
+	out := refreshReply{reply: reply{ID: req.ID, OK: true}}
+	if !id.Expires.IsZero() {
+		out.Expires = id.Expires.UTC().Format(time.RFC3339)
+	}
+	return encode(out)
+}

@@ -1,0 +1,154 @@
+package ws
+
+import (
+	"io"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/heraldrt/herald/server"
+)
+
+// writeLoop is the only goroutine that writes data frames: it drains the
+// session's queue into frames, pings, and on a core-side close pushes
+// disconnect and the close frame. It ends with the connection closed,
+// which also ends the reader.
+func (c *conn) writeLoop(readerDone <-chan struct{}) {
+	defer c.ws.Close()
+	ping := time.NewTicker(c.h.opts.PingInterval)
+	defer ping.Stop()
+	var items []server.Item
+	for {
+		select {
+		case <-readerDone:
+			return
+		case <-c.sess.Done():
+			reason := c.sess.Reason()
+			code, tell := closeCode(reason)
+			if !tell {
+				return
+			}
+			// Flush what was queued before the close, then say why.
+			items = c.sess.Drain(items[:0])
+			_ = c.writeItems(items)
+			_ = c.writeFrame(encode(disconnectPush{Type: "disconnect", Code: code, Reason: reason.String(), Reconnect: reason.Reconnect()}))
+			c.closeWith(code, reason.String())
+			return
+		case <-c.sess.Ready():
+			items = c.sess.Drain(items[:0])
+			err := c.writeItems(items)
+			clear(items) // drop message references until the next drain
+			if err != nil {
+				c.sess.Close(server.ReasonWriteError)
+				return
+			}
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.h.opts.WriteTimeout)); err != nil {
+				c.sess.Close(server.ReasonWriteError)
+				return
+			}
+		}
+	}
+}
+
+// closeCode maps why the core closed a session to the close code sent, and
+// whether the client is told at all (not when it left or cannot be
+// written to).
+func closeCode(r server.Reason) (int, bool) {
+	switch r {
+	case server.ReasonShutdown:
+		return websocket.CloseServiceRestart, true
+	case server.ReasonSlowConsumer:
+		return closeSlowConsumer, true
+	case server.ReasonTokenExpired:
+		return closeTokenExpired, true
+	case server.ReasonInternal:
+		return websocket.CloseInternalServerErr, true
+	case server.ReasonRevoked:
+		return closePolicy, true
+	}
+	return 0, false
+}
+
+// writeItems frames items in order. Consecutive messages go out as one
+// batch push: one frame and one write for a whole backlog. Envelopes are
+// copied into the frame as they are, never re-encoded.
+func (c *conn) writeItems(items []server.Item) error {
+	if len(items) == 0 {
+		return nil
+	}
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.h.opts.WriteTimeout)); err != nil {
+		return err
+	}
+	for i := 0; i < len(items); {
+		it := &items[i]
+		var err error
+		switch it.Kind {
+		case server.KindMessage:
+			j := i + 1
+			for j < len(items) && items[j].Kind == server.KindMessage && j-i < c.h.opts.MaxBatch {
+				j++
+			}
+			err = c.writeMessages(items[i:j])
+			i = j
+			if err != nil {
+				return err
+			}
+			continue
+		case server.KindReset:
+			err = c.writeWrapped(resetPrefix, it.Msg.Raw)
+		case server.KindFrame:
+			err = c.writeFrame(it.Raw)
+		case server.KindUnsubscribed:
+			err = c.writeFrame(encode(unsubscribedPush{Type: "unsubscribed", Channel: it.Msg.Channel, Reason: "revoked"}))
+		case server.KindSkip:
+			// The client excluded itself from this message: it gets the
+			// position, not the message, so a resume does not bring it back.
+			m := it.Msg
+			err = c.writeFrame(encode(skipPush{Type: "skip", Channel: m.Channel, Offset: m.Offset, Epoch: m.Epoch}))
+		}
+		if err != nil {
+			return err
+		}
+		i++
+	}
+	return nil
+}
+
+func (c *conn) writeMessages(run []server.Item) error {
+	if len(run) == 1 {
+		return c.writeWrapped(messagePrefix, run[0].Msg.Raw)
+	}
+	w, err := c.ws.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return err
+	}
+	_, _ = io.WriteString(w, batchPrefix)
+	for k := range run {
+		if k > 0 {
+			_, _ = io.WriteString(w, ",")
+		}
+		_, _ = w.Write(run[k].Msg.Raw)
+	}
+	_, _ = io.WriteString(w, "]}")
+	return w.Close()
+}
+
+// writeWrapped writes prefix + raw + "}" as one frame.
+func (c *conn) writeWrapped(prefix string, raw []byte) error {
+	w, err := c.ws.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return err
+	}
+	_, _ = io.WriteString(w, prefix)
+	_, _ = w.Write(raw)
+	_, _ = io.WriteString(w, "}")
+	return w.Close()
+}
+
+func (c *conn) writeFrame(b []byte) error {
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.h.opts.WriteTimeout)); err != nil {
+		return err
+	}
+	return c.ws.WriteMessage(websocket.TextMessage, b)
+}
