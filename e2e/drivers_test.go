@@ -7,10 +7,11 @@ package e2e
 // keep the position a client keeps; every assertion about the server's
 // behaviour is in the scenarios.
 //
-// Adding a transport (long polling) means one more driver: open issues the
-// first request, recv hands out what the polls bring (polling again when
-// its inbox is empty), mark is the poll cursor, drop abandons the poll in
-// flight, passedOver waits for a poll whose cursor moved with no message.
+// The long-poll driver fits the same mould: open issues the first poll, a
+// reader goroutine polls on and queues what the answers bring, mark is the
+// cursor of the last answer recv has handed out in full, drop abandons the
+// session and the poll in flight, passedOver waits for an answer whose
+// cursor moved with no message.
 
 import (
 	"bufio"
@@ -34,7 +35,7 @@ import (
 )
 
 // drivers are the transports every conformance scenario runs over.
-var drivers = []driver{sseDriver{}, wsDriver{}}
+var drivers = []driver{sseDriver{}, wsDriver{}, pollDriver{}}
 
 // position is a client's place in one channel: the offset of the last
 // message it handled and that offset's epoch.
@@ -47,17 +48,25 @@ type position struct {
 // means, and a driver fills what its transport uses; scenarios treat a
 // mark as opaque.
 type mark struct {
-	// cursor is the stream's resume cursor (SSE's last id:, later the
-	// poll cursor).
+	// cursor is the stream's resume cursor (SSE's last id:, the cursor
+	// of a poll answer).
 	cursor string
 	// channels holds per-channel positions (WebSocket: subscribe with
 	// since and epoch).
 	channels map[string]position
+	// redeliver (long polling) holds the messages handed out after cursor:
+	// a poll cursor covers a whole answer, and the client handled only the
+	// start of the last one. A resume from cursor brings these again
+	// first; the driver checks that it does and drops them.
+	redeliver []envelope
 }
 
 func (m *mark) String() string {
 	if m == nil {
 		return "<from now>"
+	}
+	if len(m.redeliver) > 0 {
+		return fmt.Sprintf("cursor=%q channels=%v redeliver=%v", m.cursor, m.channels, envOffsets(m.redeliver))
 	}
 	return fmt.Sprintf("cursor=%q channels=%v", m.cursor, m.channels)
 }
@@ -85,13 +94,14 @@ type conn interface {
 	// session is the session id the server gave this connection.
 	session() string
 	// publishSelfExcluded publishes data on channel so that this session
-	// does not get it: SSE through POST /api/publish with exclude_session,
-	// WebSocket with the publish op's exclude_self.
+	// does not get it: SSE and long polling through POST /api/publish with
+	// exclude_session, WebSocket with the publish op's exclude_self.
 	publishSelfExcluded(t *testing.T, channel, data string) publishResult
 	// passedOver waits for the transport's sign that a message this
 	// session excluded itself from was passed over, and consumes it: SSE
-	// sends an event with only an id: line. Transports whose protocol
-	// sends no such sign (WebSocket) return false at once.
+	// sends an event with only an id: line, WebSocket a skip push, long
+	// polling an answer with no message and a new cursor. Transports whose
+	// protocol sends no such sign return false at once.
 	passedOver(t *testing.T) bool
 	// drop cuts the connection abruptly, with no close handshake.
 	drop()
@@ -847,5 +857,331 @@ func (c *wsConn) close() {
 			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 		c.writeMu.Unlock()
 		_ = c.ws.Close()
+	})
+}
+
+// --- Long polling ---
+
+type pollDriver struct {
+	// pause is how long the client waits between an answer and its next
+	// poll (a client that polls now and then); meanwhile messages queue
+	// on the server and come in one answer. 0: poll again at once.
+	pause time.Duration
+}
+
+func (pollDriver) name() string { return "poll" }
+
+// pollTimeout is the wait the driver's polls ask for: short, so a test
+// that stops reading does not keep a request in flight for long, and far
+// under any proxy's read timeout.
+const pollTimeout = 5
+
+// pollAnswer is the body of a 200 answer to /poll.
+type pollAnswer struct {
+	Messages []json.RawMessage `json:"messages"`
+	Cursor   string            `json:"cursor"`
+	Session  string            `json:"session"`
+}
+
+// open sends a first GET /poll with timeout=0, from the mark's cursor
+// (or its per-channel positions as since/epoch), to learn the session
+// and the cursor; then a reader goroutine polls in a loop. A non-200
+// answer to the first poll must be a JSON error with the same code.
+func (d pollDriver) open(t *testing.T, base, tok string, channels []string, from *mark) (conn, error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &pollConn{base: base, tok: tok, channels: channels, pause: d.pause, in: newInbox(), ctx: ctx, cancel: cancel,
+		done: make(chan struct{}),
+		client: &http.Client{
+			// A poll that outlasts its timeout by this much is a hung server.
+			Timeout:   (pollTimeout + 15) * time.Second,
+			Transport: &http.Transport{DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext},
+		}}
+	q := url.Values{"channel": channels, "timeout": {"0"}}
+	if from != nil {
+		if from.cursor != "" {
+			q.Set("cursor", from.cursor)
+		}
+		if len(from.channels) > 0 {
+			for _, ch := range channels {
+				since, epoch := "", ""
+				if p, ok := from.channels[ch]; ok {
+					since, epoch = fmt.Sprint(p.offset), p.epoch
+				}
+				q.Add("since", since)
+				q.Add("epoch", epoch)
+			}
+		}
+	}
+	ans, code, raw, err := c.poll(q)
+	if err != nil {
+		c.stop()
+		return nil, err
+	}
+	if code != 200 {
+		c.stop()
+		e, ok := parseErrorBody(raw)
+		if !ok || e.code != code {
+			return nil, fmt.Errorf("GET /poll answered %d %q: want a JSON error body with the same code", code, raw)
+		}
+		return nil, &e
+	}
+	if ans.Session == "" || ans.Cursor == "" {
+		c.stop()
+		return nil, fmt.Errorf("first poll answered %s: want a session and a cursor", raw)
+	}
+	c.sess, c.cursor = ans.Session, ans.Cursor
+	if len(ans.Messages) > 0 {
+		// The client is where it started until recv has handed them out.
+		c.cursor = ""
+		if from != nil {
+			c.cursor = from.cursor
+		}
+	}
+	if from != nil && len(from.redeliver) > 0 {
+		c.expect = map[string][]envelope{}
+		for _, e := range from.redeliver {
+			c.expect[e.Channel] = append(c.expect[e.Channel], e)
+		}
+	}
+	c.queue(ans, ans.Cursor)
+	t.Cleanup(c.close)
+	c.in.logTraceOnFailure(t, fmt.Sprintf("poll %v", channels))
+	go c.read(ans.Cursor, ans.Session)
+	return c, nil
+}
+
+type pollConn struct {
+	base, tok string
+	channels  []string
+	pause     time.Duration
+	in        *inbox
+	client    *http.Client
+	ctx       context.Context // ends the poll in flight
+	cancel    context.CancelFunc
+	done      chan struct{} // closed when read returns
+
+	// Test goroutine only:
+	cursor string                // the cursor of the last answer recv finished
+	tail   []envelope            // handed out since that answer (see mark.redeliver)
+	expect map[string][]envelope // per channel: what a resume must bring again first
+
+	mu        sync.Mutex
+	sess      string // the session of the last answer
+	closeOnce sync.Once
+}
+
+// poll sends one GET /poll with q. err is a transport error or an
+// undecodable 200 answer; any other status is returned with its body.
+func (c *pollConn) poll(q url.Values) (ans pollAnswer, code int, raw []byte, err error) {
+	req, _ := http.NewRequestWithContext(c.ctx, http.MethodGet, c.base+"/poll?"+q.Encode(), nil)
+	if c.tok != "" {
+		req.Header.Set("Authorization", "Bearer "+c.tok)
+	}
+	c.in.note("→ GET /poll?" + q.Encode())
+	resp, err := c.client.Do(req)
+	if err != nil {
+		c.in.note(fmt.Sprintf("← (%v)", err))
+		return ans, 0, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err = io.ReadAll(resp.Body)
+	if err != nil {
+		c.in.note(fmt.Sprintf("← %d (reading the body: %v)", resp.StatusCode, err))
+		return ans, resp.StatusCode, raw, fmt.Errorf("reading the answer: %w", err)
+	}
+	c.in.note(fmt.Sprintf("← %d %s", resp.StatusCode, abbreviate(raw, 400)))
+	if resp.StatusCode != 200 {
+		return ans, resp.StatusCode, raw, nil
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		return ans, 200, raw, fmt.Errorf("GET /poll: Content-Type %q", ct)
+	}
+	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+		return ans, 200, raw, fmt.Errorf("GET /poll: Cache-Control %q, want no-store", cc)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ans); err != nil {
+		return ans, 200, raw, fmt.Errorf("answer %q: %v", abbreviate(raw, 400), err)
+	}
+	return ans, 200, raw, nil
+}
+
+func abbreviate(b []byte, n int) string {
+	if len(b) <= n {
+		return strings.TrimSpace(string(b))
+	}
+	return fmt.Sprintf("%s… (%d bytes)", b[:n], len(b))
+}
+
+// queue hands an answer's messages to the inbox. The answer's cursor
+// rides on its last message, so the position moves only once recv has
+// handed out everything the answer brought (as SSE's id: lines do); an
+// answer with no message whose cursor moved (messages this session
+// excluded itself from) becomes an id-only item.
+func (c *pollConn) queue(ans pollAnswer, prev string) {
+	for i, m := range ans.Messages {
+		it := decodeItem(item{data: string(m)})
+		it.event = it.env.Event
+		if i == len(ans.Messages)-1 {
+			it.id = ans.Cursor
+		}
+		c.in.put(it)
+	}
+	if len(ans.Messages) == 0 && ans.Cursor != prev {
+		c.in.put(item{id: ans.Cursor})
+	}
+}
+
+// read polls in a loop, bringing back the last cursor and session, until
+// the connection is closed or a poll fails (the server went away or broke
+// the protocol): then the inbox ends.
+func (c *pollConn) read(cursor, sess string) {
+	defer close(c.done)
+	for {
+		q := url.Values{"channel": c.channels, "cursor": {cursor}, "session": {sess},
+			"timeout": {fmt.Sprint(pollTimeout)}}
+		ans, code, raw, err := c.poll(q)
+		switch {
+		case c.ctx.Err() != nil:
+			c.in.end(errors.New("closed by the client"))
+			return
+		case err != nil:
+			c.in.end(err)
+			return
+		case code != 200:
+			c.in.end(fmt.Errorf("GET /poll answered %d %s", code, raw))
+			return
+		case ans.Cursor == "" || ans.Session == "":
+			c.in.end(fmt.Errorf("answer %s: want a cursor and a session", raw))
+			return
+		}
+		c.queue(ans, cursor)
+		cursor = ans.Cursor
+		c.mu.Lock()
+		c.sess = ans.Session
+		c.mu.Unlock()
+		if c.pause > 0 {
+			select {
+			case <-time.After(c.pause):
+			case <-c.ctx.Done():
+			}
+		}
+	}
+}
+
+func (c *pollConn) recv(timeout time.Duration) (envelope, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		it, err := c.in.take(deadline)
+		if err != nil {
+			return envelope{}, err
+		}
+		if it.err != nil {
+			return envelope{}, fmt.Errorf("message %q: %v", it.data, it.err)
+		}
+		if it.data != "" {
+			again, err := c.redelivered(it.env)
+			if err != nil {
+				return envelope{}, err
+			}
+			c.tail = append(c.tail, it.env)
+			if again {
+				it.data = "" // handled before the resume: consumed, not handed out
+			}
+		}
+		if it.id != "" {
+			c.cursor, c.tail = it.id, nil
+		}
+		if it.data == "" {
+			continue // id-only: a message this session excluded itself from
+		}
+		return it.env, nil
+	}
+}
+
+// redelivered reports whether env is the next message a resume had to
+// bring again (the handled start of an answer the mark's cursor does not
+// cover). Anything else on that channel before those is an error, except
+// a herald.reset: the history no longer holds them.
+func (c *pollConn) redelivered(env envelope) (bool, error) {
+	want := c.expect[env.Channel]
+	if len(want) == 0 {
+		return false, nil
+	}
+	w := want[0]
+	if env.Event == w.Event && env.Offset == w.Offset && env.Epoch == w.Epoch && env.ID == w.ID &&
+		(env.Offset > 0 || bytes.Equal(env.Data, w.Data)) {
+		c.expect[env.Channel] = want[1:]
+		return true, nil
+	}
+	if env.Event == "herald.reset" {
+		delete(c.expect, env.Channel)
+		return false, nil
+	}
+	return false, fmt.Errorf("resumed from a cursor before %s offsets %v, handled already: the server must bring them again first, but sent %s offset %d (id %s)",
+		env.Channel, envOffsets(want), env.Event, env.Offset, env.ID)
+}
+
+// mark is the cursor of the last answer handed out in full, and what was
+// handled beyond it: what recv handed out since, and what a resume has
+// yet to bring again.
+func (c *pollConn) mark() *mark {
+	m := &mark{cursor: c.cursor, redeliver: append([]envelope(nil), c.tail...)}
+	for _, ch := range c.channels {
+		m.redeliver = append(m.redeliver, c.expect[ch]...)
+	}
+	return m
+}
+
+func (c *pollConn) session() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess
+}
+
+func (c *pollConn) publishSelfExcluded(t *testing.T, channel, data string) publishResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, _, err := apiPublish(ctx, c.base, c.tok, map[string]any{
+		"channel": channel, "data": json.RawMessage(data), "exclude_session": c.session()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// passedOver consumes the next item, which must be an answer with no
+// message whose cursor moved.
+func (c *pollConn) passedOver(t *testing.T) bool {
+	t.Helper()
+	it, err := c.in.take(time.Now().Add(20 * time.Second))
+	if err != nil {
+		t.Fatalf("waiting for a poll answer that passes over an excluded message: %v", err)
+	}
+	if it.data != "" || it.id == "" {
+		t.Fatalf("got %+v, want an answer with no message and a new cursor", it)
+	}
+	c.cursor, c.tail = it.id, nil
+	return true
+}
+
+// drop abandons the session: the poll in flight is cancelled (its
+// connection closed) and no other is sent.
+func (c *pollConn) drop() { c.close() }
+
+// stop ends the poll in flight and frees the client's connections.
+func (c *pollConn) stop() {
+	c.cancel()
+	c.client.CloseIdleConnections()
+}
+
+func (c *pollConn) close() {
+	c.closeOnce.Do(func() {
+		c.stop()
+		<-c.done
+		c.client.CloseIdleConnections()
 	})
 }

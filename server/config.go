@@ -51,6 +51,10 @@ type Config struct {
 	MaxChannelsPerRequest int
 	// MaxSubscriptions bounds one session's subscriptions. Default 128.
 	MaxSubscriptions int
+	// MaxSessionsPerUser bounds the open sessions of one user (every
+	// transport, long-poll sessions included, until they expire); past it a
+	// new one is refused with 429. Default 32.
+	MaxSessionsPerUser int
 	// QueueMessages and QueueBytes bound a session's send queue; a client
 	// that lets it overflow is disconnected as a slow consumer. Defaults
 	// 4,096 messages and 4 MiB.
@@ -82,6 +86,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxBodyBytes, 1<<20)
 	setDefault(&c.MaxChannelsPerRequest, 64)
 	setDefault(&c.MaxSubscriptions, 128)
+	setDefault(&c.MaxSessionsPerUser, 32)
 	setDefault(&c.QueueMessages, 4096)
 	setDefault(&c.QueueBytes, 4<<20)
 	setDefault(&c.CatchUpPage, 512)
@@ -149,6 +154,7 @@ func (c Config) validate() error {
 		{"limits.max_body_bytes", c.MaxBodyBytes},
 		{"limits.max_channels_per_request", int64(c.MaxChannelsPerRequest)},
 		{"limits.max_subscriptions", int64(c.MaxSubscriptions)},
+		{"limits.max_connections_per_user", int64(c.MaxSessionsPerUser)},
 		{"limits.queue_messages", int64(c.QueueMessages)},
 		{"limits.queue_bytes", int64(c.QueueBytes)},
 		{"catch_up_page", int64(c.CatchUpPage)},

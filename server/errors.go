@@ -49,6 +49,10 @@ func invalidf(format string, args ...any) *Error {
 	return newError(http.StatusBadRequest, ErrInvalid, format, args...)
 }
 
+// Invalidf returns a 400 *Error: for transports that refuse their own
+// parameters with the same errors as the core.
+func Invalidf(format string, args ...any) *Error { return invalidf(format, args...) }
+
 func unauthorizedf(format string, args ...any) *Error {
 	return newError(http.StatusUnauthorized, ErrUnauthorized, format, args...)
 }
@@ -71,7 +75,7 @@ func AsError(err error) *Error {
 	if errors.As(err, &e) {
 		return e
 	}
-	if errors.Is(err, ErrShuttingDown) {
+	if errors.Is(err, ErrShuttingDown) || errors.Is(err, ErrClosed) {
 		e := newError(http.StatusServiceUnavailable, ErrUnavailable, "server shutting down")
 		e.RetryAfter = time.Second
 		return e

@@ -27,7 +27,7 @@ type errorDetail struct {
 // before a stream starts.
 func (s *Server) WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	e := AsError(err)
-	if e.Code >= 500 && !errors.Is(err, ErrShuttingDown) {
+	if e.Code >= 500 && !errors.Is(err, ErrShuttingDown) && !errors.Is(err, ErrClosed) {
 		s.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	h := w.Header()

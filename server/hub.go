@@ -9,6 +9,7 @@ import (
 // inner one):
 //
 //	hub shard (hubShard.mu) → channel (channel.mu) → session (Session.mu) → queue (queue.mu)
+//	Server.mu (the session registry) → Session.mu
 //
 // No lock is held across I/O: store reads and network writes happen with
 // none of them held. Helpers that expect a lock to be held end in "Locked".

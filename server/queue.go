@@ -89,18 +89,28 @@ func (q *queue) signal() {
 	}
 }
 
-// drain appends every queued item to dst and empties the queue.
-func (q *queue) drain(dst []Item) []Item {
+// drain appends up to max queued items (all when max <= 0) to dst and
+// removes them from the queue; when some are left, the queue stays ready.
+func (q *queue) drain(dst []Item, max int) []Item {
 	q.mu.Lock()
-	dst = append(dst, q.items...)
-	clear(q.items)
-	if cap(q.items) > 1024 {
-		q.items = nil // do not pin a burst's memory forever
-	} else {
-		q.items = q.items[:0]
+	n := len(q.items)
+	if max > 0 && n > max {
+		n = max
 	}
-	q.bytes = 0
+	dst = append(dst, q.items[:n]...)
+	for i := range q.items[:n] {
+		q.bytes -= q.items[i].size()
+	}
+	rest := copy(q.items, q.items[n:])
+	clear(q.items[rest:])
+	q.items = q.items[:rest]
+	if rest == 0 && cap(q.items) > 1024 {
+		q.items = nil // do not pin a burst's memory forever
+	}
 	q.mu.Unlock()
+	if rest > 0 {
+		q.signal()
+	}
 	return dst
 }
 

@@ -32,7 +32,7 @@ func TestQueueBoundsByCountAndBytes(t *testing.T) {
 			default:
 				t.Fatal("queue with items is not ready")
 			}
-			if got := q.drain(nil); len(got) != tc.accepted {
+			if got := q.drain(nil, 0); len(got) != tc.accepted {
 				t.Fatalf("drained %d", len(got))
 			}
 			if !q.push(msg(1)) {

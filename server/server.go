@@ -41,8 +41,9 @@ type Server struct {
 	ready        atomic.Bool
 	shuttingDown atomic.Bool
 
-	mu       sync.Mutex // guards sessions
-	sessions map[string]*Session
+	mu           sync.Mutex // guards sessions and userSessions
+	sessions     map[string]*Session
+	userSessions map[string]int // open sessions per user
 
 	verifier *verifier // user-token keys, loaded once by New
 }
@@ -80,6 +81,7 @@ func New(cfg Config, log Log, state State) (*Server, error) {
 		sessions: make(map[string]*Session),
 		verifier: v,
 	}
+	s.userSessions = make(map[string]int)
 	s.ready.Store(true)
 	return s, nil
 }
@@ -115,6 +117,9 @@ type OpenRequest struct {
 	Channels []string
 	// Cursor resumes the channels it covers ("" for none).
 	Cursor string
+	// reuseID, when set, is the id the session takes (a long-poll session
+	// rebuilt under the id its client knows).
+	reuseID string
 	// Positions, when not nil, holds one position per channel (a nil
 	// entry means "from the head"). It applies to the channels Cursor does
 	// not cover: a cursor is the stream's newer truth (a browser sends it
@@ -162,7 +167,10 @@ func (s *Server) Open(ctx context.Context, id Identity, req OpenRequest) (*Sessi
 		}
 	}
 
-	sess := s.newSession(id, req.Transport, true)
+	sess, err := s.newSession(id, req.Transport, true, req.reuseID)
+	if err != nil {
+		return nil, OpenInfo{}, err
+	}
 	info := OpenInfo{Session: sess.ID}
 	clear(seen)
 	for i, ch := range req.Channels {
@@ -192,13 +200,18 @@ func (s *Server) NewSession(id Identity, transport string) (*Session, error) {
 	if s.shuttingDown.Load() {
 		return nil, ErrShuttingDown
 	}
-	return s.newSession(id, transport, false), nil
+	return s.newSession(id, transport, false, "")
 }
 
-func (s *Server) newSession(id Identity, transport string, fixed bool) *Session {
+// newSession registers a session, under the id given or a new one. A user
+// at the session limit is refused.
+func (s *Server) newSession(id Identity, transport string, fixed bool, sessID string) (*Session, error) {
+	if sessID == "" {
+		sessID = newSessionID()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sess := &Session{
-		ID:         newSessionID(),
+		ID:         sessID,
 		identity:   id,
 		Transport:  transport,
 		srv:        s,
@@ -209,12 +222,26 @@ func (s *Server) newSession(id Identity, transport string, fixed bool) *Session 
 		wantCursor: fixed,
 		fixed:      fixed,
 	}
-	sess.expiry = s.expiryTimer(sess, id)
 	s.mu.Lock()
+	if counted(id) && s.userSessions[id.User] >= s.cfg.MaxSessionsPerUser {
+		n := s.userSessions[id.User]
+		s.mu.Unlock()
+		cancel()
+		e := newError(http.StatusTooManyRequests, ErrRateLimited, "user %q has %d open sessions, the limit is %d", id.User, n, s.cfg.MaxSessionsPerUser)
+		e.RetryAfter = time.Second
+		return nil, e
+	}
+	if counted(id) {
+		s.userSessions[id.User]++
+	}
 	s.sessions[sess.ID] = sess
 	s.mu.Unlock()
-	return sess
+	sess.expiry = s.expiryTimer(sess, id)
+	return sess, nil
 }
+
+// counted reports whether id's sessions count against the per-user limit.
+func counted(id Identity) bool { return id.User != "" && !id.System }
 
 // expiryTimer returns a timer that closes sess when id's token expires, or
 // nil for a token without expiry. The token was accepted within the
@@ -265,6 +292,11 @@ func (s *Server) forget(sess *Session) {
 	s.mu.Lock()
 	if s.sessions[sess.ID] == sess {
 		delete(s.sessions, sess.ID)
+		if id := sess.Identity(); counted(id) {
+			if s.userSessions[id.User]--; s.userSessions[id.User] <= 0 {
+				delete(s.userSessions, id.User)
+			}
+		}
 	}
 	s.mu.Unlock()
 }
@@ -303,5 +335,8 @@ func (s *Server) Shutdown() {
 	s.mu.Unlock()
 	for _, sess := range all {
 		sess.fail(ReasonShutdown)
+		if sess.detached() {
+			sess.Close(ReasonShutdown) // a parked poll session has no transport to close it
+		}
 	}
 }

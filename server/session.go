@@ -34,6 +34,8 @@ type Session struct {
 	fixed   bool
 	release sync.Once
 
+	pollMu sync.Mutex // held by the long poll being served (poll.go)
+
 	mu         sync.Mutex  // guards the fields below
 	identity   Identity    // who the session acts as; Refresh replaces it
 	expiry     *time.Timer // closes the session when its token expires
@@ -41,6 +43,7 @@ type Session struct {
 	catchingUp []*subscription // in subscription order
 	closed     bool
 	reason     Reason
+	poll       pollState
 }
 
 // subscription is one session's interest in one channel.
@@ -150,6 +153,9 @@ func (s *Session) Close(reason Reason) {
 		if s.expiry != nil {
 			s.expiry.Stop()
 		}
+		if s.poll.expiry != nil {
+			s.poll.expiry.Stop()
+		}
 		subs := s.subs
 		s.subs, s.catchingUp = nil, nil
 		s.mu.Unlock()
@@ -166,35 +172,46 @@ func (s *Session) Close(reason Reason) {
 // the store. It returns quickly; when more catch-up remains it re-arms
 // Ready, so the transport writes what it got and comes back. Only the
 // session's writer goroutine may call it.
-func (s *Session) Drain(dst []Item) []Item {
+func (s *Session) Drain(dst []Item) []Item { return s.DrainLimit(dst, 0) }
+
+// DrainLimit is Drain taking at most max items (max <= 0: no limit); what
+// is left stays for the next call, and Ready stays armed.
+func (s *Session) DrainLimit(dst []Item, max int) []Item {
 	start := len(dst)
-	dst = s.q.drain(dst)
+	dst = s.q.drain(dst, max)
+	page := s.srv.cfg.CatchUpPage
+	if max > 0 {
+		page = min(page, max-(len(dst)-start))
+	}
 	s.mu.Lock()
 	var sub *subscription
 	if len(s.catchingUp) > 0 && !s.closed {
 		sub = s.catchingUp[0]
 	}
 	s.mu.Unlock()
-	if sub != nil {
+	if sub != nil && page > 0 {
 		var done bool
 		var err error
-		dst, done, err = s.srv.catchUp(s.ctx, sub, dst)
+		dst, done, err = s.srv.catchUp(s.ctx, sub, dst, page)
 		if err != nil {
 			if s.ctx.Err() == nil {
 				s.srv.logger.Error("catch-up read failed", "session", s.ID, "channel", sub.name, "err", err)
 				s.fail(ReasonInternal)
 			}
-		} else {
+			sub = nil
+		} else if done {
 			s.mu.Lock()
-			if done && len(s.catchingUp) > 0 && s.catchingUp[0] == sub {
+			if len(s.catchingUp) > 0 && s.catchingUp[0] == sub {
 				s.catchingUp = s.catchingUp[1:]
 			}
-			more := len(s.catchingUp) > 0
-			s.mu.Unlock()
-			if more || !done {
-				s.q.signal()
+			if len(s.catchingUp) == 0 {
+				sub = nil
 			}
+			s.mu.Unlock()
 		}
+	}
+	if sub != nil {
+		s.q.signal() // more catch-up to come: keep the writer coming back
 	}
 	if s.wantCursor {
 		s.annotateCursors(dst[start:])

@@ -140,12 +140,12 @@ func (s *Server) Unsubscribe(sess *Session, channel string) bool {
 // catchUp appends the next page of sub's history to dst. done reports
 // that the subscription went live: everything up to the hand-over was
 // appended, and later messages arrive through the queue.
-func (s *Server) catchUp(ctx context.Context, sub *subscription, dst []Item) (_ []Item, done bool, _ error) {
+func (s *Server) catchUp(ctx context.Context, sub *subscription, dst []Item, pageSize int) (_ []Item, done bool, _ error) {
 	if sub.preface != nil {
 		dst = append(dst, sub.preface...)
 		sub.preface = nil
 	}
-	page, err := s.log.Read(ctx, sub.name, sub.since, s.cfg.CatchUpPage)
+	page, err := s.log.Read(ctx, sub.name, sub.since, pageSize)
 	if err != nil {
 		return dst, false, fmt.Errorf("read %q after %d: %w", sub.name, sub.since, err)
 	}
@@ -173,7 +173,7 @@ func (s *Server) catchUp(ctx context.Context, sub *subscription, dst []Item) (_ 
 		dst = append(dst, Item{Kind: KindMessage, Msg: m})
 		sub.since = e.Offset
 	}
-	if len(page.Entries) >= s.cfg.CatchUpPage {
+	if len(page.Entries) >= pageSize {
 		return dst, false, nil
 	}
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/heraldrt/herald/server"
 	"github.com/heraldrt/herald/store"
+	"github.com/heraldrt/herald/transports/longpoll"
 	"github.com/heraldrt/herald/transports/sse"
 	"github.com/heraldrt/herald/transports/ws"
 )
@@ -46,6 +47,7 @@ type fileConfig struct {
 	History           historyConfig `yaml:"history"`
 	SSE               sseConfig     `yaml:"sse"`
 	WS                wsConfig      `yaml:"ws"`
+	Poll              pollConfig    `yaml:"poll"`
 	Limits            limitsConfig  `yaml:"limits"`
 }
 
@@ -71,6 +73,13 @@ type sseConfig struct {
 	WriteTimeout duration `yaml:"write_timeout"`
 }
 
+type pollConfig struct {
+	DefaultTimeout duration `yaml:"default_timeout"`
+	MaxTimeout     duration `yaml:"max_timeout"`
+	Grace          duration `yaml:"grace"`
+	MaxMessages    int      `yaml:"max_messages"`
+}
+
 type wsConfig struct {
 	PingInterval  duration `yaml:"ping_interval"`
 	PongTimeout   duration `yaml:"pong_timeout"`
@@ -86,6 +95,7 @@ type limitsConfig struct {
 	MaxBodyBytes          int64    `yaml:"max_body_bytes"`
 	MaxChannelsPerRequest int      `yaml:"max_channels_per_request"`
 	MaxSubscriptions      int      `yaml:"max_subscriptions"`
+	MaxConnectionsPerUser int      `yaml:"max_connections_per_user"`
 	QueueMessages         int      `yaml:"queue_messages"`
 	QueueBytes            int      `yaml:"queue_bytes"`
 	ReadHeaderTimeout     duration `yaml:"read_header_timeout"`
@@ -110,6 +120,7 @@ type serveConfig struct {
 	store      store.Options
 	sse        sse.Options
 	ws         ws.Options
+	poll       longpoll.Options
 	devKeys    bool // the API key or JWT secret was generated for dev mode
 	configPath string
 }
@@ -266,6 +277,7 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 		MaxBodyBytes:          fc.Limits.MaxBodyBytes,
 		MaxChannelsPerRequest: fc.Limits.MaxChannelsPerRequest,
 		MaxSubscriptions:      fc.Limits.MaxSubscriptions,
+		MaxSessionsPerUser:    fc.Limits.MaxConnectionsPerUser,
 		QueueMessages:         fc.Limits.QueueMessages,
 		QueueBytes:            fc.Limits.QueueBytes,
 	}
@@ -292,6 +304,12 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 		IdempotencyTTL: time.Duration(fc.IdempotencyWindow),
 		TrimInterval:   time.Duration(fc.History.TrimInterval),
 		Retention:      retention,
+	}
+	sc.poll = longpoll.Options{
+		DefaultTimeout: time.Duration(fc.Poll.DefaultTimeout),
+		MaxTimeout:     time.Duration(fc.Poll.MaxTimeout),
+		Grace:          time.Duration(fc.Poll.Grace),
+		MaxMessages:    fc.Poll.MaxMessages,
 	}
 	sc.ws = ws.Options{
 		PingInterval:  time.Duration(fc.WS.PingInterval),

@@ -16,6 +16,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/transports/longpoll"
 	"github.com/heraldrt/herald/transports/sse"
 	"github.com/heraldrt/herald/transports/ws"
 )
@@ -51,11 +52,17 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
+	pollHandler, err := longpoll.New(srv, cfg.poll)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 
 	router := httprouter.New()
 	srv.Routes(router)
 	router.Handler(http.MethodGet, "/sse", sseHandler)
 	router.Handler(http.MethodGet, "/ws", wsHandler)
+	router.Handler(http.MethodGet, "/poll", pollHandler)
+	router.Handler(http.MethodPost, "/poll", pollHandler)
 	router.HandleOPTIONS = false // CORS answers preflights
 
 	inner, err := net.Listen("tcp", cfg.file.Addr)

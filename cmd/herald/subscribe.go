@@ -1,7 +1,8 @@
 package main
 
 // `herald subscribe` streams GET /sse (or, with --transport ws, GET /ws:
-// see ws_subscribe.go) and prints every message envelope as one JSON line,
+// see ws_subscribe.go; with --transport poll, long polls on /poll: see
+// poll_subscribe.go) and prints every message envelope as one JSON line,
 // exactly once and in order across network cuts and server restarts. The
 // reconnect loop (run), the output (deliver) and the judge of every
 // message (tracker) are the same for both transports; each transport only
@@ -109,9 +110,12 @@ type subscribeOptions struct {
 	stall    time.Duration // no bytes for this long: reconnect; 0 = never
 	verbose  bool
 	backoff  backoffPolicy
-	// via is the --transport: "sse" or "ws".
+	// via is the --transport: "sse", "ws" or "poll".
 	via string
-	// transport carries the SSE requests; nil uses a clone of
+	// pollWait is --poll-timeout, in seconds: how long the server may
+	// hold a poll (poll only).
+	pollWait int
+	// transport carries the SSE and poll requests; nil uses a clone of
 	// http.DefaultTransport.
 	transport http.RoundTripper
 	// wsDialer opens the WebSocket connections; nil uses newWSDialer().
@@ -119,7 +123,7 @@ type subscribeOptions struct {
 }
 
 func parseSubscribeFlags(args []string, getenv func(string) string, stderr io.Writer) (subscribeOptions, error) {
-	fs := newFlagSet("subscribe", "subscribe --channel NAME [--channel NAME]... [--transport sse|ws] [--cursor C | --since N... [--epoch E...]] [--max N] [--timeout D] [--verbose]", stderr)
+	fs := newFlagSet("subscribe", "subscribe --channel NAME [--channel NAME]... [--transport sse|ws|poll] [--cursor C | --since N... [--epoch E...]] [--max N] [--timeout D] [--poll-timeout N] [--verbose]", stderr)
 	var (
 		cf                      clientFlags
 		opts                    subscribeOptions
@@ -128,13 +132,14 @@ func parseSubscribeFlags(args []string, getenv func(string) string, stderr io.Wr
 	)
 	cf.register(fs)
 	fs.Var(&channels, "channel", "channel to follow; repeat for several (one stream, one cursor)")
-	fs.StringVar(&opts.cursor, "cursor", "", "resume from this cursor (an SSE event id or poll cursor; --verbose logs the last one on exit); sse only")
+	fs.StringVar(&opts.cursor, "cursor", "", "resume from this cursor (an SSE event id or poll cursor; --verbose logs the last one on exit); sse and poll only")
 	fs.Var(&since, "since", "resume after this offset: one per --channel, in the same order (empty for \"from now\")")
 	fs.Var(&epochs, "epoch", "the epoch each --since offset belongs to: one per --channel, in the same order")
-	fs.StringVar(&transport, "transport", "sse", "transport: sse (Server-Sent Events, GET /sse) or ws (WebSocket, GET /ws)")
+	fs.StringVar(&transport, "transport", "sse", "transport: sse (Server-Sent Events, GET /sse), ws (WebSocket, GET /ws) or poll (long polling, GET or POST /poll)")
 	fs.IntVar(&opts.max, "max", 0, "exit after printing N messages (0 = no limit)")
 	fs.DurationVar(&opts.timeout, "timeout", 0, "fail when no message arrives for this long (0 = wait forever)")
-	fs.DurationVar(&opts.stall, "stall-timeout", defaultStall, "reconnect when the server sends nothing, not even a heartbeat or ping, for this long (0 = never)")
+	fs.DurationVar(&opts.stall, "stall-timeout", defaultStall, "reconnect when the server sends nothing, not even a heartbeat or ping, for this long (0 = never); sse and ws only (poll: see --poll-timeout)")
+	fs.IntVar(&opts.pollWait, "poll-timeout", defaultPollWait, "poll only: seconds the server may hold a poll open when nothing is new (it caps this, 30 by default); an answer that takes 15s longer is given up and the poll is retried")
 	fs.BoolVar(&opts.verbose, "verbose", false, "log connects, disconnects, reconnects and dropped duplicates to stderr")
 	fs.BoolVar(&opts.verbose, "v", false, "short for --verbose")
 	if err := parseFlags(fs, args); err != nil {
@@ -147,12 +152,10 @@ func parseSubscribeFlags(args []string, getenv func(string) string, stderr io.Wr
 	opts.base, opts.token, opts.backoff = base, cf.token, defaultBackoff
 
 	switch transport {
-	case "sse", "ws":
+	case "sse", "ws", "poll":
 		opts.via = transport
-	case "poll":
-		return subscribeOptions{}, fmt.Errorf("--transport %s is not supported by the subscriber yet; use sse or ws", transport)
 	default:
-		return subscribeOptions{}, fmt.Errorf("--transport %q is unknown; use sse or ws", transport)
+		return subscribeOptions{}, fmt.Errorf("--transport %q is unknown; use sse, ws or poll", transport)
 	}
 	if len(channels) == 0 {
 		return subscribeOptions{}, errors.New("--channel is required")
@@ -169,7 +172,7 @@ func parseSubscribeFlags(args []string, getenv func(string) string, stderr io.Wr
 	}
 	opts.channels = channels
 	if opts.cursor != "" && opts.via == "ws" {
-		return subscribeOptions{}, errors.New("--cursor is for --transport sse only; a WebSocket subscriber resumes per channel: give --since N (and --epoch E), one each per --channel")
+		return subscribeOptions{}, errors.New("--cursor is for --transport sse and poll; a WebSocket subscriber resumes per channel: give --since N (and --epoch E), one each per --channel")
 	}
 	if opts.cursor != "" && len(since) > 0 {
 		return subscribeOptions{}, errors.New("give --cursor or --since, not both")
@@ -189,6 +192,8 @@ func parseSubscribeFlags(args []string, getenv func(string) string, stderr io.Wr
 		return subscribeOptions{}, fmt.Errorf("--timeout %s: must not be negative", opts.timeout)
 	case opts.stall < 0:
 		return subscribeOptions{}, fmt.Errorf("--stall-timeout %s: must not be negative", opts.stall)
+	case opts.pollWait < 1:
+		return subscribeOptions{}, fmt.Errorf("--poll-timeout %d: want 1 second or more", opts.pollWait)
 	}
 	return opts, nil
 }
@@ -213,6 +218,8 @@ func runSubscribe(ctx context.Context, opts subscribeOptions, stdout, stderr io.
 	attempt := s.attemptSSE
 	if opts.via == "ws" {
 		attempt = s.attemptWS
+	} else if opts.via == "poll" {
+		attempt = newPoller(s).attempt
 	} else if s.base = opts.transport; s.base == nil {
 		s.base = newStreamHTTPTransport()
 	}

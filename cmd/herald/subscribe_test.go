@@ -634,8 +634,8 @@ func TestSubscribeFlags(t *testing.T) {
 		wantErr string
 	}{
 		{[]string{}, "--channel is required"},
-		{[]string{"--channel", "A", "--transport", "poll"}, "not supported by the subscriber yet"},
-		{[]string{"--channel", "A", "--transport", "ws", "--cursor", "x"}, "--cursor is for --transport sse only"},
+		{[]string{"--channel", "A", "--transport", "poll"}, ""},
+		{[]string{"--channel", "A", "--transport", "ws", "--cursor", "x"}, "--cursor is for --transport sse and poll"},
 		{[]string{"--channel", "A", "--transport", "ws", "--since", "4", "--epoch", "e1"}, ""},
 		{[]string{"--channel", "A", "--transport", "carrier-pigeon"}, "unknown"},
 		{[]string{"--channel", "bad room"}, "character"},

@@ -161,8 +161,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	sess, err := h.srv.NewSession(id, "ws")
-	if err != nil {
+	if errors.Is(err, server.ErrShuttingDown) {
 		c.closeWith(websocket.CloseServiceRestart, "server shutting down")
+		return
+	} else if err != nil {
+		c.closeWith(closePolicy, server.AsError(err).Message) // the user's session limit
 		return
 	}
 	defer sess.Close(server.ReasonClientGone)

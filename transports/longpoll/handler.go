@@ -1,0 +1,223 @@
+package longpoll
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/heraldrt/herald/server"
+)
+
+// Options configures the long-poll handler. Zero fields take the
+// documented defaults.
+type Options struct {
+	// DefaultTimeout is a poll's wait when it names none. Default 25s.
+	DefaultTimeout time.Duration
+	// MaxTimeout caps the timeout a poll may ask for; keep it under the
+	// idle timeouts of the proxies in front (nginx: 60s). Default 30s.
+	MaxTimeout time.Duration
+	// Grace is how long past its timeout a session waits for the next
+	// poll before it is closed. Default 10s.
+	Grace time.Duration
+	// MaxMessages bounds the messages of one answer; the rest come with
+	// the next poll, at once. Default 1000.
+	MaxMessages int
+}
+
+func (o Options) withDefaults() Options {
+	if o.DefaultTimeout == 0 {
+		o.DefaultTimeout = 25 * time.Second
+	}
+	if o.MaxTimeout == 0 {
+		o.MaxTimeout = 30 * time.Second
+	}
+	if o.Grace == 0 {
+		o.Grace = 10 * time.Second
+	}
+	if o.MaxMessages == 0 {
+		o.MaxMessages = 1000
+	}
+	return o
+}
+
+func (o Options) validate() error {
+	var errs []error
+	if o.MaxTimeout < time.Second || o.MaxTimeout%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("poll.max_timeout %s: want whole seconds, at least 1s", o.MaxTimeout))
+	}
+	if o.DefaultTimeout < 0 || o.DefaultTimeout > o.MaxTimeout || o.DefaultTimeout%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("poll.default_timeout %s: want whole seconds up to poll.max_timeout (%s)", o.DefaultTimeout, o.MaxTimeout))
+	}
+	if o.Grace < 0 {
+		errs = append(errs, fmt.Errorf("poll.grace %s: must not be negative", o.Grace))
+	}
+	if o.MaxMessages < 1 {
+		errs = append(errs, fmt.Errorf("poll.max_messages %d: want at least 1", o.MaxMessages))
+	}
+	return errors.Join(errs...)
+}
+
+// Handler serves GET and POST /poll.
+type Handler struct {
+	srv  *server.Server
+	opts Options
+}
+
+// New returns the long-poll handler for srv.
+func New(srv *server.Server, opts Options) (*Handler, error) {
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	return &Handler{srv: srv, opts: opts}, nil
+}
+
+// request is a poll, from the query (GET) or a JSON body (POST, for many
+// channels).
+type request struct {
+	Channels []string `json:"channels"`
+	Cursor   string   `json:"cursor"`
+	Session  string   `json:"session"`
+	Timeout  *int     `json:"timeout"`
+	Since    []string `json:"since"`
+	Epoch    []string `json:"epoch"`
+}
+
+func (h *Handler) parse(w http.ResponseWriter, r *http.Request) (request, time.Duration, error) {
+	var req request
+	if r.Method == http.MethodPost {
+		r.Body = http.MaxBytesReader(w, r.Body, h.srv.Config().MaxBodyBytes)
+		dec := json.NewDecoder(r.Body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			return req, 0, badRequest("poll body: %v", err)
+		}
+	} else {
+		q := r.URL.Query()
+		req = request{Channels: q["channel"], Cursor: q.Get("cursor"), Session: q.Get("session"), Since: q["since"], Epoch: q["epoch"]}
+		if v := q.Get("timeout"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return req, 0, badRequest("timeout %q is not a whole number of seconds", v)
+			}
+			req.Timeout = &n
+		}
+	}
+	timeout := h.opts.DefaultTimeout
+	if req.Timeout != nil {
+		max := int(h.opts.MaxTimeout / time.Second)
+		if *req.Timeout < 0 || *req.Timeout > max {
+			return req, 0, badRequest("timeout %d: want 0 to %d seconds", *req.Timeout, max)
+		}
+		timeout = time.Duration(*req.Timeout) * time.Second
+	}
+	return req, timeout, nil
+}
+
+// ServeHTTP answers one poll.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id, err := h.srv.Authenticate(r)
+	if err != nil {
+		h.srv.WriteError(w, r, err)
+		return
+	}
+	req, timeout, err := h.parse(w, r)
+	if err != nil {
+		h.srv.WriteError(w, r, err)
+		return
+	}
+	positions, err := server.ParsePositions(req.Since, req.Epoch, len(req.Channels))
+	if err != nil {
+		h.srv.WriteError(w, r, err)
+		return
+	}
+	sess, err := h.srv.Poll(r.Context(), id, server.PollRequest{
+		Session: req.Session, Channels: req.Channels, Cursor: req.Cursor, Positions: positions,
+	})
+	if err != nil {
+		h.srv.WriteError(w, r, err)
+		return
+	}
+	items := h.wait(r, sess, timeout)
+	cursor := sess.Cursor()
+	h.srv.Release(sess, cursor, timeout+h.opts.Grace)
+	if r.Context().Err() != nil {
+		return // the client left; the next poll's cursor says what it got
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Cache-Control", "no-store")
+	_, _ = w.Write(answer(items, cursor, sess.ID))
+}
+
+// wait collects what the session has, waiting up to timeout for the
+// first of it; then it takes whatever else is ready at once (catch-up
+// pages included), up to MaxMessages.
+func (h *Handler) wait(r *http.Request, sess *server.Session, timeout time.Duration) []server.Item {
+	var items []server.Item
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	preempted := sess.Preempted()
+wait:
+	for len(items) == 0 {
+		select {
+		case <-sess.Ready():
+			items = sess.DrainLimit(items, h.opts.MaxMessages)
+		case <-timer.C:
+			break wait // a 0s poll answers from here, with what is ready
+		case <-sess.Done():
+			break wait
+		case <-preempted:
+			return items
+		case <-r.Context().Done():
+			return items
+		}
+	}
+	for len(items) < h.opts.MaxMessages {
+		select {
+		case <-sess.Ready():
+			n := len(items)
+			if items = sess.DrainLimit(items, h.opts.MaxMessages-len(items)); len(items) == n {
+				return items
+			}
+		default:
+			return items
+		}
+	}
+	return items
+}
+
+// answer encodes {"messages":[…],"cursor":"…","session":"…"}. Envelopes
+// are copied as they are.
+func answer(items []server.Item, cursor, session string) []byte {
+	n := 64 + len(cursor) + len(session)
+	for i := range items {
+		if items[i].Msg != nil {
+			n += len(items[i].Msg.Raw) + 1
+		}
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"messages":[`...)
+	first := true
+	for i := range items {
+		it := &items[i]
+		if it.Msg == nil || it.Kind == server.KindSkip {
+			continue // a skip only moves the cursor
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, it.Msg.Raw...)
+	}
+	b = append(b, `],"cursor":"`...)
+	b = append(b, cursor...) // base64url: no escaping needed
+	b = append(b, `","session":"`...)
+	b = append(b, session...)
+	return append(b, "\"}\n"...)
+}
+
+func badRequest(format string, args ...any) error { return server.Invalidf(format, args...) }
