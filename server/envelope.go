@@ -32,6 +32,31 @@ type Message struct {
 	// cursor caches the one-channel resume cursor after this message; see
 	// cursorAfter.
 	cursor atomic.Pointer[string]
+	// frames caches transports' encodings of the message; see Frame.
+	frames [numFrameSlots]atomic.Pointer[[]byte]
+}
+
+// FrameSlot names a transport's cached encoding of a message.
+type FrameSlot uint8
+
+// The frame slots. A transport that frames every message the same way for
+// every subscriber caches that frame in its slot, so a message fanned out
+// to a thousand sessions is encoded once, not a thousand times.
+const (
+	FrameSSE FrameSlot = iota
+	numFrameSlots
+)
+
+// Frame returns m's encoding in slot, building it with build on first use.
+// Concurrent first uses may both build; one result wins and both are
+// equal, so that is harmless. Never modify the result.
+func (m *Message) Frame(slot FrameSlot, build func(*Message) []byte) []byte {
+	if f := m.frames[slot].Load(); f != nil {
+		return *f
+	}
+	f := build(m)
+	m.frames[slot].Store(&f)
+	return f
 }
 
 // cursorAfter returns the encoded cursor that resumes a one-channel stream

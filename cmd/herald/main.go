@@ -20,6 +20,7 @@ Usage:
   herald publish    [flags]   publish a message through the HTTP API
   herald subscribe  [flags]   print a channel's messages as JSON lines, resuming across cuts
   herald token      [flags]   mint a user token (HS256) from HERALD_JWT_SECRET
+  herald bench      WORKLOAD  load-test a server on this machine: fanout, channels, idle, resume
 
 Run "herald <command> -h" for a command's flags.
 `
@@ -46,6 +47,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cmd = cmdSubscribe
 	case "token":
 		cmd = cmdToken
+	case "bench":
+		cmd = cmdBench
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,6 +1,10 @@
 package sse
 
-import "strconv"
+import (
+	"strconv"
+
+	"github.com/heraldrt/herald/server"
+)
 
 // appendEvent appends one SSE event in the order event:, data:, id:, blank
 // line. The id: comes last so that a client that dispatches a half-read
@@ -38,6 +42,14 @@ func appendEvent(b []byte, event string, data []byte, id string) []byte {
 		b = append(b, '\n')
 	}
 	return append(b, '\n')
+}
+
+// eventHead is the part of a message's SSE event that every subscriber
+// shares: event: and data: lines, without the id: line and the blank line
+// that end it. It is built once per message (server.Message.Frame).
+func eventHead(m *server.Message) []byte {
+	ev := appendEvent(make([]byte, 0, len(m.Raw)+len(m.Event)+32), m.Event, m.Raw, "")
+	return ev[:len(ev)-1] // drop the blank line; appendEvent ends with it
 }
 
 // appendComment appends a comment line and a blank line; clients ignore

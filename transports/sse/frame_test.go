@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/heraldrt/herald/server"
 )
 
 // parseEvents is a minimal SSE parser after the WHATWG rules: it returns
@@ -101,4 +103,17 @@ func FuzzEventFraming(f *testing.F) {
 			t.Fatalf("data %q came back as %q (id %q)", norm, evs[0].data, evs[0].id)
 		}
 	})
+}
+
+func TestCachedEventHeadFramesLikeAppendEvent(t *testing.T) {
+	t.Parallel()
+	m := &server.Message{Channel: "a", Offset: 1, Event: "message_sent", Raw: []byte(`{"channel":"a","offset":1}`)}
+	for _, cursor := range []string{"CUR", ""} {
+		items := []server.Item{{Kind: server.KindMessage, Msg: m, Cursor: cursor}, {Kind: server.KindMessage, Msg: m, Cursor: cursor}}
+		got := string(appendItems(nil, items))
+		one := string(appendEvent(nil, m.Event, m.Raw, cursor))
+		if got != one+one {
+			t.Fatalf("cursor %q: cached framing %q, want %q", cursor, got, one+one)
+		}
+	}
 }

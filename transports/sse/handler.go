@@ -189,7 +189,13 @@ func appendItems(b []byte, items []server.Item) []byte {
 			}
 			continue
 		}
-		b = appendEvent(b, it.Msg.Event, it.Msg.Raw, it.Cursor)
+		b = append(b, it.Msg.Frame(server.FrameSSE, eventHead)...)
+		if it.Cursor != "" {
+			b = append(b, "id: "...)
+			b = appendField(b, it.Cursor)
+			b = append(b, '\n')
+		}
+		b = append(b, '\n')
 	}
 	return b
 }
