@@ -24,7 +24,8 @@ type Message struct {
 	// Raw is the envelope JSON on one line. Never modify it.
 	Raw []byte
 
-	// excludeSession is a session that must not get this message live.
+	// excludeSession is a session that must not get this message (it gets
+	// a skip instead), live or replayed from the store.
 	excludeSession string
 	// resetTo is, on a herald.reset message, the offset the client's
 	// position moves to: the history resumes after it.
@@ -74,14 +75,20 @@ func (m *Message) cursorAfter() string {
 // timeFormat is how envelopes write times: RFC 3339, UTC, milliseconds.
 const timeFormat = "2006-01-02T15:04:05.000Z07:00"
 
-// payloadVersion is the first byte of every stored payload.
-const payloadVersion = 1
+// Stored payload formats, told apart by their first byte.
+const (
+	payloadV1 = 1 // no exclusion
+	payloadV2 = 2 // with the session the message excludes
+)
 
-// The stored payload is: version byte, event length byte, event name, then
-// the envelope's JSON after its channel/offset/epoch fields, i.e.
+// The stored payload is: version byte, [v2: exclude length byte, excluded
+// session id,] event length byte, event name, then the envelope's JSON
+// after its channel/offset/epoch fields, i.e.
 // `"id":"…","event":"…","data":…,"time":"…"[,"from":{…}]}`. Keeping the
 // event name in front lets a read rebuild a Message without parsing JSON,
 // and the envelope is the three routing fields glued to the stored tail.
+// The excluded session is kept so a catch-up from the store honours the
+// exclusion exactly as live delivery does.
 
 // sender is the "from" object of a message published by a user.
 type sender struct {
@@ -90,9 +97,18 @@ type sender struct {
 }
 
 // encodePayload builds the stored payload of a message.
-func encodePayload(id, event string, data json.RawMessage, at time.Time, from *sender) ([]byte, error) {
-	b := make([]byte, 0, 2+len(event)+len(id)+len(event)+len(data)+96)
-	b = append(b, payloadVersion, byte(len(event)))
+func encodePayload(id, event string, data json.RawMessage, at time.Time, from *sender, exclude string) ([]byte, error) {
+	if len(exclude) > 255 {
+		return nil, invalidf("exclude_session is %d bytes long, the limit is 255", len(exclude))
+	}
+	b := make([]byte, 0, 3+len(exclude)+len(event)+len(id)+len(event)+len(data)+96)
+	if exclude != "" {
+		b = append(b, payloadV2, byte(len(exclude)))
+		b = append(b, exclude...)
+	} else {
+		b = append(b, payloadV1)
+	}
+	b = append(b, byte(len(event)))
 	b = append(b, event...)
 	b = append(b, `"id":"`...)
 	b = append(b, id...)
@@ -117,28 +133,44 @@ func encodePayload(id, event string, data json.RawMessage, at time.Time, from *s
 
 var errBadPayload = errors.New("server: stored payload is malformed")
 
-// decodePayload splits a stored payload into its event name and envelope
-// tail.
-func decodePayload(p []byte) (event string, tail []byte, err error) {
-	if len(p) < 2 || p[0] != payloadVersion || len(p) < 2+int(p[1]) {
-		return "", nil, errBadPayload
+// decodePayload splits a stored payload into the session it excludes, its
+// event name and its envelope tail.
+func decodePayload(p []byte) (exclude, event string, tail []byte, err error) {
+	if len(p) < 2 {
+		return "", "", nil, errBadPayload
 	}
-	n := int(p[1])
-	return string(p[2 : 2+n]), p[2+n:], nil
+	switch p[0] {
+	case payloadV1:
+		p = p[1:]
+	case payloadV2:
+		n := int(p[1])
+		if len(p) < 2+n+1 {
+			return "", "", nil, errBadPayload
+		}
+		exclude, p = string(p[2:2+n]), p[2+n:]
+	default:
+		return "", "", nil, errBadPayload
+	}
+	n := int(p[0])
+	if len(p) < 1+n {
+		return "", "", nil, errBadPayload
+	}
+	return exclude, string(p[1 : 1+n]), p[1+n:], nil
 }
 
 // newMessage builds a Message from a stored payload.
 func newMessage(channel string, offset uint64, epoch string, payload []byte) (*Message, error) {
-	event, tail, err := decodePayload(payload)
+	exclude, event, tail, err := decodePayload(payload)
 	if err != nil {
 		return nil, fmt.Errorf("channel %q offset %d: %w", channel, offset, err)
 	}
 	return &Message{
-		Channel: channel,
-		Offset:  offset,
-		Epoch:   epoch,
-		Event:   event,
-		Raw:     buildEnvelope(channel, offset, epoch, tail),
+		Channel:        channel,
+		Offset:         offset,
+		Epoch:          epoch,
+		Event:          event,
+		Raw:            buildEnvelope(channel, offset, epoch, tail),
+		excludeSession: exclude,
 	}, nil
 }
 

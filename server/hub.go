@@ -131,24 +131,26 @@ func (c *channel) remove(sub *subscription) {
 	c.mu.Unlock()
 }
 
-// deliver fans a stored message out to the channel's subscribers. The
-// caller guarantees that, per channel, deliver sees offsets in ascending
-// order (the store's commit feed does). It never blocks on a session: a
-// full queue closes that session as a slow consumer.
-func (h *hub) deliver(m *Message) {
-	c := h.lookup(m.Channel)
+// deliver fans a run of stored messages of one channel — consecutive
+// offsets, ascending — out to the channel's subscribers. The caller
+// guarantees that, per channel, runs come in offset order (the store's
+// commit feed does). It never blocks on a session: a full queue closes
+// that session as a slow consumer.
+func (h *hub) deliver(run []*Message) {
+	c := h.lookup(run[0].Channel)
 	if c == nil {
 		return
 	}
+	first, last := run[0].Offset, run[len(run)-1].Offset
 	c.mu.Lock()
 	for _, sub := range c.subs {
 		if !sub.live {
-			// Catching up: park the message; the drainer merges it at the
+			// Catching up: park the run; the drainer merges it at the
 			// hand-over. When the buffer is full, drop it all and let the
 			// drainer read the store again: the log has every message.
 			if !sub.overflow {
-				if len(sub.pending) < h.maxPending {
-					sub.pending = append(sub.pending, m)
+				if len(sub.pending)+len(run) <= h.maxPending {
+					sub.pending = append(sub.pending, run...)
 				} else {
 					sub.overflow = true
 					sub.pending = nil
@@ -156,18 +158,19 @@ func (h *hub) deliver(m *Message) {
 			}
 			continue
 		}
-		if m.Offset <= sub.last {
+		if last <= sub.last {
 			continue // already sent from the store at the hand-over
 		}
-		if m.Offset != sub.last+1 {
+		if sub.last+1 < first {
 			// Cannot happen while the feed is ordered; never paper over it.
-			h.logger.Error("offset gap in live delivery", "channel", m.Channel,
-				"session", sub.sess.ID, "last", sub.last, "offset", m.Offset)
+			h.logger.Error("offset gap in live delivery", "channel", c.name,
+				"session", sub.sess.ID, "last", sub.last, "offset", first)
 			sub.sess.fail(ReasonInternal)
 			continue
 		}
-		sub.last = m.Offset
-		sub.sess.pushLocked(sub, m)
+		fresh := run[sub.last+1-first:]
+		sub.last = last
+		sub.sess.pushRunLocked(fresh)
 	}
 	c.mu.Unlock()
 }
@@ -179,9 +182,10 @@ func (h *hub) deliverEphemeral(m *Message) {
 	if c == nil {
 		return
 	}
+	run := []*Message{m}
 	c.mu.Lock()
 	for _, sub := range c.subs {
-		sub.sess.pushLocked(sub, m)
+		sub.sess.pushRunLocked(run)
 	}
 	c.mu.Unlock()
 }

@@ -42,7 +42,7 @@ func BenchmarkHubFanout(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		srv.hub.deliver(&Message{Channel: "bench", Offset: uint64(i + 1), Epoch: "b3f1c2a0d9e8", Event: "message", Raw: raw})
+		srv.hub.deliver([]*Message{{Channel: "bench", Offset: uint64(i + 1), Epoch: "b3f1c2a0d9e8", Event: "message", Raw: raw}})
 	}
 	for delivered.Load() < int64(b.N)*subscribers {
 		runtime.Gosched()

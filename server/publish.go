@@ -73,13 +73,17 @@ func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (
 	if !id.System && !id.Anonymous {
 		from = &sender{User: id.User, Session: req.Session}
 	}
-	payload, err := encodePayload(msgID, event, data, now, from)
+	exclude := req.ExcludeSession
+	if req.Ephemeral {
+		exclude = "" // not stored; the live message carries it
+	}
+	payload, err := encodePayload(msgID, event, data, now, from, exclude)
 	if err != nil {
 		return PublishResult{}, err
 	}
 
 	if req.Ephemeral {
-		_, tail, _ := decodePayload(payload)
+		_, _, tail, _ := decodePayload(payload)
 		m := &Message{
 			Channel:        req.Channel,
 			Event:          event,
@@ -91,9 +95,6 @@ func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (
 	}
 
 	rec := store.Record{ID: msgID, Time: now, Payload: payload, IdempotencyKey: req.IdempotencyKey}
-	if req.ExcludeSession != "" {
-		rec.Tag = req.ExcludeSession
-	}
 	res, err := s.log.Append(ctx, req.Channel, rec)
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("publish to %q: %w", req.Channel, err)

@@ -1,6 +1,9 @@
 package server
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Kind says what an Item carries.
 type Kind uint8
@@ -53,6 +56,9 @@ func (it *Item) size() int {
 // one call, so a transport batches writes for free.
 type queue struct {
 	ready chan struct{} // one slot; a value means "there may be items"
+	// notify, when set, is called instead of signalling ready: for a
+	// transport that starts its writer on demand (see Session.Notify).
+	notify atomic.Pointer[func()]
 
 	mu       sync.Mutex // guards the fields below
 	items    []Item
@@ -81,8 +87,43 @@ func (q *queue) push(it Item) bool {
 	return true
 }
 
+// pushRun appends a run of messages under one lock and signals once; a
+// message excluding session becomes a KindSkip item (an ephemeral one is
+// dropped). It reports whether the whole run fit.
+func (q *queue) pushRun(run []*Message, session string) bool {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return false
+	}
+	ok := true
+	for _, m := range run {
+		it := Item{Kind: KindMessage, Msg: m}
+		if m.excludeSession != "" && m.excludeSession == session {
+			if m.Offset == 0 {
+				continue
+			}
+			it.Kind = KindSkip
+		}
+		n := it.size()
+		if len(q.items) >= q.maxItems || q.bytes+n > q.maxBytes {
+			ok = false
+			break
+		}
+		q.items = append(q.items, it)
+		q.bytes += n
+	}
+	q.mu.Unlock()
+	q.signal()
+	return ok
+}
+
 // signal marks the queue ready without blocking.
 func (q *queue) signal() {
+	if f := q.notify.Load(); f != nil {
+		(*f)()
+		return
+	}
 	select {
 	case q.ready <- struct{}{}:
 	default:

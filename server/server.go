@@ -94,7 +94,12 @@ func (s *Server) Config() Config { return s.cfg }
 // Committed is the store's commit feed (store.Options.OnCommit): it fans
 // out every stored message, per channel in offset order. It runs on the
 // store's committer goroutine and never blocks on a client.
+//
+// A batch's messages are fanned out a channel at a time, as one run per
+// session: each session queues the run under one lock and is woken once,
+// so its writer sends the run in one write instead of one per message.
 func (s *Server) Committed(batch []store.Committed) {
+	var runs map[string][]*Message // per channel, in offset order
 	for i := range batch {
 		c := &batch[i]
 		m, err := newMessage(c.Channel, c.Offset, c.Epoch, c.Record.Payload)
@@ -102,10 +107,17 @@ func (s *Server) Committed(batch []store.Committed) {
 			s.logger.Error("undeliverable commit", "err", err)
 			continue
 		}
-		if ex, ok := c.Record.Tag.(string); ok {
-			m.excludeSession = ex
+		if len(batch) == 1 {
+			s.hub.deliver([]*Message{m})
+			return
 		}
-		s.hub.deliver(m)
+		if runs == nil {
+			runs = make(map[string][]*Message)
+		}
+		runs[c.Channel] = append(runs[c.Channel], m)
+	}
+	for _, run := range runs {
+		s.hub.deliver(run)
 	}
 }
 

@@ -95,6 +95,17 @@ func (s *Session) Send(frame []byte) bool {
 	return false
 }
 
+// Notify makes the session call f, instead of signalling Ready, whenever
+// Drain may have something to return and when the session closes: for a
+// transport that runs no goroutine while a connection idles and starts
+// its writer on demand. f runs under the core's locks: it must not block
+// or call back into the session; it should start (or flag) the writer and
+// return. Notify calls f once at once, for what may already be queued.
+func (s *Session) Notify(f func()) {
+	s.q.notify.Store(&f)
+	f()
+}
+
 // Ready returns a channel that receives a value whenever Drain may have
 // something to return. Select on it next to Done and your own timers.
 func (s *Session) Ready() <-chan struct{} { return s.q.ready }
@@ -112,16 +123,11 @@ func (s *Session) Reason() Reason {
 // Context is cancelled when the session closes.
 func (s *Session) Context() context.Context { return s.ctx }
 
-// pushLocked queues a live message for sub's session. ch.mu is held.
-func (s *Session) pushLocked(sub *subscription, m *Message) {
-	kind := KindMessage
-	if m.excludeSession != "" && m.excludeSession == s.ID {
-		if m.Offset == 0 {
-			return // ephemeral: nothing to skip
-		}
-		kind = KindSkip
-	}
-	if !s.q.push(Item{Kind: kind, Msg: m}) {
+// pushRunLocked queues live messages of one channel for the session, in
+// one go; a message the session excluded itself from becomes a skip. The
+// channel's lock is held.
+func (s *Session) pushRunLocked(run []*Message) {
+	if !s.q.pushRun(run, s.ID) {
 		s.fail(ReasonSlowConsumer)
 	}
 }
@@ -141,6 +147,7 @@ func (s *Session) fail(reason Reason) {
 	s.q.close()
 	s.cancel()
 	close(s.done)
+	s.q.signal() // an on-demand writer learns of the close this way
 	s.srv.sessionClosed(s, reason)
 }
 

@@ -170,7 +170,11 @@ func (s *Server) catchUp(ctx context.Context, sub *subscription, dst []Item, pag
 		if err != nil {
 			return dst, false, err
 		}
-		dst = append(dst, Item{Kind: KindMessage, Msg: m})
+		kind := KindMessage
+		if m.excludeSession == sub.sess.ID {
+			kind = KindSkip // as live delivery does
+		}
+		dst = append(dst, Item{Kind: kind, Msg: m})
 		sub.since = e.Offset
 	}
 	if len(page.Entries) >= pageSize {

@@ -48,7 +48,9 @@ type fileConfig struct {
 	SSE               sseConfig     `yaml:"sse"`
 	WS                wsConfig      `yaml:"ws"`
 	Poll              pollConfig    `yaml:"poll"`
-	Limits            limitsConfig  `yaml:"limits"`
+	// PprofAddr, when set, serves Go's profiler on this loopback address.
+	PprofAddr string       `yaml:"pprof_addr"`
+	Limits    limitsConfig `yaml:"limits"`
 }
 
 type logConfig struct {
@@ -68,6 +70,7 @@ type historyConfig struct {
 }
 
 type sseConfig struct {
+	Coalesce     duration `yaml:"coalesce"`
 	Heartbeat    duration `yaml:"heartbeat"`
 	Retry        duration `yaml:"retry"`
 	WriteTimeout duration `yaml:"write_timeout"`
@@ -81,6 +84,7 @@ type pollConfig struct {
 }
 
 type wsConfig struct {
+	Coalesce      duration `yaml:"coalesce"`
 	PingInterval  duration `yaml:"ping_interval"`
 	PongTimeout   duration `yaml:"pong_timeout"`
 	WriteTimeout  duration `yaml:"write_timeout"`
@@ -144,6 +148,7 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error (env HERALD_LOG_LEVEL)")
 		logFormat  = fs.String("log-format", "", "text or json (env HERALD_LOG_FORMAT)")
 		origins    = fs.String("allowed-origins", "", "comma-separated CORS origins, or * (env HERALD_ALLOWED_ORIGINS)")
+		pprofAddr  = fs.String("pprof-addr", "", "serve Go's profiler (/debug/pprof/) on this loopback host:port")
 	)
 	if err := fs.Parse(args); err != nil {
 		return serveConfig{}, err
@@ -216,6 +221,8 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 			fc.Log.Format = *logFormat
 		case "allowed-origins":
 			fc.CORS.AllowedOrigins = splitList(*origins)
+		case "pprof-addr":
+			fc.PprofAddr = *pprofAddr
 		}
 	})
 
@@ -240,6 +247,9 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 		errs = append(errs, fmt.Errorf("addr %q: want host:port, such as 127.0.0.1:8080 or :8080", fc.Addr))
 	} else if fc.Dev && !isLoopback(fc.Addr) {
 		errs = append(errs, fmt.Errorf("addr %q: dev mode opens every channel to everyone, so it only listens on a loopback address (127.0.0.1:PORT or [::1]:PORT)", fc.Addr))
+	}
+	if fc.PprofAddr != "" && !isLoopback(fc.PprofAddr) {
+		errs = append(errs, fmt.Errorf("pprof_addr %q: the profiler only listens on a loopback address", fc.PprofAddr))
 	}
 	if _, err := parseLevel(fc.Log.Level); err != nil {
 		errs = append(errs, err)
@@ -312,6 +322,7 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 		MaxMessages:    fc.Poll.MaxMessages,
 	}
 	sc.ws = ws.Options{
+		Coalesce:      time.Duration(fc.WS.Coalesce),
 		PingInterval:  time.Duration(fc.WS.PingInterval),
 		PongTimeout:   time.Duration(fc.WS.PongTimeout),
 		WriteTimeout:  time.Duration(fc.WS.WriteTimeout),
@@ -321,6 +332,7 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 		Compression:   fc.WS.Compression,
 	}
 	sc.sse = sse.Options{
+		Coalesce:     time.Duration(fc.SSE.Coalesce),
 		Heartbeat:    time.Duration(fc.SSE.Heartbeat),
 		Retry:        time.Duration(fc.SSE.Retry),
 		WriteTimeout: time.Duration(fc.SSE.WriteTimeout),

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync"
@@ -80,6 +81,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 
 	announce(logger, stderr, cfg, ln.Addr().String())
+	if cfg.file.PprofAddr != "" {
+		stop, err := servePprof(cfg.file.PprofAddr, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	select {
 	case <-ctx.Done():
@@ -104,7 +112,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		logger.Warn("connections still open at the shutdown deadline; closing them", "err", err)
 		_ = httpSrv.Close()
 	}
-	// Hijacked WebSocket connections are not http.Server's to wait for.
+	// Hijacked SSE and WebSocket connections are not http.Server's to
+	// wait for.
+	if err := sseHandler.Wait(shutdownCtx); err != nil {
+		logger.Warn("SSE streams still open at the shutdown deadline", "err", err)
+	}
 	if err := wsHandler.Wait(shutdownCtx); err != nil {
 		logger.Warn("WebSocket connections still open at the shutdown deadline", "err", err)
 	}
@@ -116,6 +128,27 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// servePprof serves Go's profiler on a loopback address until stop.
+func servePprof(addr string, logger *slog.Logger) (stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // also serves heap, goroutine, allocs…
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("pprof listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	logger.Info("profiler listening", "addr", ln.Addr().String())
+	return func() { _ = srv.Close(); <-done }, nil
 }
 
 // notifyListener tells when http.Server.Shutdown has closed it.

@@ -1,9 +1,12 @@
 package sse
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"time"
 
@@ -22,6 +25,11 @@ type Options struct {
 	// WriteTimeout bounds one write and flush; a client that cannot take
 	// it is dropped (it resumes from its cursor). Default 10s.
 	WriteTimeout time.Duration
+	// Coalesce is the longest an event waits so that the events arriving
+	// meanwhile share its write: a stream writes at most once per Coalesce,
+	// and the first event after a quiet spell goes at once. Under load this
+	// turns one syscall per event into one per batch. Default 5ms.
+	Coalesce time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -34,6 +42,9 @@ func (o Options) withDefaults() Options {
 	if o.WriteTimeout == 0 {
 		o.WriteTimeout = 10 * time.Second
 	}
+	if o.Coalesce == 0 {
+		o.Coalesce = 5 * time.Millisecond
+	}
 	return o
 }
 
@@ -45,6 +56,9 @@ func (o Options) validate() error {
 	if o.Retry < 0 {
 		errs = append(errs, fmt.Errorf("sse.retry %s: must not be negative", o.Retry))
 	}
+	if o.Coalesce < 0 || o.Coalesce > time.Second {
+		errs = append(errs, fmt.Errorf("sse.coalesce %s: want 0 to 1s", o.Coalesce))
+	}
 	if o.WriteTimeout < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("sse.write_timeout %s: want at least 100ms", o.WriteTimeout))
 	}
@@ -53,8 +67,9 @@ func (o Options) validate() error {
 
 // Handler serves GET /sse.
 type Handler struct {
-	srv  *server.Server
-	opts Options
+	srv     *server.Server
+	opts    Options
+	streams server.Group // two per open stream: its writer and its watcher
 }
 
 // New returns the SSE handler for srv.
@@ -103,71 +118,146 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.srv.WriteError(w, r, err)
 		return
 	}
-	defer sess.Close(server.ReasonClientGone)
 
 	connected, err := json.Marshal(info)
 	if err != nil {
+		sess.Close(server.ReasonInternal)
 		h.srv.WriteError(w, r, err)
 		return
 	}
+	// Take the connection over from net/http: the stream writes its own
+	// chunks (one write per batch of events, where net/http's chunked
+	// writer costs three), and the request's goroutine and buffers are
+	// freed while the stream idles.
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		sess.Close(server.ReasonInternal)
+		h.srv.WriteError(w, r, fmt.Errorf("sse: streaming needs an HTTP/1.x connection: %w", err))
+		return
+	}
+	if rw.Reader.Buffered() > 0 {
+		// A client that sends after a GET pipelines requests; a stream
+		// cannot answer them.
+		conn.Close()
+		sess.Close(server.ReasonClientGone)
+		return
+	}
 	setHeaders(w.Header())
-	w.WriteHeader(http.StatusOK)
-
-	st := stream{w: w, rc: http.NewResponseController(w), opts: h.opts}
-	buf := appendRetry(nil, h.opts.Retry.Milliseconds())
+	st := &stream{conn: conn, chunked: r.ProtoAtLeast(1, 1), opts: h.opts, sess: sess}
+	buf := appendResponseHead(nil, r, w.Header())
+	skip := len(buf)
+	buf = append(buf, "00000000\r\n"...)
+	buf = appendRetry(buf, h.opts.Retry.Milliseconds())
 	buf = appendEvent(buf, server.EventConnected, connected, sess.Cursor())
-	if err := st.write(buf); err != nil {
+	if err := st.write(buf, skip); err != nil {
+		conn.Close()
 		sess.Close(server.ReasonWriteError)
 		return
 	}
-	st.loop(r, sess)
-}
-
-// stream is one open SSE response.
-type stream struct {
-	w    http.ResponseWriter
-	rc   *http.ResponseController
-	opts Options
-	buf  []byte
-}
-
-// loop writes the session's items until the client or the session ends.
-func (st *stream) loop(r *http.Request, sess *server.Session) {
-	heartbeat := time.NewTimer(st.opts.Heartbeat)
-	defer heartbeat.Stop()
-	var items []server.Item
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case <-sess.Done():
-			// Flush what was queued before the close, then say why.
-			items = sess.Drain(items[:0])
-			st.buf = appendItems(st.buf[:0], items)
-			reason := sess.Reason()
-			st.buf = appendEvent(st.buf, server.EventDisconnect, disconnectData(reason), "")
-			_ = st.write(st.buf)
-			return
-		case <-sess.Ready():
-			items = sess.Drain(items[:0])
-			if len(items) == 0 {
-				continue
-			}
-			st.buf = appendItems(st.buf[:0], items)
-			clear(items) // drop message references until the next drain
-			if err := st.write(st.buf); err != nil {
-				sess.Close(server.ReasonWriteError)
-				return
-			}
-		case <-heartbeat.C:
-			st.buf = appendComment(st.buf[:0], "")
-			if err := st.write(st.buf); err != nil {
-				sess.Close(server.ReasonWriteError)
-				return
-			}
-		}
-		heartbeat.Reset(st.opts.Heartbeat)
+	if !h.streams.Go(st.watch) {
+		st.conn.Close() // shutting down: the client reconnects elsewhere or later
+		sess.Close(server.ReasonShutdown)
+		return
 	}
+	pump := server.NewPump(sess, &h.streams, server.PumpOptions{Coalesce: h.opts.Coalesce, Heartbeat: h.opts.Heartbeat}, st.turn)
+	if !pump.Start() {
+		st.conn.Close() // shutting down; the watcher ends with the connection
+		sess.Close(server.ReasonShutdown)
+	}
+}
+
+// Wait blocks until every stream has ended, or ctx is done. The streams'
+// connections are hijacked, so net/http's Shutdown does not wait for them;
+// the binary calls Wait after the core has told every session to go.
+func (h *Handler) Wait(ctx context.Context) error { return h.streams.Wait(ctx) }
+
+// appendResponseHead writes the status line and headers of a stream: the
+// headers the handler chain set (CORS), and chunked framing on HTTP/1.1
+// (an HTTP/1.0 client reads until the connection closes).
+func appendResponseHead(b []byte, r *http.Request, h http.Header) []byte {
+	if r.ProtoAtLeast(1, 1) {
+		h.Set("Transfer-Encoding", "chunked")
+		b = append(b, "HTTP/1.1 200 OK\r\n"...)
+	} else {
+		h.Set("Connection", "close")
+		b = append(b, "HTTP/1.0 200 OK\r\n"...)
+	}
+	var hb bytes.Buffer
+	_ = h.Write(&hb)
+	b = append(b, hb.Bytes()...)
+	return append(b, "\r\n"...)
+}
+
+// stream is one open SSE response on a hijacked connection. No goroutine
+// waits for an idle stream to have something to write: a server.Pump
+// starts a writer when the session has something, which runs the stream's
+// turns. The watch goroutine reads, to notice at once when the client
+// goes. Both are owned by the Handler.
+type stream struct {
+	conn    net.Conn
+	chunked bool
+	opts    Options
+	sess    *server.Session
+
+	// The writer's, used by one writer at a time.
+	buf   []byte
+	items []server.Item
+}
+
+// watch reads until the connection ends: a client sends nothing on a
+// stream, so any end of reading means it is gone.
+func (st *stream) watch() {
+	var b [1]byte
+	for {
+		if _, err := st.conn.Read(b[:]); err != nil {
+			st.sess.Close(server.ReasonClientGone) // wakes the writer, which closes
+			return
+		}
+	}
+}
+
+// turn is one writer turn (server.Pump): it writes the queued events, or
+// a heartbeat comment, or — when the session has closed — the last events
+// and why. It returns the events written, or -1 when the stream is over.
+func (st *stream) turn(kind server.TurnKind) int {
+	if kind == server.TurnClose {
+		st.finish()
+		return 0
+	}
+	st.items = st.sess.Drain(st.items[:0])
+	n := len(st.items)
+	if n == 0 && kind != server.TurnHeartbeat {
+		return 0
+	}
+	b := st.frameStart()
+	if n > 0 {
+		b = appendItems(b, st.items)
+		clear(st.items) // drop message references until the next turn
+	} else {
+		b = appendComment(b, "")
+	}
+	st.buf = b
+	if err := st.write(b, 0); err != nil {
+		st.sess.Close(server.ReasonWriteError)
+		st.conn.Close()
+		return -1
+	}
+	return n
+}
+
+// finish sends the queued rest and the disconnect event (unless the
+// client is gone), ends the body and closes the connection.
+func (st *stream) finish() {
+	if reason := st.sess.Reason(); reason != server.ReasonClientGone && reason != server.ReasonWriteError {
+		st.items = st.sess.Drain(st.items[:0])
+		b := appendItems(st.frameStart(), st.items)
+		b = appendEvent(b, server.EventDisconnect, disconnectData(reason), "")
+		if st.write(b, 0) == nil {
+			st.end()
+		}
+	}
+	st.conn.Close()
+	st.sess.Close(server.ReasonClientGone) // releases the subscriptions
 }
 
 // appendItems frames every item as an SSE event.
@@ -184,7 +274,7 @@ func appendItems(b []byte, items []server.Item) []byte {
 			// with no data).
 			if it.Cursor != "" {
 				b = append(b, "id: "...)
-				b = appendField(b, it.Cursor)
+				b = append(b, it.Cursor...)
 				b = append(b, '\n', '\n')
 			}
 			continue
@@ -192,7 +282,7 @@ func appendItems(b []byte, items []server.Item) []byte {
 		b = append(b, it.Msg.Frame(server.FrameSSE, eventHead)...)
 		if it.Cursor != "" {
 			b = append(b, "id: "...)
-			b = appendField(b, it.Cursor)
+			b = append(b, it.Cursor...) // base64url: no line break to drop
 			b = append(b, '\n')
 		}
 		b = append(b, '\n')
@@ -208,13 +298,43 @@ func disconnectData(reason server.Reason) []byte {
 	return b
 }
 
-// write sends b and flushes it within the write timeout.
-func (st *stream) write(b []byte) error {
-	if err := st.rc.SetWriteDeadline(time.Now().Add(st.opts.WriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+// chunkHead is the room left before a chunk's data for its size line: the
+// size in 8 hex digits (leading zeros are valid) and CRLF.
+const chunkHead = 8 + 2
+
+// frameStart returns the write buffer, empty but for the room of a chunk
+// size line.
+func (st *stream) frameStart() []byte {
+	return append(st.buf[:0], "00000000\r\n"...)
+}
+
+// write sends b within the write timeout, in one write. b starts with the
+// room of a chunk size line (at skip, after a response head); on a
+// chunked stream the line is filled in and CRLF appended, else the room
+// is cut out.
+func (st *stream) write(b []byte, skip int) error {
+	if st.chunked {
+		n := len(b) - skip - chunkHead
+		const hex = "0123456789abcdef"
+		for i := 7; i >= 0; i-- {
+			b[skip+i] = hex[n&0xf]
+			n >>= 4
+		}
+		b = append(b, "\r\n"...)
+	} else {
+		b = append(b[:skip], b[skip+chunkHead:]...)
+	}
+	if err := st.conn.SetWriteDeadline(time.Now().Add(st.opts.WriteTimeout)); err != nil {
 		return err
 	}
-	if _, err := st.w.Write(b); err != nil {
-		return err
+	_, err := st.conn.Write(b)
+	return err
+}
+
+// end closes a chunked body properly.
+func (st *stream) end() {
+	if st.chunked {
+		_ = st.conn.SetWriteDeadline(time.Now().Add(st.opts.WriteTimeout))
+		_, _ = st.conn.Write([]byte("0\r\n\r\n"))
 	}
-	return st.rc.Flush()
 }

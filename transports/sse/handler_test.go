@@ -50,6 +50,9 @@ func newFixture(t *testing.T, cfg server.Config, opts Options) *fixture {
 		srv.Shutdown()
 		hs.CloseClientConnections()
 		hs.Close()
+		if err := h.Wait(context.Background()); err != nil {
+			t.Error(err)
+		}
 		st.Close()
 	})
 	return &fixture{srv: srv, http: hs}

@@ -33,6 +33,9 @@ type Options struct {
 	MaxFrameBytes int64
 	// MaxBatch bounds the messages of one batch push. Default 256.
 	MaxBatch int
+	// Coalesce is the longest a message waits so that the messages
+	// arriving meanwhile share its write, as on SSE. Default 5ms.
+	Coalesce time.Duration
 	// Compression negotiates permessage-deflate. Default off: it costs CPU
 	// per connection and JSON envelopes are small.
 	Compression bool
@@ -54,6 +57,7 @@ func (o Options) withDefaults() Options {
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 256
 	}
+	def(&o.Coalesce, 5*time.Millisecond)
 	return o
 }
 
@@ -84,7 +88,7 @@ type Handler struct {
 	srv      *server.Server
 	opts     Options
 	upgrader websocket.Upgrader
-	conns    sync.WaitGroup // one per connection being served
+	conns    server.Group // two per connection: its reader and its writer
 }
 
 // New returns the WebSocket handler for srv. Origins are checked against
@@ -99,6 +103,12 @@ func New(srv *server.Server, opts Options) (*Handler, error) {
 		HandshakeTimeout:  opts.WriteTimeout,
 		CheckOrigin:       originChecker(srv.Config().AllowedOrigins),
 		EnableCompression: opts.Compression,
+		// An idle connection holds a small read buffer of its own (not
+		// net/http's 4 KiB one) and no write buffer: writes borrow a large
+		// one from the pool, so a batch push goes out in one syscall.
+		ReadBufferSize:  512,
+		WriteBufferSize: 32 << 10,
+		WriteBufferPool: &sync.Pool{},
 	}
 	return h, nil
 }
@@ -124,32 +134,26 @@ func originChecker(allowed []string) func(*http.Request) bool {
 // Wait blocks until every connection being served has ended, or ctx is
 // done. net/http's Shutdown does not wait for hijacked connections, so the
 // binary calls it after the core has told every session to go.
-func (h *Handler) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { h.conns.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (h *Handler) Wait(ctx context.Context) error { return h.conns.Wait(ctx) }
 
 // ServeHTTP upgrades the request and serves the connection until it ends.
+//
+// Once the session exists, the connection is served by its reader and
+// writer goroutines, owned by the Handler, and ServeHTTP returns: the
+// request's goroutine and net/http's buffers are freed while the
+// connection idles.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.conns.Add(1)
-	defer h.conns.Done()
 	ws, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader answered the client already
 	}
-	defer ws.Close()
 	ws.SetReadLimit(h.opts.MaxFrameBytes)
-	c := &conn{h: h, ws: ws}
+	c := &conn{h: h, ws: ws, slots: make(chan struct{}, maxOpsInFlight)}
 
 	id, err := h.srv.Authenticate(r)
 	if err != nil {
 		c.closeWith(closeUnauthorized, server.AsError(err).Message)
+		ws.Close()
 		return
 	}
 	var pending []byte // an anonymous connection's first op, served once the session exists
@@ -157,37 +161,42 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if id.Anonymous {
 		var ok bool
 		if id, auth, pending, ok = c.authenticateFirstFrame(); !ok {
+			ws.Close()
 			return
 		}
 	}
 	sess, err := h.srv.NewSession(id, "ws")
-	if errors.Is(err, server.ErrShuttingDown) {
-		c.closeWith(websocket.CloseServiceRestart, "server shutting down")
-		return
-	} else if err != nil {
-		c.closeWith(closePolicy, server.AsError(err).Message) // the user's session limit
+	if err != nil {
+		if errors.Is(err, server.ErrShuttingDown) {
+			c.closeWith(websocket.CloseServiceRestart, "server shutting down")
+		} else {
+			c.closeWith(closePolicy, server.AsError(err).Message) // the user's session limit
+		}
+		ws.Close()
 		return
 	}
-	defer sess.Close(server.ReasonClientGone)
 	c.sess = sess
 	if auth != nil {
 		sess.Send(encode(authReply{reply: reply{ID: auth.ID, OK: true}, Session: sess.ID, User: id.User}))
 	}
 	sess.Send(encode(connectedPush{Type: "connected", Session: sess.ID, User: id.User}))
 
-	readerDone := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		defer close(readerDone)
-		c.readLoop(pending)
-	}()
-	go func() {
-		defer wg.Done()
-		c.writeLoop(readerDone)
-	}()
-	wg.Wait()
+	// The reader closes the session when it ends; the session's close
+	// makes the writer's last turn close the connection, which ends the
+	// reader if the writer went first. The writer runs on demand.
+	if !h.conns.Go(func() { c.readLoop(pending) }) {
+		c.closeWith(websocket.CloseServiceRestart, "server shutting down")
+		ws.Close()
+		sess.Close(server.ReasonShutdown)
+		return
+	}
+	pump := server.NewPump(sess, &h.conns, server.PumpOptions{
+		Coalesce: h.opts.Coalesce, Heartbeat: h.opts.PingInterval, Steady: true,
+	}, c.turn)
+	if !pump.Start() {
+		ws.Close() // shutting down; the reader ends with the connection
+		sess.Close(server.ReasonShutdown)
+	}
 }
 
 // authenticateFirstFrame waits for the first frame of a connection that

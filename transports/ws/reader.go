@@ -2,6 +2,7 @@ package ws
 
 import (
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -14,7 +15,21 @@ type conn struct {
 	h    *Handler
 	ws   *websocket.Conn
 	sess *server.Session
+
+	items []server.Item // the writer's, used by one writer at a time
+
+	// slots bounds the ops read but not yet served: when they are all
+	// taken the reader stops reading, and TCP slows the client down.
+	slots chan struct{}
+
+	opsMu      sync.Mutex // guards ops and opsRunning
+	ops        [][]byte   // frames read and not yet served, in order
+	opsRunning bool       // a goroutine is serving ops
 }
+
+// maxOpsInFlight bounds the ops a connection may have read but not yet
+// served.
+const maxOpsInFlight = 256
 
 // readLoop reads frames until the connection ends and turns each op into
 // a core call. It closes the session when it returns, which stops the
@@ -25,8 +40,8 @@ func (c *conn) readLoop(pending []byte) {
 	extend := func(string) error { return c.ws.SetReadDeadline(time.Now().Add(alive)) }
 	_ = extend("")
 	c.ws.SetPongHandler(extend)
-	if pending != nil {
-		c.handle(pending)
+	if pending != nil && !c.enqueue(pending) {
+		return
 	}
 	for {
 		typ, frame, err := c.ws.ReadMessage()
@@ -41,7 +56,50 @@ func (c *conn) readLoop(pending []byte) {
 			return
 		}
 		_ = extend("")
+		if !c.enqueue(frame) {
+			return
+		}
+	}
+}
+
+// enqueue hands a frame to the op server: ops are served one after
+// another, in order, on a goroutine that runs only while there are some.
+// The reader itself only reads, so its goroutine stays small while the
+// connection idles. It waits while maxOpsInFlight ops are waiting, and
+// reports false when the session closed meanwhile.
+func (c *conn) enqueue(frame []byte) bool {
+	select {
+	case c.slots <- struct{}{}:
+	case <-c.sess.Done():
+		return false
+	}
+	c.opsMu.Lock()
+	defer c.opsMu.Unlock()
+	c.ops = append(c.ops, frame)
+	if !c.opsRunning {
+		c.opsRunning = true
+		if !c.h.conns.Go(c.serveOps) {
+			c.opsRunning = false // shutting down: the session closes next
+		}
+	}
+	return true
+}
+
+// serveOps serves queued ops until none is left.
+func (c *conn) serveOps() {
+	for {
+		c.opsMu.Lock()
+		if len(c.ops) == 0 {
+			c.ops, c.opsRunning = nil, false
+			c.opsMu.Unlock()
+			return
+		}
+		frame := c.ops[0]
+		c.ops[0] = nil
+		c.ops = c.ops[1:]
+		c.opsMu.Unlock()
 		c.handle(frame)
+		<-c.slots
 	}
 }
 

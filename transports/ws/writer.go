@@ -9,46 +9,43 @@ import (
 	"github.com/heraldrt/herald/server"
 )
 
-// writeLoop is the only goroutine that writes data frames: it drains the
-// session's queue into frames, pings, and on a core-side close pushes
-// disconnect and the close frame. It ends with the connection closed,
-// which also ends the reader.
-func (c *conn) writeLoop(readerDone <-chan struct{}) {
-	defer c.ws.Close()
-	ping := time.NewTicker(c.h.opts.PingInterval)
-	defer ping.Stop()
-	var items []server.Item
-	for {
-		select {
-		case <-readerDone:
-			return
-		case <-c.sess.Done():
-			reason := c.sess.Reason()
-			code, tell := closeCode(reason)
-			if !tell {
-				return
-			}
-			// Flush what was queued before the close, then say why.
-			items = c.sess.Drain(items[:0])
-			_ = c.writeItems(items)
+// turn is one writer turn (server.Pump); the pump's writer is the only
+// goroutine that writes data frames. It writes the queued items as
+// frames, a ping on a heartbeat turn, or — when the session has closed —
+// the last items, a disconnect push and the close frame. It returns the
+// items written, or -1 when the connection is over.
+func (c *conn) turn(kind server.TurnKind) int {
+	if kind == server.TurnClose {
+		reason := c.sess.Reason()
+		if code, tell := closeCode(reason); tell {
+			c.items = c.sess.Drain(c.items[:0])
+			_ = c.writeItems(c.items)
 			_ = c.writeFrame(encode(disconnectPush{Type: "disconnect", Code: code, Reason: reason.String(), Reconnect: reason.Reconnect()}))
 			c.closeWith(code, reason.String())
-			return
-		case <-c.sess.Ready():
-			items = c.sess.Drain(items[:0])
-			err := c.writeItems(items)
-			clear(items) // drop message references until the next drain
-			if err != nil {
-				c.sess.Close(server.ReasonWriteError)
-				return
-			}
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.h.opts.WriteTimeout)); err != nil {
-				c.sess.Close(server.ReasonWriteError)
-				return
-			}
+		}
+		c.ws.Close()
+		return 0
+	}
+	if kind == server.TurnHeartbeat {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.h.opts.WriteTimeout)); err != nil {
+			return c.broken()
 		}
 	}
+	c.items = c.sess.Drain(c.items[:0])
+	n := len(c.items)
+	err := c.writeItems(c.items)
+	clear(c.items) // drop message references until the next turn
+	if err != nil {
+		return c.broken()
+	}
+	return n
+}
+
+// broken ends a connection that could not be written to.
+func (c *conn) broken() int {
+	c.sess.Close(server.ReasonWriteError)
+	c.ws.Close()
+	return -1
 }
 
 // closeCode maps why the core closed a session to the close code sent, and
