@@ -24,6 +24,9 @@ func (s *Server) Routes(r *httprouter.Router) {
 	r.HandlerFunc(http.MethodPost, "/api/grants", s.handlePostGrant)
 	r.HandlerFunc(http.MethodDelete, "/api/grants", s.handleDeleteGrant)
 	r.HandlerFunc(http.MethodGet, "/api/grants", s.handleListGrants)
+	r.HandlerFunc(http.MethodGet, "/api/presence", s.handlePresence)
+	r.HandlerFunc(http.MethodPost, "/api/signal", s.handleSignal)
+	r.GET("/api/users/:id", s.handleUser)
 	r.HandlerFunc(http.MethodGet, "/healthz", s.handleHealthz)
 	r.HandlerFunc(http.MethodGet, "/readyz", s.handleReadyz)
 }
@@ -176,6 +179,59 @@ func (s *Server) handleChannels(w http.ResponseWriter, r *http.Request) {
 		out.Next = infos[len(infos)-1].Name
 	}
 	writeJSON(w, http.StatusOK, out, s.logger)
+}
+
+func (s *Server) handlePresence(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.apiIdentity(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	stats := false
+	switch v := q.Get("stats"); v {
+	case "", "0", "false":
+	case "1", "true":
+		stats = true
+	default:
+		s.WriteError(w, r, invalidf("stats %q: want true or false", v))
+		return
+	}
+	info, err := s.Presence(id, q.Get("channel"), stats)
+	if err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info, s.logger)
+}
+
+func (s *Server) handleSignal(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.apiIdentity(w, r)
+	if !ok {
+		return
+	}
+	var req SignalRequest
+	if err := s.decodeBody(w, r, &req); err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	if err := s.Signal(id, req); err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"channel": req.Channel, "ok": true}, s.logger)
+}
+
+func (s *Server) handleUser(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	id, ok := s.apiIdentity(w, r)
+	if !ok {
+		return
+	}
+	st, err := s.User(r.Context(), id, ps.ByName("id"))
+	if err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st, s.logger)
 }
 
 func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {

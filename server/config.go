@@ -68,6 +68,20 @@ type Config struct {
 	// instead. Default 4,096.
 	MaxPending int
 
+	// PresenceAttrs are the token attributes a member shows to others
+	// (e.g. name, avatar). Default none.
+	PresenceAttrs []string
+	// PresenceGrace is how long a member (or an online user) whose last
+	// session left is kept before herald.leave (offline): a quick
+	// reconnect makes no leave/join pair. Default 5s.
+	PresenceGrace time.Duration
+	// SignalRate and SignalBurst bound a member's signals (typing…) per
+	// channel, per second. Defaults 5 and 5.
+	SignalRate  float64
+	SignalBurst int
+	// SignalMaxTTL bounds a signal's time to live. Default 1 minute.
+	SignalMaxTTL time.Duration
+
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock, used everywhere the server reads the time.
@@ -96,6 +110,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.PresenceGrace == 0 {
+		c.PresenceGrace = 5 * time.Second
+	}
+	if c.SignalRate == 0 {
+		c.SignalRate = 5
+	}
+	if c.SignalBurst == 0 {
+		c.SignalBurst = 5
+	}
+	if c.SignalMaxTTL == 0 {
+		c.SignalMaxTTL = time.Minute
 	}
 	return c
 }
@@ -163,6 +189,15 @@ func (c Config) validate() error {
 		if f.value < 0 {
 			bad("%s %d: must be positive", f.name, f.value)
 		}
+	}
+	if c.PresenceGrace < 0 {
+		bad("presence.grace %s: must not be negative", c.PresenceGrace)
+	}
+	if c.SignalRate < 0 || c.SignalBurst < 0 {
+		bad("presence.signal_rate %g and presence.signal_burst %d: must be positive", c.SignalRate, c.SignalBurst)
+	}
+	if c.SignalMaxTTL < 0 {
+		bad("presence.signal_max_ttl %s: must not be negative", c.SignalMaxTTL)
 	}
 	if _, err := compileRules(c.Rules, c.History); err != nil {
 		errs = append(errs, err)

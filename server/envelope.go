@@ -27,6 +27,9 @@ type Message struct {
 	// excludeSession is a session that must not get this message (it gets
 	// a skip instead), live or replayed from the store.
 	excludeSession string
+	// presence marks a presence event (herald.join…): the WebSocket
+	// pushes it with type "presence".
+	presence bool
 	// resetTo is, on a herald.reset message, the offset the client's
 	// position moves to: the history resumes after it.
 	resetTo uint64

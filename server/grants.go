@@ -15,6 +15,7 @@ import (
 // last-seen times) live; *store.Store implements it.
 type State interface {
 	PutState(ctx context.Context, key string, value []byte) error
+	GetState(ctx context.Context, key string) (value []byte, ok bool, err error)
 	DeleteState(ctx context.Context, key string) error
 	ScanState(ctx context.Context, prefix string, fn func(key string, value []byte) error) error
 }

@@ -77,6 +77,7 @@ func TestGrantsAreDurable(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(srv.Shutdown)
 		return srv, st
 	}
 	srv, st := open()

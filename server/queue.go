@@ -24,6 +24,10 @@ const (
 	// KindUnsubscribed carries a herald.unsubscribed notice in Msg: the
 	// session no longer receives Msg.Channel.
 	KindUnsubscribed
+	// KindPresence carries a presence event (herald.join, herald.leave,
+	// herald.state, herald.online, herald.offline) in Msg: ephemeral, no
+	// offset.
+	KindPresence
 )
 
 // Item is one thing a transport writes to its client.
@@ -99,6 +103,9 @@ func (q *queue) pushRun(run []*Message, session string) bool {
 	ok := true
 	for _, m := range run {
 		it := Item{Kind: KindMessage, Msg: m}
+		if m.presence {
+			it.Kind = KindPresence
+		}
 		if m.excludeSession != "" && m.excludeSession == session {
 			if m.Offset == 0 {
 				continue

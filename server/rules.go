@@ -26,8 +26,11 @@ type RuleConfig struct {
 
 	// Options. Their behaviour lands with presence and flow control; they
 	// are validated now so a configuration that starts keeps starting.
-	Presence       bool
-	JoinLeave      bool
+	Presence  bool
+	JoinLeave bool
+	// Status makes the channel hear herald.online / herald.offline when
+	// one of its members comes online on the server or goes offline.
+	Status         bool
 	History        *HistoryConfig
 	RateLimit      *RateLimitConfig
 	Batch          *BatchConfig
@@ -361,6 +364,9 @@ func compileRule(index int, c RuleConfig, defaultHistory store.Retention) (*rule
 	}
 	if c.JoinLeave && !c.Presence {
 		errs = append(errs, errors.New("join_leave needs presence: true"))
+	}
+	if c.Status && !c.Presence {
+		errs = append(errs, errors.New("status needs presence: true"))
 	}
 	if h := c.History; h != nil {
 		if h.Size != nil {

@@ -41,6 +41,8 @@ type Server struct {
 	ready        atomic.Bool
 	shuttingDown atomic.Bool
 
+	presence presenceState
+
 	mu           sync.Mutex // guards sessions and userSessions
 	sessions     map[string]*Session
 	userSessions map[string]int // open sessions per user
@@ -82,6 +84,7 @@ func New(cfg Config, log Log, state State) (*Server, error) {
 		verifier: v,
 	}
 	s.userSessions = make(map[string]int)
+	s.startPresence()
 	s.ready.Store(true)
 	return s, nil
 }
@@ -249,6 +252,7 @@ func (s *Server) newSession(id Identity, transport string, fixed bool, sessID st
 	s.sessions[sess.ID] = sess
 	s.mu.Unlock()
 	sess.expiry = s.expiryTimer(sess, id)
+	s.connectPresence(sess)
 	return sess, nil
 }
 
@@ -301,6 +305,7 @@ func (s *Server) sessionClosed(sess *Session, reason Reason) {
 
 // forget drops a released session from the registry.
 func (s *Server) forget(sess *Session) {
+	s.disconnectPresence(sess)
 	s.mu.Lock()
 	if s.sessions[sess.ID] == sess {
 		delete(s.sessions, sess.ID)
@@ -350,5 +355,10 @@ func (s *Server) Shutdown() {
 		if sess.detached() {
 			sess.Close(ReasonShutdown) // a parked poll session has no transport to close it
 		}
+	}
+	s.stopPresence()
+	// Users still online are last seen now.
+	for _, user := range s.onlineUsers(all) {
+		s.storeLastSeen(user, s.now())
 	}
 }

@@ -167,8 +167,7 @@ func (s *Session) Close(reason Reason) {
 		s.subs, s.catchingUp = nil, nil
 		s.mu.Unlock()
 		for _, sub := range subs {
-			sub.ch.remove(sub)
-			s.srv.hub.release(sub.ch)
+			s.srv.drop(s, sub)
 		}
 		s.srv.forget(s)
 	})
@@ -233,7 +232,7 @@ func (s *Session) annotateCursors(items []Item) {
 	defer s.mu.Unlock()
 	for i := range items {
 		it := &items[i]
-		if it.Msg == nil || it.Kind == KindUnsubscribed || (it.Kind == KindMessage && it.Msg.Offset == 0) {
+		if it.Msg == nil || it.Kind == KindUnsubscribed || it.Kind == KindPresence || (it.Kind == KindMessage && it.Msg.Offset == 0) {
 			continue // ephemeral messages, notices and frames do not move the cursor
 		}
 		sub := s.findLocked(it.Msg.Channel)

@@ -106,6 +106,7 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	sess.subs = append(sess.subs, sub)
 	sess.catchingUp = append(sess.catchingUp, sub)
 	sess.mu.Unlock()
+	s.joinPresence(sess, req.Channel)
 	sess.q.signal()
 	return SubscribeResult{Channel: req.Channel, Epoch: head.Epoch, Head: head.Head}, nil
 }
@@ -132,9 +133,15 @@ func (s *Server) Unsubscribe(sess *Session, channel string) bool {
 	if sub == nil {
 		return false
 	}
+	s.drop(sess, sub)
+	return true
+}
+
+// drop unregisters a subscription the session no longer holds.
+func (s *Server) drop(sess *Session, sub *subscription) {
 	sub.ch.remove(sub)
 	s.hub.release(sub.ch)
-	return true
+	s.leavePresence(sess, sub.name)
 }
 
 // catchUp appends the next page of sub's history to dst. done reports

@@ -30,24 +30,25 @@ import (
 // fileConfig is the whole configuration, as the YAML file spells it.
 // Flags and HERALD_* variables override single fields of it.
 type fileConfig struct {
-	Addr              string        `yaml:"addr"`
-	DataDir           string        `yaml:"data_dir"`
-	APIKey            string        `yaml:"api_key"`
-	JWTSecret         string        `yaml:"jwt_secret"`
-	JWTPublicKey      string        `yaml:"jwt_public_key"`
-	JWKS              string        `yaml:"jwks"`
-	JWTLeeway         duration      `yaml:"jwt_leeway"`
-	Channels          ruleList      `yaml:"channels"`
-	Dev               bool          `yaml:"dev"`
-	Durability        string        `yaml:"durability"`
-	IdempotencyWindow duration      `yaml:"idempotency_window"`
-	ShutdownTimeout   duration      `yaml:"shutdown_timeout"`
-	Log               logConfig     `yaml:"log"`
-	CORS              corsConfig    `yaml:"cors"`
-	History           historyConfig `yaml:"history"`
-	SSE               sseConfig     `yaml:"sse"`
-	WS                wsConfig      `yaml:"ws"`
-	Poll              pollConfig    `yaml:"poll"`
+	Addr              string         `yaml:"addr"`
+	DataDir           string         `yaml:"data_dir"`
+	APIKey            string         `yaml:"api_key"`
+	JWTSecret         string         `yaml:"jwt_secret"`
+	JWTPublicKey      string         `yaml:"jwt_public_key"`
+	JWKS              string         `yaml:"jwks"`
+	JWTLeeway         duration       `yaml:"jwt_leeway"`
+	Channels          ruleList       `yaml:"channels"`
+	Dev               bool           `yaml:"dev"`
+	Durability        string         `yaml:"durability"`
+	IdempotencyWindow duration       `yaml:"idempotency_window"`
+	ShutdownTimeout   duration       `yaml:"shutdown_timeout"`
+	Log               logConfig      `yaml:"log"`
+	CORS              corsConfig     `yaml:"cors"`
+	History           historyConfig  `yaml:"history"`
+	SSE               sseConfig      `yaml:"sse"`
+	WS                wsConfig       `yaml:"ws"`
+	Poll              pollConfig     `yaml:"poll"`
+	Presence          presenceConfig `yaml:"presence"`
 	// PprofAddr, when set, serves Go's profiler on this loopback address.
 	PprofAddr string       `yaml:"pprof_addr"`
 	Limits    limitsConfig `yaml:"limits"`
@@ -74,6 +75,14 @@ type sseConfig struct {
 	Heartbeat    duration `yaml:"heartbeat"`
 	Retry        duration `yaml:"retry"`
 	WriteTimeout duration `yaml:"write_timeout"`
+}
+
+type presenceConfig struct {
+	Attrs        []string `yaml:"attrs"`
+	Grace        duration `yaml:"grace"`
+	SignalRate   float64  `yaml:"signal_rate"`
+	SignalBurst  int      `yaml:"signal_burst"`
+	SignalMaxTTL duration `yaml:"signal_max_ttl"`
 }
 
 type pollConfig struct {
@@ -288,6 +297,11 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 		MaxChannelsPerRequest: fc.Limits.MaxChannelsPerRequest,
 		MaxSubscriptions:      fc.Limits.MaxSubscriptions,
 		MaxSessionsPerUser:    fc.Limits.MaxConnectionsPerUser,
+		PresenceAttrs:         fc.Presence.Attrs,
+		PresenceGrace:         time.Duration(fc.Presence.Grace),
+		SignalRate:            fc.Presence.SignalRate,
+		SignalBurst:           fc.Presence.SignalBurst,
+		SignalMaxTTL:          time.Duration(fc.Presence.SignalMaxTTL),
 		QueueMessages:         fc.Limits.QueueMessages,
 		QueueBytes:            fc.Limits.QueueBytes,
 	}

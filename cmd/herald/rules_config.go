@@ -27,6 +27,7 @@ type ruleFile struct {
 	PresenceAccess []string       `yaml:"presence_access"`
 	Presence       bool           `yaml:"presence"`
 	JoinLeave      bool           `yaml:"join_leave"`
+	Status         bool           `yaml:"status"`
 	History        *historyRule   `yaml:"history"`
 	RateLimit      *rateLimitRule `yaml:"rate_limit"`
 	Batch          *batchRule     `yaml:"batch"`
@@ -51,7 +52,7 @@ type batchRule struct {
 // ruleKeys are the options a rule may have, for the unknown-option error.
 func ruleKeys() []string {
 	return []string{"pattern", "subscribe", "publish", "history_access", "presence_access",
-		"presence", "join_leave", "history", "rate_limit", "batch", "max_subscribers"}
+		"presence", "join_leave", "status", "history", "rate_limit", "batch", "max_subscribers"}
 }
 
 func (l *ruleList) UnmarshalYAML(n *yaml.Node) error {
@@ -97,6 +98,7 @@ func (rf ruleFile) config() server.RuleConfig {
 		PresenceAccess: rf.PresenceAccess,
 		Presence:       rf.Presence,
 		JoinLeave:      rf.JoinLeave,
+		Status:         rf.Status,
 		MaxSubscribers: rf.MaxSubscribers,
 	}
 	if h := rf.History; h != nil {

@@ -24,6 +24,9 @@ type request struct {
 	IdempotencyKey string          `json:"idempotency_key,omitempty"`
 	ExcludeSelf    bool            `json:"exclude_self,omitempty"`
 	Ephemeral      bool            `json:"ephemeral,omitempty"`
+	Stats          bool            `json:"stats,omitempty"`
+	State          json.RawMessage `json:"state,omitempty"`
+	TTL            *float64        `json:"ttl,omitempty"`
 }
 
 // decodeRequest parses a frame strictly: one JSON object, known fields
@@ -117,6 +120,11 @@ type historyReply struct {
 	server.HistoryPage
 }
 
+type presenceReply struct {
+	reply
+	server.PresenceInfo
+}
+
 type authReply struct {
 	reply
 	Session string `json:"session"`
@@ -160,9 +168,10 @@ type unsubscribedPush struct {
 // Frame pieces around envelopes, which are written as they are, never
 // re-encoded.
 const (
-	messagePrefix = `{"type":"message","message":`
-	resetPrefix   = `{"type":"reset","message":`
-	batchPrefix   = `{"type":"batch","messages":[`
+	messagePrefix  = `{"type":"message","message":`
+	resetPrefix    = `{"type":"reset","message":`
+	presencePrefix = `{"type":"presence","message":`
+	batchPrefix    = `{"type":"batch","messages":[`
 )
 
 // Close codes (PROTOCOL.md). 4000–4999 are Herald's own.

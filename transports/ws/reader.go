@@ -123,12 +123,16 @@ func (c *conn) handle(frame []byte) {
 		out = c.history(req)
 	case "refresh":
 		out = c.refresh(req)
+	case "presence":
+		out = c.presence(req)
+	case "signal":
+		out = c.signal(req)
 	case "ping":
 		out = okReply(req.ID)
 	case "auth":
 		out = badRequest(req.ID, "auth is only accepted as the first frame of a connection without credentials; use refresh to change tokens")
 	default:
-		out = badRequest(req.ID, "unknown op %q; want subscribe, unsubscribe, publish, history, refresh or ping", req.Op)
+		out = badRequest(req.ID, "unknown op %q; want subscribe, unsubscribe, publish, history, presence, signal, refresh or ping", req.Op)
 	}
 	if out != nil {
 		c.sess.Send(out)
@@ -208,6 +212,24 @@ func (c *conn) history(req request) []byte {
 		return errorReply(req.ID, err)
 	}
 	return encode(historyReply{reply: reply{ID: req.ID, OK: true}, HistoryPage: page})
+}
+
+// presence answers who is in a channel (stats: counts only).
+func (c *conn) presence(req request) []byte {
+	info, err := c.h.srv.Presence(c.sess.Identity(), req.Channel, req.Stats)
+	if err != nil {
+		return errorReply(req.ID, err)
+	}
+	return encode(presenceReply{reply: reply{ID: req.ID, OK: true}, PresenceInfo: info})
+}
+
+// signal sets or clears the caller's short-lived state in a channel.
+func (c *conn) signal(req request) []byte {
+	err := c.h.srv.Signal(c.sess.Identity(), server.SignalRequest{Channel: req.Channel, State: req.State, TTL: req.TTL})
+	if err != nil {
+		return errorReply(req.ID, err)
+	}
+	return okReply(req.ID)
 }
 
 // refresh swaps the session's token for a fresh one of the same user.

@@ -94,6 +94,8 @@ func (c *conn) writeItems(items []server.Item) error {
 			continue
 		case server.KindReset:
 			err = c.writeWrapped(resetPrefix, it.Msg.Raw)
+		case server.KindPresence:
+			err = c.writeWrapped(presencePrefix, it.Msg.Raw)
 		case server.KindFrame:
 			err = c.writeFrame(it.Raw)
 		case server.KindUnsubscribed:
