@@ -16,6 +16,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -684,7 +685,7 @@ func (c *wsConn) read() {
 			default:
 				close(c.connected)
 			}
-		case f.Type == "message" || f.Type == "reset":
+		case f.Type == "message" || f.Type == "reset" || f.Type == "presence":
 			c.in.put(decodeItem(item{data: string(f.Message)}))
 		case f.Type == "batch":
 			for _, m := range f.Messages {
@@ -867,6 +868,10 @@ type pollDriver struct {
 	// poll (a client that polls now and then); meanwhile messages queue
 	// on the server and come in one answer. 0: poll again at once.
 	pause time.Duration
+	// timeout is the wait, in whole seconds, each poll after the first
+	// asks for; 0: pollTimeout. An abandoned session lingers on the
+	// server for its last poll's timeout plus poll.grace.
+	timeout int
 }
 
 func (pollDriver) name() string { return "poll" }
@@ -890,7 +895,8 @@ type pollAnswer struct {
 func (d pollDriver) open(t *testing.T, base, tok string, channels []string, from *mark) (conn, error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &pollConn{base: base, tok: tok, channels: channels, pause: d.pause, in: newInbox(), ctx: ctx, cancel: cancel,
+	c := &pollConn{base: base, tok: tok, channels: channels, pause: d.pause, timeout: cmp.Or(d.timeout, pollTimeout),
+		in: newInbox(), ctx: ctx, cancel: cancel,
 		done: make(chan struct{}),
 		client: &http.Client{
 			// A poll that outlasts its timeout by this much is a hung server.
@@ -955,6 +961,7 @@ type pollConn struct {
 	base, tok string
 	channels  []string
 	pause     time.Duration
+	timeout   int // seconds each poll after the first asks for
 	in        *inbox
 	client    *http.Client
 	ctx       context.Context // ends the poll in flight
@@ -1041,7 +1048,7 @@ func (c *pollConn) read(cursor, sess string) {
 	defer close(c.done)
 	for {
 		q := url.Values{"channel": c.channels, "cursor": {cursor}, "session": {sess},
-			"timeout": {fmt.Sprint(pollTimeout)}}
+			"timeout": {fmt.Sprint(c.timeout)}}
 		ans, code, raw, err := c.poll(q)
 		switch {
 		case c.ctx.Err() != nil:

@@ -27,6 +27,11 @@ func (s *Server) Routes(r *httprouter.Router) {
 	r.HandlerFunc(http.MethodGet, "/api/presence", s.handlePresence)
 	r.HandlerFunc(http.MethodPost, "/api/signal", s.handleSignal)
 	r.GET("/api/users/:id", s.handleUser)
+	r.HandlerFunc(http.MethodPost, "/api/broadcast", s.handleBroadcast)
+	r.HandlerFunc(http.MethodPost, "/api/disconnect", s.handleDisconnect)
+	r.HandlerFunc(http.MethodPost, "/api/ban", s.handleBan)
+	r.HandlerFunc(http.MethodDelete, "/api/ban", s.handleUnban)
+	r.Handler(http.MethodGet, "/metrics", s.MetricsHandler())
 	r.HandlerFunc(http.MethodGet, "/healthz", s.handleHealthz)
 	r.HandlerFunc(http.MethodGet, "/readyz", s.handleReadyz)
 }

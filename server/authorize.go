@@ -58,6 +58,9 @@ func (s *Server) authorize(id Identity, action Action, channel string) error {
 	if id.System {
 		return nil
 	}
+	if isSystem, err := userChannelDecision(id, action, channel); isSystem {
+		return err
+	}
 	var caps captures
 	r := s.rules.match(channel, &caps)
 	if r == nil {

@@ -53,8 +53,20 @@ type Config struct {
 	MaxSubscriptions int
 	// MaxSessionsPerUser bounds the open sessions of one user (every
 	// transport, long-poll sessions included, until they expire); past it a
-	// new one is refused with 429. Default 32.
+	// new one is refused with 429, or, with CloseOldest, the user's oldest
+	// session is closed (reason replaced). Default 32.
 	MaxSessionsPerUser int
+	CloseOldest        bool
+	// OpsPerSecond and OpsBurst bound the ops of one WebSocket connection.
+	// Defaults 50 and 100.
+	OpsPerSecond float64
+	OpsBurst     int
+	// ConnectsPerSecond and ConnectsBurst bound the new sessions per client
+	// IP (loopback exempt). Defaults 20 and 100.
+	ConnectsPerSecond float64
+	ConnectsBurst     int
+	// MetricsToken, when set, is required (Bearer) to read /metrics.
+	MetricsToken string
 	// QueueMessages and QueueBytes bound a session's send queue; a client
 	// that lets it overflow is disconnected as a slow consumer. Defaults
 	// 4,096 messages and 4 MiB.
@@ -110,6 +122,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.OpsPerSecond == 0 {
+		c.OpsPerSecond = 50
+	}
+	if c.OpsBurst == 0 {
+		c.OpsBurst = 100
+	}
+	if c.ConnectsPerSecond == 0 {
+		c.ConnectsPerSecond = 20
+	}
+	if c.ConnectsBurst == 0 {
+		c.ConnectsBurst = 100
 	}
 	if c.PresenceGrace == 0 {
 		c.PresenceGrace = 5 * time.Second
@@ -189,6 +213,9 @@ func (c Config) validate() error {
 		if f.value < 0 {
 			bad("%s %d: must be positive", f.name, f.value)
 		}
+	}
+	if c.OpsPerSecond < 0 || c.OpsBurst < 0 || c.ConnectsPerSecond < 0 || c.ConnectsBurst < 0 {
+		bad("limits.ops_per_second, ops_burst, connections_per_ip_per_second and connections_per_ip_burst must be positive")
 	}
 	if c.PresenceGrace < 0 {
 		bad("presence.grace %s: must not be negative", c.PresenceGrace)

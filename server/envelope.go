@@ -27,6 +27,9 @@ type Message struct {
 	// excludeSession is a session that must not get this message (it gets
 	// a skip instead), live or replayed from the store.
 	excludeSession string
+	// at is when the message was committed (or, ephemeral, published),
+	// for the delivery latency metric; zero when read from the store.
+	at time.Time
 	// presence marks a presence event (herald.join…): the WebSocket
 	// pushes it with type "presence".
 	presence bool

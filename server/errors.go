@@ -104,6 +104,14 @@ const (
 	// ReasonTokenExpired: the session's token expired; the client should
 	// reconnect with a fresh one.
 	ReasonTokenExpired
+	// ReasonKicked: the backend disconnected the user (POST /api/disconnect).
+	ReasonKicked
+	// ReasonBanned: the backend banned the user (POST /api/ban).
+	ReasonBanned
+	// ReasonReplaced: the user opened a session past
+	// limits.max_connections_per_user with close_oldest, and this was the
+	// oldest.
+	ReasonReplaced
 )
 
 var reasonNames = [...]string{
@@ -114,6 +122,9 @@ var reasonNames = [...]string{
 	ReasonRevoked:      "revoked",
 	ReasonInternal:     "internal",
 	ReasonTokenExpired: "token_expired",
+	ReasonKicked:       "disconnected",
+	ReasonBanned:       "banned",
+	ReasonReplaced:     "replaced",
 }
 
 func (r Reason) String() string {

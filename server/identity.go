@@ -93,6 +93,9 @@ func (s *Server) identify(tok string) (Identity, error) {
 	if err != nil {
 		return Identity{}, err
 	}
+	if until := s.banned(c.Subject); !until.IsZero() {
+		return Identity{}, newError(http.StatusForbidden, ErrForbidden, "user %q is banned until %s", c.Subject, until.Format(timeFormat))
+	}
 	id := Identity{User: c.Subject, Roles: c.Roles, Channels: c.Channels}
 	if c.ExpiresAt != nil {
 		id.Expires = c.ExpiresAt.Time

@@ -29,6 +29,9 @@ type PollRequest struct {
 	// Positions are per-channel positions for channels the cursor does
 	// not cover, as in OpenRequest.
 	Positions []*Position
+	// RemoteAddr is the client's address, for the per-IP connection rate
+	// of new poll sessions.
+	RemoteAddr string
 }
 
 // pollState is a poll session's attachment to the request serving it.
@@ -56,7 +59,7 @@ func (s *Server) Poll(ctx context.Context, id Identity, req PollRequest) (*Sessi
 		}
 	}
 	sess, _, err := s.Open(ctx, id, OpenRequest{Transport: "poll", Channels: req.Channels,
-		Cursor: req.Cursor, Positions: req.Positions, reuseID: reuseID})
+		Cursor: req.Cursor, Positions: req.Positions, reuseID: reuseID, RemoteAddr: req.RemoteAddr})
 	if err != nil {
 		return nil, err
 	}

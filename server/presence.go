@@ -43,9 +43,10 @@ type presenceState struct {
 	done    chan struct{}
 	once    sync.Once
 
-	mu       sync.Mutex               // guards the maps below
-	limiters map[string]*rate.Limiter // per member (user, NUL, channel): signals
-	onlineAt map[string]time.Time     // users come online, for status channels they join soon
+	limiters *limiterSet // per member (user, NUL, channel): signals
+
+	mu       sync.Mutex           // guards onlineAt
+	onlineAt map[string]time.Time // users come online, for status channels they join soon
 }
 
 func (s *Server) startPresence() {
@@ -54,7 +55,7 @@ func (s *Server) startPresence() {
 	p.kick = make(chan struct{}, 1)
 	p.stop = make(chan struct{})
 	p.done = make(chan struct{})
-	p.limiters = make(map[string]*rate.Limiter)
+	p.limiters = newLimiterSet(rate.Limit(s.cfg.SignalRate), s.cfg.SignalBurst, maxLimiterKeys)
 	p.onlineAt = make(map[string]time.Time)
 	go s.presenceLoop()
 }
@@ -203,9 +204,7 @@ func (s *Server) cameOnline(user string, at time.Time) bool {
 }
 
 func (s *Server) forgetMember(user, channel string) {
-	s.presence.mu.Lock()
-	delete(s.presence.limiters, user+"\x00"+channel)
-	s.presence.mu.Unlock()
+	s.presence.limiters.forget(user + "\x00" + channel)
 }
 
 func (s *Server) storeLastSeen(user string, at time.Time) {
@@ -338,23 +337,9 @@ func (s *Server) Signal(id Identity, req SignalRequest) error {
 		ttl = time.Duration(*req.TTL * float64(time.Second))
 	}
 	now := s.now()
-	key := id.User + "\x00" + req.Channel
-	s.presence.mu.Lock()
-	lim := s.presence.limiters[key]
-	if lim == nil {
-		lim = rate.NewLimiter(rate.Limit(s.cfg.SignalRate), s.cfg.SignalBurst)
-		s.presence.limiters[key] = lim
-	}
-	r := lim.ReserveN(now, 1)
-	delay := r.DelayFrom(now)
-	if delay > 0 {
-		r.CancelAt(now)
-	}
-	s.presence.mu.Unlock()
-	if delay > 0 {
-		e := newError(http.StatusTooManyRequests, ErrRateLimited, "signals on channel %q are limited to %g per second", req.Channel, s.cfg.SignalRate)
-		e.Channel, e.RetryAfter = req.Channel, delay
-		return e
+	if ok, retry := s.presence.limiters.allow(id.User+"\x00"+req.Channel, now); !ok {
+		s.metrics.rateLimited.WithLabelValues("signal").Inc()
+		return rateLimited(req.Channel, retry, "signals on channel %q are limited to %g per second", req.Channel, s.cfg.SignalRate)
 	}
 	evs, err := s.presence.tracker.SetState(now, req.Channel, id.User, req.State, ttl)
 	switch {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/heraldrt/herald/store"
 )
@@ -63,6 +64,9 @@ func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (
 	if err := s.authorize(id, ActionPublish, req.Channel); err != nil {
 		return PublishResult{}, err
 	}
+	if err := s.allowPublish(id, req.Channel); err != nil {
+		return PublishResult{}, err
+	}
 	if req.ExcludeSession != "" && !id.System && !s.ownsSession(id, req.ExcludeSession) {
 		return PublishResult{}, forbiddenf(req.Channel, "exclude_session must be one of your own sessions")
 	}
@@ -84,7 +88,9 @@ func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (
 
 	if req.Ephemeral {
 		_, _, tail, _ := decodePayload(payload)
+		s.metrics.published.Inc()
 		m := &Message{
+			at:             time.Now(),
 			Channel:        req.Channel,
 			Event:          event,
 			Raw:            buildEnvelope(req.Channel, 0, "", tail),
@@ -95,9 +101,14 @@ func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (
 	}
 
 	rec := store.Record{ID: msgID, Time: now, Payload: payload, IdempotencyKey: req.IdempotencyKey}
+	start := time.Now()
 	res, err := s.log.Append(ctx, req.Channel, rec)
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("publish to %q: %w", req.Channel, err)
+	}
+	s.metrics.appendTime.Observe(time.Since(start).Seconds())
+	if !res.Duplicate {
+		s.metrics.published.Inc()
 	}
 	return PublishResult{
 		Channel:   req.Channel,

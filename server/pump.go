@@ -147,20 +147,32 @@ func (p *Pump) writer() {
 	timer := time.NewTimer(p.opts.Linger)
 	defer timer.Stop()
 	for {
+		// A channel's batch rule holds messages longer (and sends once its
+		// size is queued); otherwise the transport's coalescing applies.
+		hold, size, batched := p.sess.Batch()
+		if !batched {
+			hold, size = p.opts.Coalesce, 0
+		}
 		p.mu.Lock()
-		pause := time.Duration(0)
-		if p.lastSize < p.opts.BigWrite {
-			pause = p.opts.Coalesce - time.Since(p.lastWrite)
+		until := p.lastWrite.Add(hold)
+		if p.lastSize >= p.opts.BigWrite {
+			until = time.Time{}
 		}
 		beating := p.beating
 		p.beating = false
 		p.mu.Unlock()
-		if pause > 0 {
+		for pause := time.Until(until); pause > 0; pause = time.Until(until) {
+			if size > 0 && p.sess.Queued() >= size {
+				break
+			}
 			timer.Reset(pause)
 			select {
 			case <-timer.C:
+			case <-p.kick: // more queued: look at the size again
+				continue
 			case <-p.sess.Done():
 			}
+			break
 		}
 		kind := TurnWrite
 		select {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldrt/herald/store"
+	"golang.org/x/time/rate"
 )
 
 // RuleConfig is one entry of the configuration's channels: list. Rules are
@@ -307,6 +308,8 @@ type rule struct {
 	actions   [numActions][]principal
 	retention store.Retention
 	cfg       RuleConfig
+	// publishLimits are the rule's rate_limit buckets, per user and channel.
+	publishLimits *limiterSet
 }
 
 // rules is the compiled channels: list.
@@ -381,8 +384,14 @@ func compileRule(index int, c RuleConfig, defaultHistory store.Retention) (*rule
 			r.retention.MaxAge = h.TTL
 		}
 	}
-	if rl := c.RateLimit; rl != nil && (rl.Limit <= 0 || rl.Window <= 0) {
-		errs = append(errs, fmt.Errorf("rate_limit {limit: %d, window: %s}: both must be positive", rl.Limit, rl.Window))
+	if rl := c.RateLimit; rl != nil {
+		if rl.Limit <= 0 || rl.Window <= 0 {
+			errs = append(errs, fmt.Errorf("rate_limit {limit: %d, window: %s}: both must be positive", rl.Limit, rl.Window))
+		} else {
+			// A bucket of limit tokens refilled at limit per window: a burst
+			// of the whole allowance, then the steady rate.
+			r.publishLimits = newLimiterSet(rate.Limit(float64(rl.Limit)/rl.Window.Seconds()), rl.Limit, maxLimiterKeys)
+		}
 	}
 	if b := c.Batch; b != nil {
 		if b.Size < 1 || b.Size > 1000 {

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/heraldrt/herald/store"
+	"golang.org/x/time/rate"
 )
 
 // Log is the durable channel log the core runs on; *store.Store
@@ -41,7 +43,11 @@ type Server struct {
 	ready        atomic.Bool
 	shuttingDown atomic.Bool
 
-	presence presenceState
+	presence      presenceState
+	metrics       *metrics
+	bans          bans
+	opLimits      *limiterSet // per session: WebSocket ops
+	connectLimits *limiterSet // per client IP: new sessions
 
 	mu           sync.Mutex // guards sessions and userSessions
 	sessions     map[string]*Session
@@ -84,6 +90,12 @@ func New(cfg Config, log Log, state State) (*Server, error) {
 		verifier: v,
 	}
 	s.userSessions = make(map[string]int)
+	s.metrics = newMetrics(s)
+	s.opLimits = newLimiterSet(rate.Limit(cfg.OpsPerSecond), cfg.OpsBurst, maxLimiterKeys)
+	s.connectLimits = newLimiterSet(rate.Limit(cfg.ConnectsPerSecond), cfg.ConnectsBurst, maxLimiterKeys)
+	if err := s.loadBans(context.Background()); err != nil {
+		return nil, fmt.Errorf("load bans: %w", err)
+	}
 	s.startPresence()
 	s.ready.Store(true)
 	return s, nil
@@ -102,6 +114,7 @@ func (s *Server) Config() Config { return s.cfg }
 // session: each session queues the run under one lock and is woken once,
 // so its writer sends the run in one write instead of one per message.
 func (s *Server) Committed(batch []store.Committed) {
+	now := time.Now()              // real time: the latency metric is about the machine, not Config.Now
 	var runs map[string][]*Message // per channel, in offset order
 	for i := range batch {
 		c := &batch[i]
@@ -110,6 +123,7 @@ func (s *Server) Committed(batch []store.Committed) {
 			s.logger.Error("undeliverable commit", "err", err)
 			continue
 		}
+		m.at = now
 		if len(batch) == 1 {
 			s.hub.deliver([]*Message{m})
 			return
@@ -132,6 +146,8 @@ type OpenRequest struct {
 	Channels []string
 	// Cursor resumes the channels it covers ("" for none).
 	Cursor string
+	// RemoteAddr is the client's address, for the per-IP connection rate.
+	RemoteAddr string
 	// reuseID, when set, is the id the session takes (a long-poll session
 	// rebuilt under the id its client knows).
 	reuseID string
@@ -144,8 +160,10 @@ type OpenRequest struct {
 
 // OpenInfo is what a new session reports to its client.
 type OpenInfo struct {
-	Session  string            `json:"session"`
-	Channels []SubscribeResult `json:"channels"`
+	Session string `json:"session"`
+	// UserChannel is the user's system channel (broadcasts to users).
+	UserChannel string            `json:"user_channel,omitempty"`
+	Channels    []SubscribeResult `json:"channels"`
 }
 
 // Open authorises every channel, then creates a session subscribed to all
@@ -182,11 +200,11 @@ func (s *Server) Open(ctx context.Context, id Identity, req OpenRequest) (*Sessi
 		}
 	}
 
-	sess, err := s.newSession(id, req.Transport, true, req.reuseID)
+	sess, err := s.newSession(id, req.Transport, true, req.reuseID, req.RemoteAddr)
 	if err != nil {
 		return nil, OpenInfo{}, err
 	}
-	info := OpenInfo{Session: sess.ID}
+	info := OpenInfo{Session: sess.ID, UserChannel: UserChannel(id.User)}
 	clear(seen)
 	for i, ch := range req.Channels {
 		if seen[ch] {
@@ -210,22 +228,26 @@ func (s *Server) Open(ctx context.Context, id Identity, req OpenRequest) (*Sessi
 }
 
 // NewSession creates an empty session for a transport that subscribes
-// channel by channel (WebSocket).
-func (s *Server) NewSession(id Identity, transport string) (*Session, error) {
+// channel by channel (WebSocket); remoteAddr is the client's address.
+func (s *Server) NewSession(id Identity, transport, remoteAddr string) (*Session, error) {
 	if s.shuttingDown.Load() {
 		return nil, ErrShuttingDown
 	}
-	return s.newSession(id, transport, false, "")
+	return s.newSession(id, transport, false, "", remoteAddr)
 }
 
 // newSession registers a session, under the id given or a new one. A user
 // at the session limit is refused.
-func (s *Server) newSession(id Identity, transport string, fixed bool, sessID string) (*Session, error) {
+func (s *Server) newSession(id Identity, transport string, fixed bool, sessID, remoteAddr string) (*Session, error) {
 	if sessID == "" {
+		if err := s.allowConnect(remoteAddr); err != nil {
+			return nil, err
+		}
 		sessID = newSessionID()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sess := &Session{
+		opened:     s.now(),
 		ID:         sessID,
 		identity:   id,
 		Transport:  transport,
@@ -236,6 +258,9 @@ func (s *Server) newSession(id Identity, transport string, fixed bool, sessID st
 		cancel:     cancel,
 		wantCursor: fixed,
 		fixed:      fixed,
+	}
+	if counted(id) && s.cfg.CloseOldest {
+		s.closeOldestOver(id.User, s.cfg.MaxSessionsPerUser-1)
 	}
 	s.mu.Lock()
 	if counted(id) && s.userSessions[id.User] >= s.cfg.MaxSessionsPerUser {
@@ -253,7 +278,25 @@ func (s *Server) newSession(id Identity, transport string, fixed bool, sessID st
 	s.mu.Unlock()
 	sess.expiry = s.expiryTimer(sess, id)
 	s.connectPresence(sess)
+	s.metrics.opened.WithLabelValues(transport).Inc()
 	return sess, nil
+}
+
+// closeOldestOver closes user's oldest sessions until at most keep remain
+// (limits.on_connection_limit: close_oldest).
+func (s *Server) closeOldestOver(user string, keep int) {
+	s.mu.Lock()
+	var mine []*Session
+	for _, sess := range s.sessions {
+		if sess.Identity().User == user {
+			mine = append(mine, sess)
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(mine, func(i, j int) bool { return mine[i].opened.Before(mine[j].opened) })
+	for i := 0; i < len(mine)-keep; i++ {
+		mine[i].Close(ReasonReplaced)
+	}
 }
 
 // counted reports whether id's sessions count against the per-user limit.
@@ -295,6 +338,7 @@ func (s *Server) Refresh(sess *Session, id Identity) error {
 
 // sessionClosed records a closed session (logs now, metrics later).
 func (s *Server) sessionClosed(sess *Session, reason Reason) {
+	s.metrics.closed.WithLabelValues(sess.Transport, reason.String()).Inc()
 	level := slog.LevelDebug
 	if reason == ReasonSlowConsumer || reason == ReasonInternal {
 		level = slog.LevelWarn

@@ -28,6 +28,7 @@ type Session struct {
 	ctx        context.Context // cancelled when the session closes
 	cancel     context.CancelFunc
 	wantCursor bool
+	opened     time.Time // for close_oldest
 	// fixed sessions (SSE, poll) have the channels they were opened with
 	// and end when the last one is revoked; others (WebSocket) subscribe
 	// and unsubscribe as they go.
@@ -69,12 +70,44 @@ type subscription struct {
 	// pos is the client's position on this channel, for its cursor.
 	// Guarded by sess.mu.
 	pos cursorEntry
+	// batch is the channel rule's batch option (nil: none).
+	batch *BatchConfig
 }
 
 func newSessionID() string {
 	var b [15]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
 	return "s_" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])
+}
+
+// Batch returns how the session's writer batches under its channels'
+// batch rules: hold messages up to the smallest batch.timeout, and send at
+// once when the smallest batch.size is queued. ok is false when a channel
+// has no batch rule (the transport's own coalescing applies).
+func (s *Session) Batch() (hold time.Duration, size int, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sub := range s.subs {
+		b := sub.batch
+		if b == nil {
+			return 0, 0, false
+		}
+		if !ok || b.Timeout < hold {
+			hold = b.Timeout
+		}
+		if !ok || b.Size < size {
+			size = b.Size
+		}
+		ok = true
+	}
+	return hold, size, ok
+}
+
+// Queued returns how many items wait in the session's queue.
+func (s *Session) Queued() int {
+	s.q.mu.Lock()
+	defer s.q.mu.Unlock()
+	return len(s.q.items)
 }
 
 // Identity returns who the session acts as.
@@ -221,6 +254,13 @@ func (s *Session) DrainLimit(dst []Item, max int) []Item {
 	}
 	if s.wantCursor {
 		s.annotateCursors(dst[start:])
+	}
+	if n := len(dst) - start; n > 0 {
+		var first time.Time
+		if m := dst[start].Msg; m != nil {
+			first = m.at
+		}
+		s.srv.metrics.observeDelivery(n, first)
 	}
 	return dst
 }

@@ -61,12 +61,20 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	}
 	sess.mu.Unlock()
 
+	if err := s.checkCapacity(req.Channel); err != nil {
+		return SubscribeResult{}, err
+	}
+
 	// Register first, then read the head: every message committed after
 	// the head read is fanned out after registration and lands in
 	// sub.pending; everything up to the head is in the store. The union
 	// has no gap; the drainer drops the overlap.
 	ch := s.hub.acquire(req.Channel)
 	sub := &subscription{sess: sess, ch: ch, name: req.Channel, index: -1}
+	var caps captures
+	if r := s.rules.match(req.Channel, &caps); r != nil {
+		sub.batch = r.cfg.Batch
+	}
 	ch.add(sub)
 	head, err := s.log.Head(ctx, req.Channel)
 	if err != nil {

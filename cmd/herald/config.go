@@ -50,8 +50,10 @@ type fileConfig struct {
 	Poll              pollConfig     `yaml:"poll"`
 	Presence          presenceConfig `yaml:"presence"`
 	// PprofAddr, when set, serves Go's profiler on this loopback address.
-	PprofAddr string       `yaml:"pprof_addr"`
-	Limits    limitsConfig `yaml:"limits"`
+	PprofAddr string `yaml:"pprof_addr"`
+	// MetricsToken, when set, is required (Bearer) to read /metrics.
+	MetricsToken string       `yaml:"metrics_token"`
+	Limits       limitsConfig `yaml:"limits"`
 }
 
 type logConfig struct {
@@ -109,6 +111,12 @@ type limitsConfig struct {
 	MaxChannelsPerRequest int      `yaml:"max_channels_per_request"`
 	MaxSubscriptions      int      `yaml:"max_subscriptions"`
 	MaxConnectionsPerUser int      `yaml:"max_connections_per_user"`
+	OnConnectionLimit     string   `yaml:"on_connection_limit"`
+	OpsPerSecond          float64  `yaml:"ops_per_second"`
+	OpsBurst              int      `yaml:"ops_burst"`
+	ConnectsPerIPPerSec   float64  `yaml:"connections_per_ip_per_second"`
+	ConnectsPerIPBurst    int      `yaml:"connections_per_ip_burst"`
+	IdleTimeout           duration `yaml:"idle_timeout"`
 	QueueMessages         int      `yaml:"queue_messages"`
 	QueueBytes            int      `yaml:"queue_bytes"`
 	ReadHeaderTimeout     duration `yaml:"read_header_timeout"`
@@ -191,6 +199,7 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 	envString("HERALD_JWT_SECRET", &fc.JWTSecret)
 	envString("HERALD_JWT_PUBLIC_KEY", &fc.JWTPublicKey)
 	envString("HERALD_JWKS", &fc.JWKS)
+	envString("HERALD_METRICS_TOKEN", &fc.MetricsToken)
 	envString("HERALD_DURABILITY", &fc.Durability)
 	envString("HERALD_LOG_LEVEL", &fc.Log.Level)
 	envString("HERALD_LOG_FORMAT", &fc.Log.Format)
@@ -245,6 +254,14 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 	if fc.ShutdownTimeout == 0 {
 		fc.ShutdownTimeout = duration(10 * time.Second)
 	}
+	if fc.Limits.IdleTimeout == 0 {
+		fc.Limits.IdleTimeout = duration(2 * time.Minute)
+	}
+	switch fc.Limits.OnConnectionLimit {
+	case "", "reject", "close_oldest":
+	default:
+		errs = append(errs, fmt.Errorf("limits.on_connection_limit %q: want reject or close_oldest", fc.Limits.OnConnectionLimit))
+	}
 	if fc.Limits.ReadHeaderTimeout == 0 {
 		fc.Limits.ReadHeaderTimeout = duration(10 * time.Second)
 	}
@@ -297,6 +314,12 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 		MaxChannelsPerRequest: fc.Limits.MaxChannelsPerRequest,
 		MaxSubscriptions:      fc.Limits.MaxSubscriptions,
 		MaxSessionsPerUser:    fc.Limits.MaxConnectionsPerUser,
+		CloseOldest:           fc.Limits.OnConnectionLimit == "close_oldest",
+		OpsPerSecond:          fc.Limits.OpsPerSecond,
+		OpsBurst:              fc.Limits.OpsBurst,
+		ConnectsPerSecond:     fc.Limits.ConnectsPerIPPerSec,
+		ConnectsBurst:         fc.Limits.ConnectsPerIPBurst,
+		MetricsToken:          fc.MetricsToken,
 		PresenceAttrs:         fc.Presence.Attrs,
 		PresenceGrace:         time.Duration(fc.Presence.Grace),
 		SignalRate:            fc.Presence.SignalRate,

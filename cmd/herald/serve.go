@@ -74,6 +74,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	httpSrv := &http.Server{
 		Handler:           srv.CORS(router),
 		ReadHeaderTimeout: time.Duration(cfg.file.Limits.ReadHeaderTimeout),
+		IdleTimeout:       time.Duration(cfg.file.Limits.IdleTimeout),
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}

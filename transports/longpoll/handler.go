@@ -135,7 +135,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess, err := h.srv.Poll(r.Context(), id, server.PollRequest{
-		Session: req.Session, Channels: req.Channels, Cursor: req.Cursor, Positions: positions,
+		Session: req.Session, Channels: req.Channels, Cursor: req.Cursor, Positions: positions, RemoteAddr: r.RemoteAddr,
 	})
 	if err != nil {
 		h.srv.WriteError(w, r, err)
@@ -174,6 +174,26 @@ wait:
 			return items
 		case <-r.Context().Done():
 			return items
+		}
+	}
+	// A channel's batch rule makes the answer wait, up to its timeout
+	// after the first message, for its size.
+	var hold <-chan time.Time
+	if d, size, ok := sess.Batch(); ok && len(items) < size {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		hold = t.C
+		for hold != nil && len(items) < min(size, h.opts.MaxMessages) {
+			select {
+			case <-sess.Ready():
+				items = sess.DrainLimit(items, h.opts.MaxMessages-len(items))
+			case <-hold:
+				hold = nil
+			case <-sess.Done():
+				hold = nil
+			case <-r.Context().Done():
+				return items
+			}
 		}
 	}
 	for len(items) < h.opts.MaxMessages {

@@ -109,10 +109,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cursor = q.Get("cursor")
 	}
 	sess, info, err := h.srv.Open(r.Context(), id, server.OpenRequest{
-		Transport: "sse",
-		Channels:  channels,
-		Cursor:    cursor,
-		Positions: positions,
+		Transport:  "sse",
+		RemoteAddr: r.RemoteAddr,
+		Channels:   channels,
+		Cursor:     cursor,
+		Positions:  positions,
 	})
 	if err != nil {
 		h.srv.WriteError(w, r, err)

@@ -165,12 +165,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	sess, err := h.srv.NewSession(id, "ws")
+	sess, err := h.srv.NewSession(id, "ws", r.RemoteAddr)
 	if err != nil {
 		if errors.Is(err, server.ErrShuttingDown) {
 			c.closeWith(websocket.CloseServiceRestart, "server shutting down")
 		} else {
-			c.closeWith(closePolicy, server.AsError(err).Message) // the user's session limit
+			c.closeWith(closePolicy, server.AsError(err).Message) // a session or connection limit
 		}
 		ws.Close()
 		return
@@ -179,7 +179,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if auth != nil {
 		sess.Send(encode(authReply{reply: reply{ID: auth.ID, OK: true}, Session: sess.ID, User: id.User}))
 	}
-	sess.Send(encode(connectedPush{Type: "connected", Session: sess.ID, User: id.User}))
+	sess.Send(encode(connectedPush{Type: "connected", Session: sess.ID, User: id.User, UserChannel: server.UserChannel(id.User)}))
 
 	// The reader closes the session when it ends; the session's close
 	// makes the writer's last turn close the connection, which ends the

@@ -373,8 +373,10 @@ func TestHostileInputGetsClearErrorsAndHurtsNobodyElse(t *testing.T) {
 			t.Errorf("%s → %q, want %q", tc.frame, got, tc.want)
 		}
 	}
-	// 1,000 subscribes: the first 128 succeed, the rest are refused, the
-	// connection stays.
+	// 1,000 subscribes as fast as they go: at most 128 are held, every
+	// other one is refused with a clear error (the subscription limit, or
+	// the op rate when the API key is not the caller), and the connection
+	// stays.
 	ok, refused := 0, 0
 	for i := 0; i < 1000; i++ {
 		c.send(map[string]any{"op": "subscribe", "channel": fmt.Sprintf("ch_%d", i)})
@@ -386,8 +388,10 @@ func TestHostileInputGetsClearErrorsAndHurtsNobodyElse(t *testing.T) {
 		}
 		if m["ok"] == true {
 			ok++
-		} else if strings.Contains(errOf(m), "128 subscriptions") {
+		} else if e := errOf(m); strings.Contains(e, "128 subscriptions") || strings.HasPrefix(e, "429 ") {
 			refused++
+		} else {
+			t.Fatalf("unexpected refusal %s", e)
 		}
 	}
 	if ok != 128 || refused != 872 {
@@ -583,4 +587,30 @@ func TestOriginIsChecked(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
+}
+
+func TestOpsOfAUserAreRateLimited(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, server.Config{Dev: true, OpsPerSecond: 10, OpsBurst: 20}, Options{})
+	c := f.dial(t, http.Header{"Authorization": {"Bearer " + token(t, "17", time.Hour)}}, "")
+	c.next()
+	for i := 0; i < 50; i++ {
+		c.send(map[string]any{"op": "ping"})
+	}
+	ok, limited := 0, 0
+	for ok+limited < 50 {
+		m := c.next()
+		if m["ok"] == true {
+			ok++
+			continue
+		}
+		e := m["error"].(map[string]any)
+		if e["code"].(float64) != 429 || e["retry_after"].(float64) < 1 || !strings.Contains(e["message"].(string), "10 ops per second") {
+			t.Fatalf("refusal %v", e)
+		}
+		limited++
+	}
+	if ok < 20 || ok > 25 || limited == 0 {
+		t.Fatalf("%d ops served, %d limited; want the burst of 20 (and what refilled meanwhile) served", ok, limited)
+	}
 }

@@ -139,9 +139,10 @@ type refreshReply struct {
 // Pushes.
 
 type connectedPush struct {
-	Type    string `json:"type"`
-	Session string `json:"session"`
-	User    string `json:"user,omitempty"`
+	Type        string `json:"type"`
+	Session     string `json:"session"`
+	User        string `json:"user,omitempty"`
+	UserChannel string `json:"user_channel,omitempty"`
 }
 
 type disconnectPush struct {

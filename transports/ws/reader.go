@@ -111,6 +111,10 @@ func (c *conn) handle(frame []byte) {
 		c.sess.Send(badRequest(req.ID, "%v", err))
 		return
 	}
+	if err := c.h.srv.AllowOp(c.sess); err != nil {
+		c.sess.Send(errorReply(req.ID, err))
+		return
+	}
 	var out []byte
 	switch req.Op {
 	case "subscribe":

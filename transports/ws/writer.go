@@ -61,7 +61,7 @@ func closeCode(r server.Reason) (int, bool) {
 		return closeTokenExpired, true
 	case server.ReasonInternal:
 		return websocket.CloseInternalServerErr, true
-	case server.ReasonRevoked:
+	case server.ReasonRevoked, server.ReasonKicked, server.ReasonBanned, server.ReasonReplaced:
 		return closePolicy, true
 	}
 	return 0, false

@@ -1,0 +1,173 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// userChannelPrefix starts every user's system channel: where the server
+// sends a user what is addressed to them as a user, not to a channel (a
+// broadcast to every connected user). Stored like any channel, so a
+// client resumes it like any channel.
+const userChannelPrefix = "herald.user."
+
+// UserChannel returns the system channel of user: herald.user.<id> when
+// the id is a valid channel name part, else herald.user.x<hash of the id>.
+// herald.connected (SSE) and the connected push (WebSocket) carry it.
+func UserChannel(user string) string {
+	if user == "" {
+		return ""
+	}
+	safe := len(userChannelPrefix)+len(user) <= MaxChannelLen
+	for i := 0; i < len(user) && safe; i++ {
+		safe = isChannelByte(user[i])
+	}
+	if safe {
+		return userChannelPrefix + user
+	}
+	sum := sha256.Sum256([]byte(user))
+	return userChannelPrefix + "x" + hex.EncodeToString(sum[:16])
+}
+
+// userChannelDecision decides on system channels before the rules: a user
+// may subscribe to and read their own; only the API key publishes. It
+// reports whether channel is a system channel.
+func userChannelDecision(id Identity, action Action, channel string) (isSystem bool, err error) {
+	if !strings.HasPrefix(channel, userChannelPrefix) {
+		return false, nil
+	}
+	if id.System {
+		return true, nil
+	}
+	if action != ActionPublish && id.User != "" && channel == UserChannel(id.User) {
+		return true, nil
+	}
+	if id.Anonymous {
+		return true, unauthorizedf("credentials are required to %s channel %q", action, channel)
+	}
+	return true, forbiddenf(channel, "not allowed to %s channel %q", action, channel)
+}
+
+// BroadcastRequest publishes one message to many channels, or to every
+// connected user (on their system channels), optionally only to users
+// whose token attributes match Filter.
+type BroadcastRequest struct {
+	Channels []string          `json:"channels,omitempty"`
+	Users    bool              `json:"users,omitempty"`
+	Filter   map[string]string `json:"filter,omitempty"`
+	Event    string            `json:"event,omitempty"`
+	Data     json.RawMessage   `json:"data"`
+}
+
+// BroadcastResult lists each channel's acknowledgement (or error).
+type BroadcastResult struct {
+	Results []BroadcastOne `json:"results"`
+}
+
+// BroadcastOne is one channel's outcome.
+type BroadcastOne struct {
+	PublishResult
+	Error *errorDetail `json:"error,omitempty"`
+}
+
+// maxBroadcastChannels bounds the channels of one broadcast call.
+const maxBroadcastChannels = 1000
+
+// Broadcast publishes a message to every channel of the request (each in
+// its own log, each authorised), or to the system channel of every
+// connected user matching the filter (the API key only). Channels are
+// published concurrently, so one group commit carries many of them.
+func (s *Server) Broadcast(ctx context.Context, id Identity, req BroadcastRequest) (BroadcastResult, error) {
+	channels := req.Channels
+	switch {
+	case req.Users && len(channels) > 0:
+		return BroadcastResult{}, invalidf("broadcast to channels or to users, not both")
+	case req.Users:
+		if !id.System {
+			return BroadcastResult{}, newError(http.StatusForbidden, ErrForbidden, "a broadcast to every user needs the API key")
+		}
+		channels = s.connectedUserChannels(req.Filter)
+	case len(req.Filter) > 0:
+		return BroadcastResult{}, invalidf("filter applies to a broadcast to users (\"users\": true)")
+	case len(channels) == 0:
+		return BroadcastResult{}, invalidf("name the channels, or set \"users\": true")
+	}
+	if len(channels) > maxBroadcastChannels {
+		return BroadcastResult{}, invalidf("%d channels in one broadcast, the limit is %d", len(channels), maxBroadcastChannels)
+	}
+	out := BroadcastResult{Results: make([]BroadcastOne, len(channels))}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i, ch := range channels {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			res, err := s.Publish(ctx, id, PublishRequest{Channel: ch, Event: req.Event, Data: req.Data})
+			out.Results[i] = BroadcastOne{PublishResult: res}
+			if err != nil {
+				e := AsError(err)
+				out.Results[i].Channel = ch
+				out.Results[i].Error = &errorDetail{Code: e.Code, Message: e.Message, Channel: e.Channel}
+			}
+		}()
+	}
+	wg.Wait()
+	return out, nil
+}
+
+// connectedUserChannels returns the system channels of the users with an
+// open session whose token attributes match filter (each key's values
+// contain the wanted value), sorted.
+func (s *Server) connectedUserChannels(filter map[string]string) []string {
+	s.mu.Lock()
+	seen := make(map[string]bool)
+	for _, sess := range s.sessions {
+		id := sess.Identity()
+		if !member(id) || seen[id.User] {
+			continue
+		}
+		match := true
+		for k, v := range filter {
+			if !slices.Contains(id.Attrs[k], v) {
+				match = false
+				break
+			}
+		}
+		if match {
+			seen[id.User] = true
+		}
+	}
+	s.mu.Unlock()
+	out := make([]string, 0, len(seen))
+	for u := range seen {
+		out = append(out, UserChannel(u))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (s *Server) handleBroadcast(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.apiIdentity(w, r)
+	if !ok {
+		return
+	}
+	var req BroadcastRequest
+	if err := s.decodeBody(w, r, &req); err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	res, err := s.Broadcast(r.Context(), id, req)
+	if err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res, s.logger)
+}

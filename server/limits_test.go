@@ -1,0 +1,316 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/heraldrt/herald/store"
+)
+
+func TestPublishRateLimitFromTheRule(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	srv, _ := newTestServer(t, Config{Now: clk.Now, Rules: []RuleConfig{{Pattern: "chat_room_{id}",
+		Subscribe: []string{"authenticated"}, Publish: []string{"authenticated"},
+		RateLimit: &RateLimitConfig{Limit: 3, Window: time.Minute}}}})
+	ctx := context.Background()
+	pub := func(id Identity, ch string) error {
+		_, err := srv.Publish(ctx, id, PublishRequest{Channel: ch, Data: json.RawMessage(`1`)})
+		return err
+	}
+	ada, bo := userWith("17"), userWith("18")
+	for i := 0; i < 3; i++ {
+		if err := pub(ada, "chat_room_1"); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	err := pub(ada, "chat_room_1")
+	e := AsError(err)
+	if e.Code != 429 || e.RetryAfter < 19*time.Second || e.RetryAfter > 21*time.Second || e.Channel != "chat_room_1" ||
+		!strings.Contains(e.Message, "limited to 3 per 1m0s") {
+		t.Fatalf("fourth publish: %v (retry %s)", err, e.RetryAfter)
+	}
+	if err := pub(bo, "chat_room_1"); err != nil {
+		t.Fatalf("another user is not limited by ada: %v", err)
+	}
+	if err := pub(ada, "chat_room_2"); err != nil {
+		t.Fatalf("another room is not limited by the first: %v", err)
+	}
+	for i := 0; i < 10; i++ {
+		if err := pub(system, "chat_room_1"); err != nil {
+			t.Fatalf("the API key is limited: %v", err)
+		}
+	}
+	clk.Advance(20 * time.Second) // one token back
+	if err := pub(ada, "chat_room_1"); err != nil {
+		t.Fatalf("after the refill: %v", err)
+	}
+	if err := pub(ada, "chat_room_1"); AsError(err).Code != 429 {
+		t.Fatalf("a refill of one token served two: %v", err)
+	}
+	// Nothing refused was stored.
+	page, _ := srv.History(ctx, system, "chat_room_1", 0, 100)
+	if page.Head != 15 {
+		t.Fatalf("head %d, want 15 (3 + 1 + 10 + 1)", page.Head)
+	}
+}
+
+func TestNewSessionsPerIPAreRateLimited(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	srv, _ := newTestServer(t, Config{Dev: true, Now: clk.Now, ConnectsPerSecond: 1, ConnectsBurst: 2})
+	open := func(addr string) error {
+		sess, _, err := srv.Open(context.Background(), system, OpenRequest{Channels: []string{"a"}, RemoteAddr: addr})
+		if err == nil {
+			sess.Close(ReasonClientGone)
+		}
+		return err
+	}
+	for i := 0; i < 2; i++ {
+		if err := open("203.0.113.7:4000"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := open("203.0.113.7:4001"); AsError(err).Code != 429 || !strings.Contains(err.Error(), "203.0.113.7") {
+		t.Fatalf("third connection: %v", err)
+	}
+	if err := open("203.0.113.8:4000"); err != nil {
+		t.Fatalf("another address: %v", err)
+	}
+	for i := 0; i < 10; i++ {
+		if err := open("127.0.0.1:5000"); err != nil {
+			t.Fatalf("loopback is exempt: %v", err)
+		}
+	}
+	clk.Advance(time.Second)
+	if err := open("203.0.113.7:4002"); err != nil {
+		t.Fatalf("after a second: %v", err)
+	}
+}
+
+func TestSubscriberAndSessionCaps(t *testing.T) {
+	t.Parallel()
+	srv, _ := newTestServer(t, Config{MaxSessionsPerUser: 2, CloseOldest: true, Rules: []RuleConfig{
+		{Pattern: "small", Subscribe: []string{"authenticated"}, MaxSubscribers: 2},
+		{Pattern: "big", Subscribe: []string{"authenticated"}},
+	}})
+	a := openAs(t, srv, userWith("1"), "small")
+	defer a.Close(ReasonClientGone)
+	b := openAs(t, srv, userWith("2"), "small")
+	defer b.Close(ReasonClientGone)
+	_, _, err := srv.Open(context.Background(), userWith("3"), OpenRequest{Channels: []string{"small"}})
+	if e := AsError(err); e.Code != 429 || !strings.Contains(e.Message, `channel "small" has 2 subscribers, the limit is 2`) {
+		t.Fatalf("third subscriber: %v", err)
+	}
+	// close_oldest: a user's third session replaces the first.
+	first := openAs(t, srv, userWith("9"), "big")
+	second := openAs(t, srv, userWith("9"), "big")
+	defer second.Close(ReasonClientGone)
+	third := openAs(t, srv, userWith("9"), "big")
+	defer third.Close(ReasonClientGone)
+	select {
+	case <-first.Done():
+	default:
+		t.Fatal("the oldest session is still open")
+	}
+	if r := first.Reason(); r != ReasonReplaced || r.Reconnect() {
+		t.Fatalf("reason %s", r)
+	}
+	if second.Context().Err() != nil || third.Context().Err() != nil {
+		t.Fatal("a newer session was closed")
+	}
+}
+
+func TestBanAndDisconnect(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	clk := newClock()
+	open := func() (*Server, *store.Store) {
+		srv, st, err := Open(Config{APIKey: testAPIKey, JWTSecret: testSecret, Dev: true, Now: clk.Now}, store.Options{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv, st
+	}
+	srv, st := open()
+	tok, _ := MintToken(testSecret, Claims{RegisteredClaims: registered("17")})
+	a := openAs(t, srv, userWith("17"), "room")
+	b := openAs(t, srv, userWith("17"), "room")
+	other := openAs(t, srv, userWith("18"), "room")
+	defer other.Close(ReasonClientGone)
+	if n := srv.DisconnectUser("17", ReasonKicked); n != 2 {
+		t.Fatalf("disconnected %d sessions", n)
+	}
+	<-a.Done()
+	<-b.Done()
+	if r := a.Reason(); r != ReasonKicked || r.String() != "disconnected" || r.Reconnect() {
+		t.Fatalf("reason %s", r)
+	}
+	a.Close(ReasonClientGone)
+	b.Close(ReasonClientGone)
+	if other.Context().Err() != nil {
+		t.Fatal("another user was disconnected")
+	}
+
+	c := openAs(t, srv, userWith("17"), "room")
+	until, err := srv.Ban(context.Background(), "17", time.Hour)
+	if err != nil || !until.Equal(clk.Now().Add(time.Hour)) {
+		t.Fatalf("ban: %v %v", until, err)
+	}
+	<-c.Done()
+	if c.Reason() != ReasonBanned {
+		t.Fatalf("reason %s", c.Reason())
+	}
+	c.Close(ReasonClientGone)
+	if _, err := srv.identify(tok); AsError(err).Code != 403 || !strings.Contains(err.Error(), "banned until") {
+		t.Fatalf("banned token: %v", err)
+	}
+	srv.Shutdown()
+	st.Close()
+
+	srv, st = open() // the ban is stored
+	defer st.Close()
+	defer srv.Shutdown()
+	if _, err := srv.identify(tok); AsError(err).Code != 403 {
+		t.Fatalf("ban lost across a restart: %v", err)
+	}
+	clk.Advance(time.Hour)
+	if _, err := srv.identify(tok); err != nil {
+		t.Fatalf("after the ban: %v", err)
+	}
+	if _, err := srv.Ban(context.Background(), "17", 0); AsError(err).Code != 400 {
+		t.Fatalf("a ban of 0: %v", err)
+	}
+}
+
+func TestBroadcastToChannelsAndToUsers(t *testing.T) {
+	t.Parallel()
+	srv, _ := newTestServer(t, Config{Dev: true})
+	ctx := context.Background()
+	res, err := srv.Broadcast(ctx, system, BroadcastRequest{Channels: []string{"a", "b", "bad channel"}, Event: "maintenance", Data: json.RawMessage(`{"in":"10m"}`)})
+	if err != nil || len(res.Results) != 3 || res.Results[0].Offset != 1 || res.Results[1].Offset != 1 ||
+		res.Results[2].Error == nil || res.Results[2].Error.Code != 400 {
+		t.Fatalf("broadcast to channels: %+v %v", res, err)
+	}
+	active := userWith("17", "status", "active")
+	idle := userWith("18", "status", "idle")
+	sa := openAs(t, srv, active, UserChannel("17"))
+	si := openAs(t, srv, idle, UserChannel("18"))
+	ca, ci := collect(t, sa), collect(t, si)
+	res, err = srv.Broadcast(ctx, system, BroadcastRequest{Users: true, Filter: map[string]string{"status": "active"}, Event: "notice", Data: json.RawMessage(`"hi"`)})
+	if err != nil || len(res.Results) != 1 || res.Results[0].Channel != "herald.user.17" {
+		t.Fatalf("broadcast to users: %+v %v", res, err)
+	}
+	got := ca.waitFor(t, "the notice", countOffsets("herald.user.17", 1))
+	if !strings.Contains(string(got[len(got)-1].Msg.Raw), `"event":"notice"`) {
+		t.Fatalf("got %s", got[len(got)-1].Msg.Raw)
+	}
+	publishN(t, srv, "herald.user.18", 1, 1) // a marker: the idle user got nothing before it
+	if items := ci.waitFor(t, "the marker", countOffsets("herald.user.18", 1)); len(offsets(items)["herald.user.18"]) != 1 {
+		t.Fatal("the idle user got the broadcast")
+	}
+	// A user reads only their own system channel; nobody but the API key
+	// writes to one.
+	if err := srv.authorize(active, ActionSubscribe, "herald.user.18"); AsError(err).Code != 403 {
+		t.Fatalf("another user's channel: %v", err)
+	}
+	if err := srv.authorize(active, ActionPublish, "herald.user.17"); AsError(err).Code != 403 {
+		t.Fatalf("publish to one's own system channel: %v", err)
+	}
+	if _, err := srv.Broadcast(ctx, active, BroadcastRequest{Users: true, Data: json.RawMessage(`1`)}); AsError(err).Code != 403 {
+		t.Fatalf("a user broadcasting to users: %v", err)
+	}
+	if UserChannel("auth0|abc") == "herald.user.auth0|abc" || ValidateChannel(UserChannel("auth0|abc")) != nil {
+		t.Fatalf("user channel of an odd id: %q", UserChannel("auth0|abc"))
+	}
+}
+
+func TestBatchRuleHoldsMessagesUpToItsTimeoutOrSize(t *testing.T) {
+	t.Parallel()
+	srv, _ := newTestServer(t, Config{Rules: []RuleConfig{{Pattern: "ticks", Subscribe: []string{"authenticated"},
+		Batch: &BatchConfig{Size: 5, Timeout: 300 * time.Millisecond}}}})
+	sess := openAs(t, srv, userWith("1"), "ticks")
+	var group Group
+	var mu sync.Mutex
+	var writes []int
+	wrote := make(chan struct{}, 16)
+	pump := NewPump(sess, &group, PumpOptions{Coalesce: time.Millisecond}, func(k TurnKind) int {
+		if k == TurnClose {
+			return 0
+		}
+		items := sess.Drain(nil)
+		n := 0
+		for _, it := range items {
+			if it.Kind == KindMessage {
+				n++
+			}
+		}
+		if n > 0 {
+			mu.Lock()
+			writes = append(writes, n)
+			mu.Unlock()
+			wrote <- struct{}{}
+		}
+		return len(items)
+	})
+	if !pump.Start() {
+		t.Fatal("pump refused")
+	}
+	defer func() {
+		sess.Close(ReasonClientGone)
+		if err := group.Wait(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}()
+	// The first message after a quiet spell goes at once.
+	publishN(t, srv, "ticks", 1, 1)
+	<-wrote
+	// Five more within the hold go in one write, as soon as five are queued.
+	publishN(t, srv, "ticks", 2, 6)
+	<-wrote
+	// Two more: held until the timeout, then written together.
+	publishN(t, srv, "ticks", 7, 8)
+	<-wrote
+	mu.Lock()
+	defer mu.Unlock()
+	if len(writes) != 3 || writes[0] != 1 || writes[1] != 5 || writes[2] != 2 {
+		t.Fatalf("writes %v, want [1 5 2]", writes)
+	}
+}
+
+func TestMetricsCountRefusalsAndNeedTheirToken(t *testing.T) {
+	t.Parallel()
+	f := newAPI(t, Config{MetricsToken: "metrics-token", Rules: []RuleConfig{{Pattern: "r", Publish: []string{"authenticated"},
+		RateLimit: &RateLimitConfig{Limit: 1, Window: time.Hour}}}})
+	tok, _ := MintToken(testSecret, Claims{RegisteredClaims: registered("17")})
+	for i := 0; i < 3; i++ {
+		f.call(t, "POST", "/api/publish", tok, `{"channel":"r","data":1}`, nil)
+	}
+	get := func(auth string) (int, string) {
+		req, _ := http.NewRequest("GET", f.hs.URL+"/metrics", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		resp, err := f.hs.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get(""); code != 401 {
+		t.Fatalf("metrics without the token: %d", code)
+	}
+	code, body := get("metrics-token")
+	if code != 200 || !strings.Contains(body, `herald_rate_limited_total{kind="publish"} 2`) ||
+		!strings.Contains(body, "herald_messages_published_total 1") {
+		t.Fatalf("metrics: %d\n%s", code, body)
+	}
+}
