@@ -243,17 +243,27 @@ type userRequest struct {
 	Duration string `json:"duration,omitempty"`
 }
 
-func (s *Server) handleDisconnect(w http.ResponseWriter, r *http.Request) {
-	if !s.requireSystem(w, r, "disconnecting users") {
-		return
-	}
+// readUserRequest reads the body of the moderation routes: the API key,
+// and a user.
+func (s *Server) readUserRequest(w http.ResponseWriter, r *http.Request, what string) (userRequest, bool) {
 	var req userRequest
-	if err := s.decodeBody(w, r, &req); err != nil {
-		s.WriteError(w, r, err)
-		return
+	if !s.requireSystem(w, r, what) {
+		return req, false
 	}
-	if req.User == "" {
-		s.WriteError(w, r, invalidf("user is required"))
+	err := s.decodeBody(w, r, &req)
+	if err == nil && req.User == "" {
+		err = invalidf("user is required")
+	}
+	if err != nil {
+		s.WriteError(w, r, err)
+		return req, false
+	}
+	return req, true
+}
+
+func (s *Server) handleDisconnect(w http.ResponseWriter, r *http.Request) {
+	req, ok := s.readUserRequest(w, r, "disconnecting users")
+	if !ok {
 		return
 	}
 	n := s.DisconnectUser(req.User, ReasonKicked)
@@ -261,12 +271,8 @@ func (s *Server) handleDisconnect(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleBan(w http.ResponseWriter, r *http.Request) {
-	if !s.requireSystem(w, r, "banning users") {
-		return
-	}
-	var req userRequest
-	if err := s.decodeBody(w, r, &req); err != nil {
-		s.WriteError(w, r, err)
+	req, ok := s.readUserRequest(w, r, "banning users")
+	if !ok {
 		return
 	}
 	d, err := time.ParseDuration(req.Duration)
@@ -283,16 +289,8 @@ func (s *Server) handleBan(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleUnban(w http.ResponseWriter, r *http.Request) {
-	if !s.requireSystem(w, r, "lifting bans") {
-		return
-	}
-	var req userRequest
-	if err := s.decodeBody(w, r, &req); err != nil {
-		s.WriteError(w, r, err)
-		return
-	}
-	if req.User == "" {
-		s.WriteError(w, r, invalidf("user is required"))
+	req, ok := s.readUserRequest(w, r, "lifting bans")
+	if !ok {
 		return
 	}
 	if err := s.Unban(r.Context(), req.User); err != nil {
