@@ -175,7 +175,9 @@ func (s *Server) announceFrom(evs []presence.Event, session string) {
 			if joinLeave {
 				s.deliverPresence(e.Channel, EventLeave, memberData(e.Member, false), "")
 			}
-			if online, _ := s.presence.tracker.User(e.Member.User); status && !online {
+			// Offline once no session of the user is left anywhere (the
+			// user's own offline deadline may come a moment later).
+			if _, sessions := s.presence.tracker.User(e.Member.User); status && sessions == 0 {
 				s.deliverPresence(e.Channel, EventOffline, userData(e.Member.User, e.At), "")
 			}
 			s.forgetMember(e.Member.User, e.Channel)

@@ -241,3 +241,35 @@ func TestPresenceQueriesAndOnlineStatus(t *testing.T) {
 		t.Fatalf("last-seen not stored: %v %v", ok, err)
 	}
 }
+
+func TestOfflineReachesEveryStatusChannelOfTheUser(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	srv, _ := newTestServer(t, Config{Now: clk.Now, Rules: presenceRules()})
+	var teams []string
+	user := userWith("5")
+	for i := 0; i < 8; i++ {
+		team := fmt.Sprint(i)
+		teams = append(teams, "team_"+team)
+		user.Attrs["team"] = append(user.Attrs["team"], team)
+	}
+	first := collect(t, openAs(t, srv, userWith("6", "team", "0"), "team_0"))
+	last := collect(t, openAs(t, srv, userWith("7", "team", "7"), "team_7"))
+	sess, _, err := srv.Open(context.Background(), user, OpenRequest{Channels: teams})
+	if err != nil {
+		t.Fatal(err)
+	}
+	presenceSeen(t, srv, first, "team_0")
+	presenceSeen(t, srv, last, "team_7")
+	sess.Close(ReasonClientGone)
+	clk.Advance(6 * time.Second)
+	srv.presenceTick()
+	for _, c := range []struct {
+		col *collector
+		ch  string
+	}{{first, "team_0"}, {last, "team_7"}} {
+		if got := presenceSeen(t, srv, c.col, c.ch); got != "herald.offline:5" {
+			t.Errorf("%s heard %q, want herald.offline:5", c.ch, got)
+		}
+	}
+}

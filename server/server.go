@@ -349,7 +349,6 @@ func (s *Server) sessionClosed(sess *Session, reason Reason) {
 
 // forget drops a released session from the registry.
 func (s *Server) forget(sess *Session) {
-	s.disconnectPresence(sess)
 	s.mu.Lock()
 	if s.sessions[sess.ID] == sess {
 		delete(s.sessions, sess.ID)

@@ -199,6 +199,7 @@ func (s *Session) Close(reason Reason) {
 		subs := s.subs
 		s.subs, s.catchingUp = nil, nil
 		s.mu.Unlock()
+		s.srv.disconnectPresence(s) // first: the user's offline is due no later than the leaves
 		for _, sub := range subs {
 			s.srv.drop(s, sub)
 		}
