@@ -21,8 +21,11 @@
 //   - Every request path asks one function, authorize, for permission.
 //
 // Concurrency: the store's committer goroutine runs the fan-out (it only
-// pushes onto queues). Each session is drained by one goroutine, its
-// transport's writer, which also pages the session's catch-up out of the
-// store at the pace the client reads. The lock order is written at the top
-// of hub.go. The Server starts no goroutine of its own.
+// pushes onto queues). Each session is drained by one writer at a time —
+// a transport goroutine selecting on Ready, or a Pump writer started on
+// demand (Notify) — which also pages the session's catch-up out of the
+// store at the pace the client reads. The Server owns one goroutine, the
+// presence clock, started by New and stopped by Shutdown; Group owns the
+// goroutines transports start for hijacked connections. The lock order is
+// written at the top of hub.go.
 package server

@@ -12,7 +12,7 @@ import (
 // or a series of polls. It owns its subscriptions and its outbound queue;
 // publishing and authorising belong to the Server.
 //
-// One goroutine — the transport's writer — calls Ready, Drain and Done and
+// One writer at a time — the transport's, or a Pump's — calls Drain and
 // writes what Drain returns. Subscribe, Unsubscribe and Close may be
 // called from any goroutine.
 type Session struct {
