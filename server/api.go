@@ -55,6 +55,12 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	done, err := s.enterUser(id)
+	if err != nil {
+		s.WriteError(w, r, err)
+		return
+	}
+	defer done()
 	var req PublishRequest
 	if err := s.decodeBody(w, r, &req); err != nil {
 		s.WriteError(w, r, err)

@@ -83,6 +83,23 @@ func (s *Server) identify(tok string) (Identity, error) {
 	if s.cfg.APIKey != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.APIKey)) == 1 {
 		return Identity{System: true}, nil
 	}
+	now := s.now()
+	id, ok := s.tokens.get(tok, now)
+	if !ok {
+		var err error
+		if id, err = s.identifyJWT(tok); err != nil {
+			return Identity{}, err
+		}
+		s.tokens.put(tok, id, now)
+	}
+	if until := s.banned(id.User); !until.IsZero() {
+		return Identity{}, newError(http.StatusForbidden, ErrForbidden, "user %q is banned until %s", id.User, until.Format(timeFormat))
+	}
+	return id, nil
+}
+
+// identifyJWT verifies a user token and reads its claims.
+func (s *Server) identifyJWT(tok string) (Identity, error) {
 	if !s.verifier.enabled() {
 		return Identity{}, unauthorizedf("the token is not the API key and user tokens are not enabled (no JWT secret or public key is configured)")
 	}
@@ -92,9 +109,6 @@ func (s *Server) identify(tok string) (Identity, error) {
 	c, err := s.verify(tok)
 	if err != nil {
 		return Identity{}, err
-	}
-	if until := s.banned(c.Subject); !until.IsZero() {
-		return Identity{}, newError(http.StatusForbidden, ErrForbidden, "user %q is banned until %s", c.Subject, until.Format(timeFormat))
 	}
 	id := Identity{User: c.Subject, Roles: c.Roles, Channels: c.Channels}
 	if c.ExpiresAt != nil {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/x509"
@@ -488,4 +489,30 @@ func FuzzIdentify(f *testing.F) {
 			t.Fatalf("identity without a user: %+v", id)
 		}
 	})
+}
+
+func TestCachedTokensStillExpireAndBansStillApply(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	srv, _ := newTestServer(t, Config{Now: clk.Now})
+	c := Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "17", ExpiresAt: jwt.NewNumericDate(clk.Now().Add(time.Minute))}}
+	tok, err := MintToken(testSecret, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ { // the second one comes from the cache
+		if id, err := srv.identify(tok); err != nil || id.User != "17" {
+			t.Fatalf("identify #%d: %+v %v", i, id, err)
+		}
+	}
+	if _, err := srv.Ban(context.Background(), "17", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.identify(tok); AsError(err).Code != 403 {
+		t.Fatalf("a cached token of a banned user: %v", err)
+	}
+	clk.Advance(2 * time.Minute)
+	if _, err := srv.identify(tok); AsError(err).Code != 401 || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("a cached token past its expiry: %v", err)
+	}
 }

@@ -139,6 +139,43 @@ func (s *Server) checkCapacity(channel string) error {
 	return nil
 }
 
+// inflight counts each user's API publishes being served.
+type inflight struct {
+	mu sync.Mutex // guards n
+	n  map[string]int
+}
+
+// maxInflightPerUser bounds one user's publishes being served at once: a
+// client that pipelines hundreds of requests is refused at the door
+// instead of crowding everyone else off the CPU.
+const maxInflightPerUser = 64
+
+// enterUser admits one more request of id's user, or refuses it with 429;
+// done releases it. The API key and anonymous callers are not counted.
+func (s *Server) enterUser(id Identity) (done func(), err error) {
+	if !member(id) {
+		return func() {}, nil
+	}
+	f := &s.inflight
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == nil {
+		f.n = make(map[string]int)
+	}
+	if f.n[id.User] >= maxInflightPerUser {
+		s.metrics.rateLimited.WithLabelValues("publish").Inc()
+		return nil, rateLimited("", 100*time.Millisecond, "user %q has %d requests in flight, the limit is %d", id.User, f.n[id.User], maxInflightPerUser)
+	}
+	f.n[id.User]++
+	return func() {
+		f.mu.Lock()
+		if f.n[id.User]--; f.n[id.User] == 0 {
+			delete(f.n, id.User)
+		}
+		f.mu.Unlock()
+	}, nil
+}
+
 // Bans.
 
 const banPrefix = "ban/"

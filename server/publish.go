@@ -57,14 +57,16 @@ func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (
 	if req.Ephemeral && req.IdempotencyKey != "" {
 		return PublishResult{}, invalidf("idempotency_key has no meaning on an ephemeral message")
 	}
-	data, err := compactData(req.Data, s.cfg.MaxDataBytes)
-	if err != nil {
-		return PublishResult{}, err
-	}
+	// Permission and rate first: a refused publish costs no more than it
+	// must (a flood is mostly refusals).
 	if err := s.authorize(id, ActionPublish, req.Channel); err != nil {
 		return PublishResult{}, err
 	}
 	if err := s.allowPublish(id, req.Channel); err != nil {
+		return PublishResult{}, err
+	}
+	data, err := compactData(req.Data, s.cfg.MaxDataBytes)
+	if err != nil {
 		return PublishResult{}, err
 	}
 	if req.ExcludeSession != "" && !id.System && !s.ownsSession(id, req.ExcludeSession) {

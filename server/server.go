@@ -48,6 +48,8 @@ type Server struct {
 	bans          bans
 	opLimits      *limiterSet // per session: WebSocket ops
 	connectLimits *limiterSet // per client IP: new sessions
+	inflight      inflight    // per user: API publishes being served
+	tokens        tokenCache  // verified user tokens
 
 	mu           sync.Mutex // guards sessions and userSessions
 	sessions     map[string]*Session

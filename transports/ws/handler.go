@@ -152,7 +152,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	id, err := h.srv.Authenticate(r)
 	if err != nil {
-		c.closeWith(closeUnauthorized, server.AsError(err).Message)
+		c.closeWith(authCloseCode(err), server.AsError(err).Message)
 		ws.Close()
 		return
 	}
@@ -225,10 +225,19 @@ func (c *conn) authenticateFirstFrame() (id server.Identity, auth *request, pend
 		return anon, nil, frame, true
 	}
 	if id, err = c.h.srv.Identify(req.Token); err != nil {
-		c.closeWith(closeUnauthorized, server.AsError(err).Message)
+		c.closeWith(authCloseCode(err), server.AsError(err).Message)
 		return anon, nil, nil, false
 	}
 	return id, &req, nil, true
+}
+
+// authCloseCode is the close code of a refused identity: 4001 for bad
+// credentials, 4008 for a valid identity that is refused (a ban).
+func authCloseCode(err error) int {
+	if server.AsError(err).Code == http.StatusForbidden {
+		return closePolicy
+	}
+	return closeUnauthorized
 }
 
 const binaryRefused = "binary frames are not accepted; send JSON text frames"
