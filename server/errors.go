@@ -134,6 +134,18 @@ func (r Reason) String() string {
 	return fmt.Sprintf("reason(%d)", int(r))
 }
 
+// WriteFailed returns the reason for a failed write to a client: a write
+// that timed out means the client does not read fast enough (a slow
+// consumer, who resumes from its position); any other failure means the
+// connection broke.
+func WriteFailed(err error) Reason {
+	var ne interface{ Timeout() bool }
+	if errors.As(err, &ne) && ne.Timeout() {
+		return ReasonSlowConsumer
+	}
+	return ReasonWriteError
+}
+
 // Reconnect reports whether a client closed for this reason should
 // reconnect and resume from its position.
 func (r Reason) Reconnect() bool {

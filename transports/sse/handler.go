@@ -239,7 +239,7 @@ func (st *stream) turn(kind server.TurnKind) int {
 	}
 	st.buf = b
 	if err := st.write(b, 0); err != nil {
-		st.sess.Close(server.ReasonWriteError)
+		st.sess.Close(server.WriteFailed(err))
 		st.conn.Close()
 		return -1
 	}

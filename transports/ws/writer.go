@@ -28,7 +28,7 @@ func (c *conn) turn(kind server.TurnKind) int {
 	}
 	if kind == server.TurnHeartbeat {
 		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.h.opts.WriteTimeout)); err != nil {
-			return c.broken()
+			return c.broken(err)
 		}
 	}
 	c.items = c.sess.Drain(c.items[:0])
@@ -36,14 +36,15 @@ func (c *conn) turn(kind server.TurnKind) int {
 	err := c.writeItems(c.items)
 	clear(c.items) // drop message references until the next turn
 	if err != nil {
-		return c.broken()
+		return c.broken(err)
 	}
 	return n
 }
 
-// broken ends a connection that could not be written to.
-func (c *conn) broken() int {
-	c.sess.Close(server.ReasonWriteError)
+// broken ends a connection that could not be written to: a timed-out
+// write is a slow consumer, anything else a broken connection.
+func (c *conn) broken(err error) int {
+	c.sess.Close(server.WriteFailed(err))
 	c.ws.Close()
 	return -1
 }
