@@ -74,7 +74,14 @@ func ParseCursor(s string) (Cursor, error) {
 	if len(s) > maxCursorLen {
 		return Cursor{}, invalidf("cursor is %d bytes long, the limit is %d", len(s), maxCursorLen)
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	// base64's decoder skips CR and LF; a cursor has none of them, nor
+	// anything else outside the base64url alphabet.
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return Cursor{}, invalidf("cursor is not valid: character %s at position %d is not base64url", describeRune(s[i:]), i+1)
+		}
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s) // one encoding per cursor: no stray trailing bits
 	if err != nil {
 		return Cursor{}, invalidf("cursor is not valid: not base64url (%v)", err)
 	}
