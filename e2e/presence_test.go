@@ -1,6 +1,6 @@
 package e2e
 
-// Presence end to end (issue 7, DESIGN §6): who is in a chat room, joins
+// Presence end to end (DESIGN §6): who is in a chat room, joins
 // and leaves debounced by a grace period, online status, a typing state
 // that clears itself, and last-seen surviving a crash. The scenario runs
 // once over every transport with the conformance drivers; what a client
