@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"math"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -20,6 +20,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/server/servertest"
 	"github.com/heraldrt/herald/store"
 	"github.com/heraldrt/herald/transports/longpoll"
 	"github.com/heraldrt/herald/transports/sse"
@@ -439,37 +440,27 @@ func benchTestServer(t *testing.T, cfg server.Config, so store.Options) string {
 	t.Helper()
 	cfg.APIKey = "bench-test-api-key-0123456789"
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	so.InMemory = true
-	srv, st, err := server.Open(cfg, so)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sh, err := sse.New(srv, sse.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wh, err := ws.New(srv, ws.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ph, err := longpoll.New(srv, longpoll.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := httprouter.New()
-	srv.Routes(r)
-	r.Handler(http.MethodGet, "/sse", sh)
-	r.Handler(http.MethodGet, "/ws", wh)
-	r.Handler(http.MethodGet, "/poll", ph)
-	hs := httptest.NewServer(r)
-	t.Cleanup(func() {
-		srv.Shutdown()
-		hs.CloseClientConnections()
-		hs.Close()
-		_ = wh.Wait(context.Background())
-		st.Close()
+	f := servertest.Start(t, cfg, so, func(srv *server.Server, r *httprouter.Router) func(context.Context) error {
+		sh, err := sse.New(srv, sse.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wh, err := ws.New(srv, ws.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ph, err := longpoll.New(srv, longpoll.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Handler(http.MethodGet, "/sse", sh)
+		r.Handler(http.MethodGet, "/ws", wh)
+		r.Handler(http.MethodGet, "/poll", ph)
+		return func(ctx context.Context) error {
+			return errors.Join(sh.Wait(ctx), wh.Wait(ctx))
+		}
 	})
-	return hs.URL
+	return f.HTTP.URL
 }
 
 // runBenchJSON runs the bench command and returns its JSON line.

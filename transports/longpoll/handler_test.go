@@ -16,6 +16,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/server/servertest"
 	"github.com/heraldrt/herald/store"
 )
 
@@ -33,26 +34,16 @@ type fixture struct {
 func newFixture(t *testing.T, cfg server.Config, opts Options) *fixture {
 	t.Helper()
 	cfg.APIKey, cfg.JWTSecret = apiKey, secret
-	srv, st, err := server.Open(cfg, store.Options{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := New(srv, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := httprouter.New()
-	srv.Routes(r)
-	r.Handler(http.MethodGet, "/poll", h)
-	r.Handler(http.MethodPost, "/poll", h)
-	hs := httptest.NewServer(r)
-	t.Cleanup(func() {
-		srv.Shutdown()
-		hs.CloseClientConnections()
-		hs.Close()
-		st.Close()
+	f := servertest.Start(t, cfg, store.Options{}, func(srv *server.Server, r *httprouter.Router) func(context.Context) error {
+		h, err := New(srv, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Handler(http.MethodGet, "/poll", h)
+		r.Handler(http.MethodPost, "/poll", h)
+		return nil
 	})
-	return &fixture{srv: srv, st: st, http: hs}
+	return &fixture{srv: f.Srv, st: f.Store, http: f.HTTP}
 }
 
 type answerBody struct {

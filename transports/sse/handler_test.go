@@ -16,6 +16,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/server/servertest"
 	"github.com/heraldrt/herald/store"
 )
 
@@ -34,28 +35,15 @@ type fixture struct {
 func newFixture(t *testing.T, cfg server.Config, opts Options) *fixture {
 	t.Helper()
 	cfg.APIKey = apiKey
-	srv, st, err := server.Open(cfg, store.Options{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := New(srv, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := httprouter.New()
-	srv.Routes(r)
-	r.Handler(http.MethodGet, "/sse", h)
-	hs := httptest.NewServer(srv.CORS(r))
-	t.Cleanup(func() {
-		srv.Shutdown()
-		hs.CloseClientConnections()
-		hs.Close()
-		if err := h.Wait(context.Background()); err != nil {
-			t.Error(err)
+	f := servertest.Start(t, cfg, store.Options{}, func(srv *server.Server, r *httprouter.Router) func(context.Context) error {
+		h, err := New(srv, opts)
+		if err != nil {
+			t.Fatal(err)
 		}
-		st.Close()
+		r.Handler(http.MethodGet, "/sse", h)
+		return h.Wait
 	})
-	return &fixture{srv: srv, http: hs}
+	return &fixture{srv: f.Srv, http: f.HTTP}
 }
 
 func (f *fixture) publish(t *testing.T, channel string, data string) {

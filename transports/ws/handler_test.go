@@ -20,6 +20,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/server/servertest"
 	"github.com/heraldrt/herald/store"
 )
 
@@ -75,31 +76,20 @@ func newFixture(t *testing.T, cfg server.Config, opts Options) *fixture {
 	cfg.APIKey, cfg.JWTSecret = apiKey, secret
 	logs := &syncBuffer{written: make(chan struct{}, 1)}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, st, err := server.Open(cfg, store.Options{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := New(srv, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := httprouter.New()
-	srv.Routes(r)
-	r.Handler(http.MethodGet, "/ws", h)
-	hs := httptest.NewServer(r)
-	t.Cleanup(func() {
-		srv.Shutdown()
-		hs.CloseClientConnections()
-		hs.Close()
-		if err := h.Wait(context.Background()); err != nil {
-			t.Error(err)
-		}
-		st.Close()
+	t.Cleanup(func() { // runs after the fixture's own cleanup
 		if t.Failed() {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	return &fixture{srv: srv, http: hs, logs: logs}
+	f := servertest.Start(t, cfg, store.Options{}, func(srv *server.Server, r *httprouter.Router) func(context.Context) error {
+		h, err := New(srv, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Handler(http.MethodGet, "/ws", h)
+		return h.Wait
+	})
+	return &fixture{srv: f.Srv, http: f.HTTP, logs: logs}
 }
 
 func token(t *testing.T, sub string, exp time.Duration) string {

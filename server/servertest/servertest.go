@@ -1,0 +1,57 @@
+// Package servertest runs a real Herald core — server.Open on an
+// in-memory store — behind an httptest server, for the tests of the
+// transports: no mocks, a real core, a random loopback port.
+package servertest
+
+import (
+	"context"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/store"
+)
+
+// Fixture is a running core and its HTTP server.
+type Fixture struct {
+	Srv   *server.Server
+	Store *store.Store
+	HTTP  *httptest.Server
+}
+
+// Mount adds a transport's routes to the router. It returns the
+// transport's Wait (for connections it serves after their handler
+// returned), or nil.
+type Mount func(srv *server.Server, r *httprouter.Router) (wait func(context.Context) error)
+
+// Start opens the core with cfg on an in-memory store (so's other
+// options apply), mounts the API (behind CORS) and the
+// transport, and serves them until the test ends; the cleanup shuts the
+// core down, closes the client connections, waits for the transport's
+// connections and closes the store, so goroutine-leak checks hold.
+func Start(t testing.TB, cfg server.Config, so store.Options, mount Mount) *Fixture {
+	t.Helper()
+	so.InMemory, so.Dir = true, ""
+	srv, st, err := server.Open(cfg, so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httprouter.New()
+	srv.Routes(r)
+	wait := mount(srv, r)
+	hs := httptest.NewServer(srv.CORS(r))
+	t.Cleanup(func() {
+		srv.Shutdown()
+		hs.CloseClientConnections()
+		hs.Close()
+		if wait != nil {
+			if err := wait(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}
+		st.Close()
+	})
+	return &Fixture{Srv: srv, Store: st, HTTP: hs}
+}
