@@ -186,5 +186,3 @@ func head(s []uint64) []uint64 {
 	}
 	return s
 }
-
-func u64(v uint64) *uint64 { return &v }
