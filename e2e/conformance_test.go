@@ -24,6 +24,7 @@ func TestConformance(t *testing.T) {
 	t.Run("reset_when_trimmed", conformResetWhenTrimmed)
 	t.Run("denied_subscribe", conformDeniedSubscribe)
 	t.Run("exclude_sender", conformExcludeSender)
+	t.Run("exclude_across_reconnect", conformExcludeAcrossReconnect)
 	t.Run("two_channels_interleaved", conformTwoChannelsInterleaved)
 }
 
@@ -425,6 +426,43 @@ func conformExcludeSender(t *testing.T) {
 		mustPublish(t, srv.url(), ch, `{"i":6}`)
 		expectMessage(t, a, ch, 6)
 		expectMessage(t, b, ch, 6)
+	})
+}
+
+// 6b. A user's connection drops right after it published a message it
+// excluded itself from, before anything of it arrived; the client resumes
+// from a position before the message: the message never arrives, every
+// other one does, in order — the exclusion is stored with the message and
+// the session survives the reconnect (the cursor names it; a WebSocket
+// passes it back).
+func conformExcludeAcrossReconnect(t *testing.T) {
+	srv := startServer(t, "--config", writeConfig(t, `channels:
+  - pattern: "xr_*"
+    subscribe: ["authenticated"]
+    publish: ["authenticated"]
+`))
+	tok, err := permMint("--sub", "17")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forEachDriver(t, func(t *testing.T, d driver) {
+		ch := "xr_" + d.name()
+		a := mustOpen(t, d, srv.url(), tok, []string{ch}, nil)
+		mustPublish(t, srv.url(), ch, `{"i":1}`)
+		expectMessage(t, a, ch, 1)
+		before := a.mark()
+		a.publishSelfExcluded(t, ch, `{"i":2}`)
+		a.drop() // before the marker of the excluded message could arrive
+		mustPublishRange(t, srv.url(), ch, 3, 4)
+		b, err := d.open(t, srv.url(), tok, []string{ch}, before)
+		if err != nil {
+			t.Fatalf("resume from %v: %v", before, err)
+		}
+		if b.session() != a.session() {
+			t.Fatalf("resumed as session %s, want %s", b.session(), a.session())
+		}
+		expectMessage(t, b, ch, 3) // not 2
+		expectMessage(t, b, ch, 4)
 	})
 }
 

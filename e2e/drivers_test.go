@@ -55,6 +55,9 @@ type mark struct {
 	// channels holds per-channel positions (WebSocket: subscribe with
 	// since and epoch).
 	channels map[string]position
+	// session (WebSocket) is the session to continue, passed back as
+	// ?session= (SSE and long polling carry it in the cursor).
+	session string
 	// redeliver (long polling) holds the messages handed out after cursor:
 	// a poll cursor covers a whole answer, and the client handled only the
 	// start of the last one. A resume from cursor brings these again
@@ -542,7 +545,11 @@ func (wsDriver) open(t *testing.T, base, tok string, channels []string, from *ma
 		h.Set("Authorization", "Bearer "+tok)
 	}
 	dialer := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
-	ws, resp, err := dialer.Dial("ws"+strings.TrimPrefix(base, "http")+"/ws", h)
+	target := "ws" + strings.TrimPrefix(base, "http") + "/ws"
+	if from != nil && from.session != "" {
+		target += "?session=" + url.QueryEscape(from.session)
+	}
+	ws, resp, err := dialer.Dial(target, h)
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			raw, _ := io.ReadAll(resp.Body)
@@ -801,7 +808,7 @@ func (c *wsConn) recv(timeout time.Duration) (envelope, error) {
 func (c *wsConn) mark() *mark {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m := &mark{channels: make(map[string]position, len(c.pos))}
+	m := &mark{channels: make(map[string]position, len(c.pos)), session: c.sess}
 	for ch, p := range c.pos {
 		m.channels[ch] = p
 	}

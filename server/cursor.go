@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"hash/fnv"
+	"strings"
 )
 
 // A cursor is the resume position of a whole SSE stream or poll: for each
@@ -21,6 +22,14 @@ import (
 // corruption; a client that forges a cursor can only move its own stream,
 // which it could do with per-channel positions anyway, so a MAC would add
 // nothing.
+//
+// A cursor a session hands out ends with "." and the session id (which is
+// not base64url, so the dot is unambiguous): a client resuming from it
+// continues that session — its exclusions and its place in presence — on
+// any transport (sessionid.go). The session part carries its own proof of
+// ownership; one that is malformed is refused like any damage, one that is
+// not the caller's (or was altered into another well-formed id) just starts
+// a new session, and the positions still apply.
 const (
 	cursorVersion = 1
 	// maxCursorLen bounds a cursor we will decode (header or query).
@@ -62,9 +71,15 @@ func encodeCursor(entries []cursorEntry) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// cursorSessionSep separates a cursor's positions from its session.
+const cursorSessionSep = '.'
+
 // Cursor is a decoded resume cursor.
 type Cursor struct {
 	entries []cursorEntry
+	// session is the session the cursor names ("" for none); not yet
+	// checked for ownership.
+	session string
 }
 
 // ParseCursor decodes a cursor. Any damage (bad base64, wrong length,
@@ -73,6 +88,10 @@ type Cursor struct {
 func ParseCursor(s string) (Cursor, error) {
 	if len(s) > maxCursorLen {
 		return Cursor{}, invalidf("cursor is %d bytes long, the limit is %d", len(s), maxCursorLen)
+	}
+	s, session, named := strings.Cut(s, string(cursorSessionSep))
+	if named && !wellFormedSessionID(session) {
+		return Cursor{}, invalidf("cursor is not valid: its session part is malformed (truncated or altered)")
 	}
 	// base64's decoder skips CR and LF; a cursor has none of them, nor
 	// anything else outside the base64url alphabet.
@@ -126,8 +145,13 @@ func ParseCursor(s string) (Cursor, error) {
 	if len(p) != 0 {
 		return Cursor{}, invalidf("cursor is not valid: %d trailing bytes", len(p))
 	}
+	c.session = session
 	return c, nil
 }
+
+// Session returns the session the cursor names, "" when none. Whether it
+// belongs to the caller is for the server to check.
+func (c Cursor) Session() string { return c.session }
 
 // position returns the cursor's position for channel, if it has one.
 func (c Cursor) position(channel string) (epoch string, offset uint64, ok bool) {

@@ -71,11 +71,45 @@ func TestDamagedCursorIsRejectedNotRewound(t *testing.T) {
 	}
 }
 
+func TestCursorNamesItsSession(t *testing.T) {
+	t.Parallel()
+	ids := sessionIDs{key: []byte("k")}
+	sess := ids.mint(user("17"))
+	pos := encodeCursor([]cursorEntry{{channel: "a", epoch: "b3f1c2a0d9e8", offset: 7}})
+	c, err := ParseCursor(pos + "." + sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Session() != sess {
+		t.Fatalf("session %q, want %q", c.Session(), sess)
+	}
+	if epoch, off, ok := c.position("a"); !ok || epoch != "b3f1c2a0d9e8" || off != 7 {
+		t.Fatalf("position %q %d %v", epoch, off, ok)
+	}
+	if c, err := ParseCursor(pos); err != nil || c.Session() != "" {
+		t.Fatalf("a cursor without a session: %v %q", err, c.Session())
+	}
+	// A damaged session part is refused like any damage: never a silent
+	// change of session.
+	for name, cur := range map[string]string{
+		"truncated":  pos + "." + sess[:len(sess)-2],
+		"empty":      pos + ".",
+		"not base32": pos + "." + sess[:len(sess)-1] + "1",
+		"two parts":  pos + "." + sess + "." + sess,
+		"no prefix":  pos + ".x_" + sess[2:],
+	} {
+		if _, err := ParseCursor(cur); AsError(err).Code != 400 || !strings.Contains(err.Error(), "session part") {
+			t.Errorf("%s: %v, want a 400 naming the session part", name, err)
+		}
+	}
+}
+
 func FuzzParseCursor(f *testing.F) {
 	f.Add(encodeCursor([]cursorEntry{{channel: "a", epoch: "b3f1c2a0d9e8", offset: 7}}))
 	f.Add(encodeCursor(nil))
 	f.Add("")
 	f.Add("AQ")
+	f.Add(encodeCursor([]cursorEntry{{channel: "a", epoch: "b3f1c2a0d9e8", offset: 7}}) + ".s_ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 	f.Fuzz(func(t *testing.T, s string) {
 		c, err := ParseCursor(s)
 		if err != nil {
@@ -85,7 +119,11 @@ func FuzzParseCursor(f *testing.F) {
 			return
 		}
 		// Whatever decodes must re-encode to the same cursor.
-		if again := encodeCursor(c.entries); again != s {
+		again := encodeCursor(c.entries)
+		if c.session != "" {
+			again += string(cursorSessionSep) + c.session
+		}
+		if again != s {
 			t.Fatalf("re-encoded %q as %q", s, again)
 		}
 	})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -108,8 +109,10 @@ const (
 	ReasonKicked
 	// ReasonBanned: the backend banned the user (POST /api/ban).
 	ReasonBanned
-	// ReasonReplaced: the user opened a session past
-	// limits.max_connections_per_user with close_oldest, and this was the
+	// ReasonReplaced: a newer connection took the session's place — the
+	// client continued the session elsewhere (it reconnected before this
+	// connection was seen to be gone), or the user opened a session past
+	// limits.max_connections_per_user with close_oldest and this was the
 	// oldest.
 	ReasonReplaced
 )
@@ -155,3 +158,19 @@ func (r Reason) Reconnect() bool {
 	}
 	return false
 }
+
+// DisconnectData is the data of the herald.disconnect notice a client gets
+// when the server ends its session for reason: {"reason","reconnect"},
+// the same on every transport.
+func DisconnectData(reason Reason) []byte {
+	b := make([]byte, 0, 48)
+	b = append(b, `{"reason":"`...)
+	b = append(b, reason.String()...)
+	b = append(b, `","reconnect":`...)
+	b = strconv.AppendBool(b, reason.Reconnect())
+	return append(b, '}')
+}
+
+// Told reports whether a client is told why its session ended: not when
+// it left itself, or when it cannot be written to.
+func (r Reason) Told() bool { return r != ReasonClientGone && r != ReasonWriteError }

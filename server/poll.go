@@ -12,15 +12,17 @@ import (
 // exclusions work as on a stream. It is kept for the poll's timeout plus a
 // grace period after each poll, then closed.
 //
-// The client's cursor is the truth. A poll reuses its session only when it
-// brings back the cursor the session last handed out; any other cursor — a
+// The client's cursor is the truth. A poll reuses its session (the one it
+// names, or the one its cursor names) only when it brings back the cursor
+// the session last handed out; any other cursor — a
 // response lost on the way, a client restarted from saved state — rebuilds
 // the session from the cursor it brings (under the same id), and the store
 // fills in. So a lost response never loses a message.
 
 // PollRequest is one long poll.
 type PollRequest struct {
-	// Session is the id from the previous response ("" on the first poll).
+	// Session is the id from the previous response ("" on the first poll,
+	// or to use the one the cursor names).
 	Session  string
 	Channels []string
 	// Cursor is the cursor of the previous response ("" on the first
@@ -46,20 +48,30 @@ type pollState struct {
 // Poll returns the session that serves this poll, attached to the caller
 // until Release. A poll on a session that is already serving one makes
 // that poll answer at once (Preempted) and takes over.
+//
+// The session is the one the poll names — its session, or else the one
+// its cursor names, so a client that keeps only the cursor is one session
+// however many polls it makes — when that is the caller's own.
 func (s *Server) Poll(ctx context.Context, id Identity, req PollRequest) (*Session, error) {
-	reuseID := ""
-	if req.Session != "" {
-		if sess := s.lookupPoll(req.Session, id); sess != nil {
+	want := req.Session
+	if want == "" && req.Cursor != "" {
+		if cur, err := ParseCursor(req.Cursor); err == nil { // a bad cursor is refused by Open
+			want = cur.Session()
+		}
+	}
+	rebuild := false
+	if want != "" && s.ids.owns(id, want) {
+		if sess := s.lookupPoll(want); sess != nil {
 			if s.attach(sess, req) {
 				return sess, nil
 			}
 			// Another cursor or channel set: rebuild under the same id.
 			sess.Close(ReasonClientGone)
-			reuseID = sess.ID
+			rebuild = true
 		}
 	}
 	sess, _, err := s.Open(ctx, id, OpenRequest{Transport: "poll", Channels: req.Channels,
-		Cursor: req.Cursor, Positions: req.Positions, reuseID: reuseID, RemoteAddr: req.RemoteAddr})
+		Cursor: req.Cursor, Positions: req.Positions, Session: want, rebuild: rebuild, RemoteAddr: req.RemoteAddr})
 	if err != nil {
 		return nil, err
 	}
@@ -70,17 +82,13 @@ func (s *Server) Poll(ctx context.Context, id Identity, req PollRequest) (*Sessi
 	return sess, nil
 }
 
-// lookupPoll returns the open poll session with that id if it belongs to
-// id's identity.
-func (s *Server) lookupPoll(sessID string, id Identity) *Session {
+// lookupPoll returns the open poll session with that id.
+func (s *Server) lookupPoll(sessID string) *Session {
 	s.mu.Lock()
 	sess := s.sessions[sessID]
 	s.mu.Unlock()
 	if sess == nil || sess.Transport != "poll" {
 		return nil
-	}
-	if own := sess.Identity(); own.User != id.User || own.System != id.System || own.Anonymous != id.Anonymous {
-		return nil // someone else's session: never reused, never replaced
 	}
 	return sess
 }

@@ -20,13 +20,21 @@ type PublishRequest struct {
 	// IdempotencyKey makes a retried publish safe: a repeat within the
 	// window returns the first result and stores nothing.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
-	// ExcludeSession is a session that must not receive the message live.
+	// ExcludeSession is a session that must not receive the message: it
+	// is passed over, live and on every replay to that session, on any
+	// transport and across its reconnects. It must be one of the caller's
+	// own sessions (the API key may name any).
 	ExcludeSession string `json:"exclude_session,omitempty"`
 	// Ephemeral messages are delivered live only: never stored, no offset.
 	Ephemeral bool `json:"ephemeral,omitempty"`
-	// Session is the publishing session, when the publish comes through
-	// one (it then shows in the envelope's "from").
-	Session string `json:"-"`
+	// Session is the publishing session: set by a transport for its own
+	// session, or given by an API caller, which must name one of its own
+	// sessions. It shows in the envelope's "from".
+	Session string `json:"session,omitempty"`
+	// ExcludeSender keeps the message from the publishing session
+	// (Session), as exclude_self does on a WebSocket: the sender's other
+	// sessions (other tabs, other devices) still get it.
+	ExcludeSender bool `json:"exclude_sender,omitempty"`
 }
 
 // PublishResult is the acknowledgement of a publish. For a stored message
@@ -38,6 +46,32 @@ type PublishResult struct {
 	ID        string `json:"id"`
 	Duplicate bool   `json:"duplicate,omitempty"`
 	Ephemeral bool   `json:"ephemeral,omitempty"`
+}
+
+// checkSender checks the sessions a publish names — the sender's and the
+// excluded one — and applies exclude_sender. A user may name only sessions
+// of its own, open or not: an id that is not the caller's is refused the
+// same way whether or not it exists.
+func (s *Server) checkSender(id Identity, req *PublishRequest) error {
+	if req.ExcludeSender {
+		switch {
+		case req.Session == "":
+			return invalidf("exclude_sender needs session: the id of the publishing session (from herald.connected, the WebSocket connected push or a poll answer)")
+		case req.ExcludeSession != "" && req.ExcludeSession != req.Session:
+			return invalidf("exclude_sender excludes session %q; exclude_session names another: give one of them", req.Session)
+		}
+		req.ExcludeSession = req.Session
+	}
+	if id.System {
+		return nil
+	}
+	if req.Session != "" && !s.ownsSession(id, req.Session) {
+		return forbiddenf(req.Channel, "session must be one of your own sessions")
+	}
+	if req.ExcludeSession != "" && !s.ownsSession(id, req.ExcludeSession) {
+		return forbiddenf(req.Channel, "exclude_session must be one of your own sessions")
+	}
+	return nil
 }
 
 // Publish runs the publish pipeline: validate, authorise, store (group
@@ -69,8 +103,8 @@ func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (
 	if err != nil {
 		return PublishResult{}, err
 	}
-	if req.ExcludeSession != "" && !id.System && !s.ownsSession(id, req.ExcludeSession) {
-		return PublishResult{}, forbiddenf(req.Channel, "exclude_session must be one of your own sessions")
+	if err := s.checkSender(id, &req); err != nil {
+		return PublishResult{}, err
 	}
 
 	now := s.now()

@@ -36,10 +36,29 @@ type Item struct {
 	Msg  *Message
 	// Raw is the frame of a KindFrame item.
 	Raw []byte
-	// Cursor is the stream's resume cursor after this item, set by
-	// Session.Drain on sessions made by Server.Open (SSE, poll), for message and
-	// reset items.
-	Cursor string
+	// Cursor and CursorSession make up the stream's resume cursor after
+	// this item, set by Session.Drain on sessions made by Server.Open (SSE,
+	// poll) for message, skip and reset items: Cursor holds the positions
+	// (shared by every subscriber of a one-channel stream, so it is encoded
+	// once per message) and CursorSession the session the cursor names.
+	// Write them with AppendCursor.
+	Cursor        string
+	CursorSession string
+}
+
+// AppendCursor appends the item's resume cursor to b (nothing when it has
+// none): the positions, then "." and the session, so that a client
+// resuming from it continues the same session (see sessionid.go).
+func (it *Item) AppendCursor(b []byte) []byte {
+	if it.Cursor == "" {
+		return b
+	}
+	b = append(b, it.Cursor...)
+	if it.CursorSession != "" {
+		b = append(b, cursorSessionSep)
+		b = append(b, it.CursorSession...)
+	}
+	return b
 }
 
 func (it *Item) size() int {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -50,6 +51,7 @@ type Server struct {
 	connectLimits *limiterSet // per client IP: new sessions
 	inflight      inflight    // per user: API publishes being served
 	tokens        tokenCache  // verified user tokens
+	ids           sessionIDs  // mints session ids and checks whose they are
 
 	mu           sync.Mutex // guards sessions and userSessions
 	sessions     map[string]*Session
@@ -80,6 +82,10 @@ func New(cfg Config, log Log, state State) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server config: %w", err)
 	}
+	ids, err := loadSessionIDs(context.Background(), state)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		cfg:      cfg,
 		log:      log,
@@ -90,6 +96,7 @@ func New(cfg Config, log Log, state State) (*Server, error) {
 		grants:   grants,
 		sessions: make(map[string]*Session),
 		verifier: v,
+		ids:      ids,
 	}
 	s.userSessions = make(map[string]int)
 	s.metrics = newMetrics(s)
@@ -148,11 +155,15 @@ type OpenRequest struct {
 	Channels []string
 	// Cursor resumes the channels it covers ("" for none).
 	Cursor string
+	// Session is the session the client continues ("" for a new one); when
+	// empty, the one Cursor names. It is taken only when it is the caller's
+	// own; see NewSession.
+	Session string
 	// RemoteAddr is the client's address, for the per-IP connection rate.
 	RemoteAddr string
-	// reuseID, when set, is the id the session takes (a long-poll session
-	// rebuilt under the id its client knows).
-	reuseID string
+	// rebuild marks a long-poll session rebuilt from its client's cursor:
+	// not a new connection, so the per-IP connection rate does not apply.
+	rebuild bool
 	// Positions, when not nil, holds one position per channel (a nil
 	// entry means "from the head"). It applies to the channels Cursor does
 	// not cover: a cursor is the stream's newer truth (a browser sends it
@@ -202,7 +213,11 @@ func (s *Server) Open(ctx context.Context, id Identity, req OpenRequest) (*Sessi
 		}
 	}
 
-	sess, err := s.newSession(id, req.Transport, true, req.reuseID, req.RemoteAddr)
+	want := req.Session
+	if want == "" {
+		want = cur.Session()
+	}
+	sess, err := s.newSession(id, req.Transport, true, want, req.RemoteAddr, req.rebuild)
 	if err != nil {
 		return nil, OpenInfo{}, err
 	}
@@ -220,6 +235,13 @@ func (s *Server) Open(ctx context.Context, id Identity, req OpenRequest) (*Sessi
 			from = req.Positions[i]
 		}
 		res, err := s.Subscribe(ctx, sess, SubscribeRequest{Channel: ch, From: from})
+		if errors.Is(err, ErrClosed) {
+			// The server ended the session while it opened (the user was
+			// disconnected or banned, a newer connection took it over,
+			// the server is stopping): the transport tells the client
+			// why, as it does for any session that ends.
+			return sess, info, nil
+		}
 		if err != nil {
 			sess.Close(ReasonClientGone)
 			return nil, OpenInfo{}, err
@@ -231,21 +253,33 @@ func (s *Server) Open(ctx context.Context, id Identity, req OpenRequest) (*Sessi
 
 // NewSession creates an empty session for a transport that subscribes
 // channel by channel (WebSocket); remoteAddr is the client's address.
-func (s *Server) NewSession(id Identity, transport, remoteAddr string) (*Session, error) {
+//
+// resume is the session the client continues (the id it was given before
+// and passes back), "" for a new one. The session takes that id when the
+// id is the caller's own — its exclusions then follow it — and a session
+// of that id still open (the client's previous connection, not yet seen to
+// be gone) is closed as replaced. An id that is not the caller's is
+// ignored: the session gets a new one, as if none had been given.
+func (s *Server) NewSession(id Identity, transport, remoteAddr, resume string) (*Session, error) {
 	if s.shuttingDown.Load() {
 		return nil, ErrShuttingDown
 	}
-	return s.newSession(id, transport, false, "", remoteAddr)
+	return s.newSession(id, transport, false, resume, remoteAddr, false)
 }
 
-// newSession registers a session, under the id given or a new one. A user
-// at the session limit is refused.
-func (s *Server) newSession(id Identity, transport string, fixed bool, sessID, remoteAddr string) (*Session, error) {
-	if sessID == "" {
+// newSession registers a session under want, when that is id's own, or a
+// new id. A user at the session limit is refused. rebuild skips the per-IP
+// connection rate (a long-poll session rebuilt for a poll that is already
+// counted).
+func (s *Server) newSession(id Identity, transport string, fixed bool, want, remoteAddr string, rebuild bool) (*Session, error) {
+	if !rebuild {
 		if err := s.allowConnect(remoteAddr); err != nil {
 			return nil, err
 		}
-		sessID = newSessionID()
+	}
+	sessID := s.ids.mint(id)
+	if want != "" && s.ids.owns(id, want) {
+		sessID = want
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sess := &Session{
@@ -264,7 +298,18 @@ func (s *Server) newSession(id Identity, transport string, fixed bool, sessID, r
 	if counted(id) && s.cfg.CloseOldest {
 		s.closeOldestOver(id.User, s.cfg.MaxSessionsPerUser-1)
 	}
-	s.mu.Lock()
+	// A session of the same id still open is the client's previous
+	// connection, not yet seen to be gone: the newest connection wins.
+	// Close unregisters it before it returns.
+	for {
+		s.mu.Lock()
+		old := s.sessions[sessID]
+		if old == nil {
+			break // s.mu stays held
+		}
+		s.mu.Unlock()
+		old.Close(ReasonReplaced)
+	}
 	if counted(id) && s.userSessions[id.User] >= s.cfg.MaxSessionsPerUser {
 		n := s.userSessions[id.User]
 		s.mu.Unlock()
@@ -363,13 +408,11 @@ func (s *Server) forget(sess *Session) {
 	s.mu.Unlock()
 }
 
-// ownsSession reports whether session id is open and belongs to id's user.
-// A session that is already gone is accepted: excluding it is moot.
+// ownsSession reports whether session is an id of id's own — open, closed
+// or yet to be continued. It checks the id alone (sessionid.go), so the
+// answer says nothing about which sessions exist.
 func (s *Server) ownsSession(id Identity, session string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sess := s.sessions[session]
-	return sess == nil || (sess.Identity().User == id.User && !sess.Identity().System && !sess.Identity().Anonymous)
+	return s.ids.owns(id, session)
 }
 
 // Sessions returns how many sessions are open.

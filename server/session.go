@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"sync"
 	"time"
 )
@@ -72,12 +70,6 @@ type subscription struct {
 	pos cursorEntry
 	// batch is the channel rule's batch option (nil: none).
 	batch *BatchConfig
-}
-
-func newSessionID() string {
-	var b [15]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
-	return "s_" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])
 }
 
 // Batch returns how the session's writer batches under its channels'
@@ -289,14 +281,16 @@ func (s *Session) annotateCursors(items []Item) {
 		} else {
 			it.Cursor = s.cursorLocked()
 		}
+		it.CursorSession = s.ID
 	}
 }
 
-// Cursor returns the session's current resume cursor.
+// Cursor returns the session's current resume cursor: its positions and,
+// after a ".", its id, so that resuming from it continues this session.
 func (s *Session) Cursor() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.cursorLocked()
+	return s.cursorLocked() + string(cursorSessionSep) + s.ID
 }
 
 func (s *Session) cursorLocked() string {

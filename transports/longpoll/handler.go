@@ -143,6 +143,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	items := h.wait(r, sess, timeout)
 	cursor := sess.Cursor()
+	var notice []byte // why the server ended the session, if it did
+	select {
+	case <-sess.Done():
+		if reason := sess.Reason(); reason.Told() {
+			notice = server.DisconnectData(reason)
+		}
+	default:
+	}
 	h.srv.Release(sess, cursor, timeout+h.opts.Grace)
 	if r.Context().Err() != nil {
 		return // the client left; the next poll's cursor says what it got
@@ -150,7 +158,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Cache-Control", "no-store")
-	_, _ = w.Write(answer(items, cursor, sess.ID))
+	_, _ = w.Write(answer(items, cursor, sess.ID, notice))
 }
 
 // wait collects what the session has, waiting up to timeout for the
@@ -211,9 +219,11 @@ wait:
 }
 
 // answer encodes {"messages":[…],"cursor":"…","session":"…"}. Envelopes
-// are copied as they are.
-func answer(items []server.Item, cursor, session string) []byte {
-	n := 64 + len(cursor) + len(session)
+// are copied as they are. A disconnect notice, when the server ended the
+// session, comes last among the messages as
+// {"event":"herald.disconnect","data":{"reason","reconnect"}}.
+func answer(items []server.Item, cursor, session string, notice []byte) []byte {
+	n := 128 + len(cursor) + len(session) + len(notice)
 	for i := range items {
 		if items[i].Msg != nil {
 			n += len(items[i].Msg.Raw) + 1
@@ -232,6 +242,14 @@ func answer(items []server.Item, cursor, session string) []byte {
 		}
 		first = false
 		b = append(b, it.Msg.Raw...)
+	}
+	if notice != nil {
+		if !first {
+			b = append(b, ',')
+		}
+		b = append(b, `{"event":"`+server.EventDisconnect+`","data":`...)
+		b = append(b, notice...)
+		b = append(b, '}')
 	}
 	b = append(b, `],"cursor":"`...)
 	b = append(b, cursor...) // base64url: no escaping needed

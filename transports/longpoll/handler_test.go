@@ -137,9 +137,10 @@ func TestPollWaitsFromTheHeadAndResumesByCursor(t *testing.T) {
 	if b := <-done; offsets(b.envelopes(t)) != "6" {
 		t.Fatalf("waiting poll got %s", offsets(b.envelopes(t)))
 	}
-	// Without the session, the cursor alone resumes (from the store).
+	// Without the session, the cursor alone resumes the session it names
+	// (from the store: it is an older cursor than the last answer's).
 	c, _, _ := f.poll(t, apiKey, url.Values{"channel": {"news"}, "cursor": {first.Cursor}, "timeout": {"0"}})
-	if got := offsets(c.envelopes(t)); got != "4,5,6" || c.Session == first.Session {
+	if got := offsets(c.envelopes(t)); got != "4,5,6" || c.Session != first.Session {
 		t.Fatalf("cursor-only poll: %s session %s", got, c.Session)
 	}
 }
@@ -270,7 +271,9 @@ func TestASecondPollTakesTheSessionOver(t *testing.T) {
 
 func TestIdleSessionsExpireAndUsersAreBounded(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, server.Config{Dev: true, MaxSessionsPerUser: 2}, Options{Grace: 50 * time.Millisecond})
+	// The grace outlasts the three polls below on the slowest machine;
+	// the sessions then expire after it.
+	f := newFixture(t, server.Config{Dev: true, MaxSessionsPerUser: 2}, Options{Grace: 3 * time.Second})
 	tok, _ := server.MintToken(secret, server.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "17"}})
 	var sessions []string
 	for i := 0; i < 2; i++ {
@@ -284,7 +287,7 @@ func TestIdleSessionsExpireAndUsersAreBounded(t *testing.T) {
 	if resp.StatusCode != 429 || !strings.Contains(raw, `user \"17\" has 2 open sessions, the limit is 2`) {
 		t.Fatalf("third session: %d %s", resp.StatusCode, raw)
 	}
-	// Polled with timeout 0, the sessions expire after the 50ms grace.
+	// Polled with timeout 0, the sessions expire after the grace.
 	deadline := time.Now().Add(10 * time.Second)
 	for f.srv.Sessions() != 0 {
 		if time.Now().After(deadline) {
@@ -323,10 +326,11 @@ func TestShutdownAnswersWaitingPolls(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		a, resp, raw := f.poll(t, apiKey, url.Values{"channel": {"s"}, "timeout": {"30"}})
-		// 200 and nothing when it was waiting; 503 when the shutdown
+		_, resp, raw := f.poll(t, apiKey, url.Values{"channel": {"s"}, "timeout": {"30"}})
+		// 200 and the notice when it was waiting; 503 when the shutdown
 		// caught it while it was still opening.
-		if !(resp.StatusCode == 200 && len(a.Messages) == 0) && resp.StatusCode != 503 {
+		want := `"messages":[{"event":"herald.disconnect","data":{"reason":"shutdown","reconnect":true}}]`
+		if !(resp.StatusCode == 200 && strings.Contains(raw, want)) && resp.StatusCode != 503 {
 			t.Errorf("poll during shutdown: %d %s", resp.StatusCode, raw)
 		}
 	}()
@@ -338,5 +342,47 @@ func TestShutdownAnswersWaitingPolls(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("a poll waiting for 30s was not answered at shutdown")
+	}
+}
+
+func TestAWaitingPollIsToldWhyItsSessionEnded(t *testing.T) {
+	t.Parallel()
+	tok, _ := server.MintToken(secret, server.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "17"}})
+	for _, tc := range []struct {
+		name string
+		end  func(*server.Server) error
+		want string
+	}{
+		{"disconnected", func(srv *server.Server) error { srv.DisconnectUser("17", server.ReasonKicked); return nil },
+			`{"reason":"disconnected","reconnect":false}`},
+		{"banned", func(srv *server.Server) error { _, err := srv.Ban(context.Background(), "17", time.Hour); return err },
+			`{"reason":"banned","reconnect":false}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, server.Config{Dev: true}, Options{})
+			got := make(chan string, 1)
+			go func() {
+				_, _, raw := f.poll(t, tok, url.Values{"channel": {"c"}, "timeout": {"30"}})
+				got <- raw
+			}()
+			// Once the session exists, the poll is waiting on it or about
+			// to: either way the end of the session answers it.
+			for f.srv.Sessions() == 0 {
+				time.Sleep(time.Millisecond) // no event marks a new poll session
+			}
+			if err := tc.end(f.srv); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case raw := <-got:
+				want := `"messages":[{"event":"herald.disconnect","data":` + tc.want + `}]`
+				if !strings.Contains(raw, want) {
+					t.Fatalf("answer %s, want %s", raw, want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the waiting poll was not answered")
+			}
+		})
 	}
 }

@@ -113,6 +113,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		RemoteAddr: r.RemoteAddr,
 		Channels:   channels,
 		Cursor:     cursor,
+		Session:    q.Get("session"), // else the one the cursor names
 		Positions:  positions,
 	})
 	if err != nil {
@@ -249,10 +250,10 @@ func (st *stream) turn(kind server.TurnKind) int {
 // finish sends the queued rest and the disconnect event (unless the
 // client is gone), ends the body and closes the connection.
 func (st *stream) finish() {
-	if reason := st.sess.Reason(); reason != server.ReasonClientGone && reason != server.ReasonWriteError {
+	if reason := st.sess.Reason(); reason.Told() {
 		st.items = st.sess.Drain(st.items[:0])
 		b := appendItems(st.frameStart(), st.items)
-		b = appendEvent(b, server.EventDisconnect, disconnectData(reason), "")
+		b = appendEvent(b, server.EventDisconnect, server.DisconnectData(reason), "")
 		if st.write(b, 0) == nil {
 			st.end()
 		}
@@ -275,7 +276,7 @@ func appendItems(b []byte, items []server.Item) []byte {
 			// with no data).
 			if it.Cursor != "" {
 				b = append(b, "id: "...)
-				b = append(b, it.Cursor...)
+				b = it.AppendCursor(b)
 				b = append(b, '\n', '\n')
 			}
 			continue
@@ -283,19 +284,11 @@ func appendItems(b []byte, items []server.Item) []byte {
 		b = append(b, it.Msg.Frame(server.FrameSSE, eventHead)...)
 		if it.Cursor != "" {
 			b = append(b, "id: "...)
-			b = append(b, it.Cursor...) // base64url: no line break to drop
+			b = it.AppendCursor(b) // base64url, ".", a session id: no line break to drop
 			b = append(b, '\n')
 		}
 		b = append(b, '\n')
 	}
-	return b
-}
-
-func disconnectData(reason server.Reason) []byte {
-	b, _ := json.Marshal(struct {
-		Reason    string `json:"reason"`
-		Reconnect bool   `json:"reconnect"`
-	}{reason.String(), reason.Reconnect()})
 	return b
 }
 

@@ -165,7 +165,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	sess, err := h.srv.NewSession(id, "ws", r.RemoteAddr)
+	// A client that reconnects passes back the session it had (?session=,
+	// or in its auth frame) to continue it: its exclusions follow it.
+	resume := r.URL.Query().Get("session")
+	if auth != nil && auth.Session != "" {
+		resume = auth.Session
+	}
+	sess, err := h.srv.NewSession(id, "ws", r.RemoteAddr, resume)
 	if err != nil {
 		if errors.Is(err, server.ErrShuttingDown) {
 			c.closeWith(websocket.CloseServiceRestart, "server shutting down")

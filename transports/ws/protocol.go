@@ -15,6 +15,7 @@ type request struct {
 	ID             uint64          `json:"id"`
 	Op             string          `json:"op"`
 	Token          string          `json:"token,omitempty"`
+	Session        string          `json:"session,omitempty"`
 	Channel        string          `json:"channel,omitempty"`
 	Since          *uint64         `json:"since,omitempty"`
 	Epoch          string          `json:"epoch,omitempty"`
