@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -282,5 +283,27 @@ func TestUserTokensAreVerified(t *testing.T) {
 		if code != tc.code || !strings.Contains(e.Error.Message, tc.msg) {
 			t.Errorf("%s: %d %s", tc.name, code, raw)
 		}
+	}
+}
+
+func TestJSONAnswersKeepHTMLCharactersLiteral(t *testing.T) {
+	t.Parallel()
+	f := newAPI(t, Config{})
+	// An error quoting the caller's bad value.
+	code, hdr, raw := f.call(t, "GET", "/api/history?channel="+url.QueryEscape("a<b>&c"), testAPIKey, "", nil)
+	if code != 400 || !strings.Contains(raw, `channel name \"a<b>&c\" has the character \"<\" at position 2`) {
+		t.Fatalf("bad channel: %d %s, want the name quoted with a literal <", code, raw)
+	}
+	if strings.Contains(raw, `\u003c`) || !strings.HasSuffix(raw, "}\n") || strings.HasSuffix(raw, "\n\n") {
+		t.Fatalf("bad channel: body %q, want literal characters and one trailing newline", raw)
+	}
+	if ct, opt := hdr.Get("Content-Type"), hdr.Get("X-Content-Type-Options"); ct != "application/json" || opt != "nosniff" {
+		t.Fatalf("Content-Type %q, X-Content-Type-Options %q", ct, opt)
+	}
+	// A stored message read back through the API.
+	f.call(t, "POST", "/api/publish", testAPIKey, `{"channel":"html","data":{"text":"<b>Tom & Jerry</b>"}}`, nil)
+	code, _, raw = f.call(t, "GET", "/api/history?channel=html", testAPIKey, "", nil)
+	if code != 200 || !strings.Contains(raw, `"data":{"text":"<b>Tom & Jerry</b>"}`) {
+		t.Fatalf("history: %d %s, want the data as published", code, raw)
 	}
 }

@@ -604,3 +604,31 @@ func TestOpsOfAUserAreRateLimited(t *testing.T) {
 		t.Fatalf("%d ops served, %d limited; want the burst of 20 (and what refilled meanwhile) served", ok, limited)
 	}
 }
+
+func TestRepliesKeepHTMLCharactersLiteral(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, server.Config{}, Options{})
+	ws, _, err := f.tryDial(nil, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"id":1,"op":"subscribe","channel":"a<b>&c"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, frame, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(frame, []byte(`{"id":1,`)) {
+			continue // the connected push
+		}
+		if !bytes.Contains(frame, []byte(`channel name \"a<b>&c\" has the character \"<\" at position 2`)) ||
+			bytes.Contains(frame, []byte(`\u003c`)) || bytes.HasSuffix(frame, []byte("\n")) {
+			t.Fatalf("reply %q, want the name quoted with literal characters, no trailing newline", frame)
+		}
+		return
+	}
+}
