@@ -1,0 +1,103 @@
+package e2e
+
+// Clear errors on the binary's HTTP surface: every refusal is
+// {"error":{"code","message"}} with its status, whatever route or method
+// was asked, and its message says what was wrong in words a user reads.
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// errorAnswer is the body of every error answer.
+type errorAnswer struct {
+	Error struct {
+		Code       int    `json:"code"`
+		Message    string `json:"message"`
+		Channel    string `json:"channel"`
+		RetryAfter int    `json:"retry_after"`
+	} `json:"error"`
+}
+
+// request sends one request with the given headers and returns the
+// answer with its body read.
+func request(t testing.TB, method, rawURL string, header http.Header, body string) (*http.Response, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, rawURL, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, rawURL, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading the body: %v", method, rawURL, err)
+	}
+	return resp, raw
+}
+
+// checkError checks that an answer is exactly the JSON error of status
+// code with message msg.
+func checkError(t testing.TB, what string, resp *http.Response, raw []byte, code int, msg string) errorAnswer {
+	t.Helper()
+	var e errorAnswer
+	if resp.StatusCode != code || json.Unmarshal(raw, &e) != nil || e.Error.Code != code || e.Error.Message != msg {
+		t.Fatalf("%s: %d %s, want %d {\"error\":{\"code\":%d,\"message\":%q}}", what, resp.StatusCode, raw, code, code, msg)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("%s: Content-Type %q, want application/json", what, ct)
+	}
+	return e
+}
+
+// TestUnknownRoutesAndMethodsAnswerJSONErrors: a mistyped path is a JSON
+// 404 naming it, a wrong method a JSON 405 naming the right ones with
+// Allow, and CORS preflights still work.
+func TestUnknownRoutesAndMethodsAnswerJSONErrors(t *testing.T) {
+	const origin = "https://app.example.com"
+	srv := startServer(t, "--allowed-origins", origin)
+	key := http.Header{"Authorization": {"Bearer " + apiKey}}
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		msg, allow   string
+	}{
+		{"GET", "/api/publsh", 404, "no route for GET /api/publsh", ""},
+		{"POST", "/api/history", 405, "POST /api/history is not allowed; use GET", "GET, OPTIONS"},
+		{"POST", "/sse", 405, "POST /sse is not allowed; use GET", "GET, OPTIONS"},
+		{"PUT", "/poll", 405, "PUT /poll is not allowed; use GET or POST", "GET, OPTIONS, POST"},
+		{"DELETE", "/ws", 405, "DELETE /ws is not allowed; use GET", "GET, OPTIONS"},
+		// The path is quoted as the client sent it, with a literal <.
+		{"GET", "/api/%3Cscript%3E", 404, "no route for GET /api/<script>", ""},
+	} {
+		what := tc.method + " " + tc.path
+		resp, raw := request(t, tc.method, srv.url()+tc.path, key, "")
+		checkError(t, what, resp, raw, tc.code, tc.msg)
+		if got := resp.Header.Get("Allow"); got != tc.allow {
+			t.Errorf("%s: Allow %q, want %q", what, got, tc.allow)
+		}
+		if strings.Contains(string(raw), `\u003c`) {
+			t.Errorf("%s: body %s escapes <", what, raw)
+		}
+	}
+
+	resp, raw := request(t, http.MethodOptions, srv.url()+"/api/publish",
+		http.Header{"Origin": {origin}, "Access-Control-Request-Method": {"POST"}, "Access-Control-Request-Headers": {"authorization"}}, "")
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != origin ||
+		!strings.Contains(resp.Header.Get("Access-Control-Allow-Methods"), "POST") {
+		t.Fatalf("preflight: %d %v %s", resp.StatusCode, resp.Header, raw)
+	}
+}
