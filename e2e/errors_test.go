@@ -101,3 +101,52 @@ func TestUnknownRoutesAndMethodsAnswerJSONErrors(t *testing.T) {
 		t.Fatalf("preflight: %d %v %s", resp.StatusCode, resp.Header, raw)
 	}
 }
+
+// TestFullChannelSaysWhenToRetryOnEveryTransport: a subscription past a
+// rule's max_subscribers is a 429 with Retry-After and retry_after on SSE
+// and long polling, and an error reply with retry_after on WebSocket.
+func TestFullChannelSaysWhenToRetryOnEveryTransport(t *testing.T) {
+	srv := startServer(t, "--config", writeConfig(t, `channels:
+  - pattern: "capped"
+    subscribe: ["authenticated"]
+    max_subscribers: 1
+`))
+	base := srv.url()
+	if resp, raw := sseOpen(t, base, apiKey, false, "capped"); resp.StatusCode != 200 {
+		t.Fatalf("first subscriber: %d %s", resp.StatusCode, raw)
+	}
+	waitSubscribers(t, base, "capped", 1)
+	const msg = `channel "capped" has 1 subscribers, the limit is 1`
+
+	check := func(what string, resp *http.Response, raw []byte) {
+		t.Helper()
+		e := checkError(t, what, resp, raw, http.StatusTooManyRequests, msg)
+		if e.Error.RetryAfter != 5 || resp.Header.Get("Retry-After") != "5" || e.Error.Channel != "capped" {
+			t.Errorf("%s: Retry-After %q, body %s; want 5 s in both, naming the channel", what, resp.Header.Get("Retry-After"), raw)
+		}
+	}
+	resp, raw := sseOpen(t, base, apiKey, false, "capped")
+	check("SSE", resp, raw)
+	resp, raw = request(t, http.MethodGet, base+"/poll?channel=capped&timeout=0", http.Header{"Authorization": {"Bearer " + apiKey}}, "")
+	check("poll", resp, raw)
+
+	c, err := wsDriver{}.open(t, base, apiKey, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.(*wsConn).call(map[string]any{"op": "subscribe", "channel": "capped"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reply struct {
+		OK    bool `json:"ok"`
+		Error struct {
+			Code       int    `json:"code"`
+			Message    string `json:"message"`
+			RetryAfter int    `json:"retry_after"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(r.raw, &reply) != nil || reply.OK || reply.Error.Code != 429 || reply.Error.Message != msg || reply.Error.RetryAfter != 5 {
+		t.Fatalf("WebSocket subscribe: reply %s, want a 429 with retry_after 5", r.raw)
+	}
+}
