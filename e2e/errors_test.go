@@ -150,3 +150,76 @@ func TestFullChannelSaysWhenToRetryOnEveryTransport(t *testing.T) {
 		t.Fatalf("WebSocket subscribe: reply %s, want a 429 with retry_after 5", r.raw)
 	}
 }
+
+// TestSignalsSayWhenPresenceIsOffAndClearingIsAlwaysAccepted: a signal on
+// a channel without presence says so, as GET /api/presence does; past the
+// signal rate a set is a 429, but a clear is always accepted.
+func TestSignalsSayWhenPresenceIsOffAndClearingIsAlwaysAccepted(t *testing.T) {
+	srv := startServer(t, "--config", writeConfig(t, `channels:
+  - pattern: "room_{id}"
+    subscribe: ["authenticated"]
+    presence: true
+  - pattern: "quiet_{id}"
+    subscribe: ["authenticated"]
+`))
+	base := srv.url()
+	tok, err := permMint("--sub", "17", "--ttl", "1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range []string{"room_1", "quiet_1"} {
+		if resp, raw := sseOpen(t, base, tok, false, ch); resp.StatusCode != 200 {
+			t.Fatalf("subscribe %s: %d %s", ch, resp.StatusCode, raw)
+		}
+	}
+	waitSubscribers(t, base, "room_1", 1)
+	waitSubscribers(t, base, "quiet_1", 1)
+	user := http.Header{"Authorization": {"Bearer " + tok}}
+	signal := func(body string) (*http.Response, []byte) {
+		return request(t, http.MethodPost, base+"/api/signal", user, body)
+	}
+
+	const off = `presence is not enabled on channel "quiet_1" (its rule needs presence: true)`
+	resp, raw := signal(`{"channel":"quiet_1","state":{"typing":true}}`)
+	checkError(t, "signal on quiet_1", resp, raw, http.StatusBadRequest, off)
+	resp, raw = request(t, http.MethodGet, base+"/api/presence?channel=quiet_1", user, "")
+	checkError(t, "presence of quiet_1", resp, raw, http.StatusBadRequest, off)
+
+	// The signal burst (5) is spent at once; the next set is refused.
+	limited := false
+	for i := 0; i < 20 && !limited; i++ {
+		resp, raw = signal(`{"channel":"room_1","state":{"typing":true}}`)
+		switch resp.StatusCode {
+		case http.StatusOK:
+		case http.StatusTooManyRequests:
+			limited = true
+		default:
+			t.Fatalf("set #%d: %d %s", i+1, resp.StatusCode, raw)
+		}
+	}
+	if !limited {
+		t.Fatal("20 sets in a row were never limited")
+	}
+	for i, body := range []string{`{"channel":"room_1","state":null}`, `{"channel":"room_1"}`, `{"channel":"room_1","state":null}`} {
+		if resp, raw := signal(body); resp.StatusCode != http.StatusOK {
+			t.Fatalf("clear #%d %s past the limit: %d %s", i+1, body, resp.StatusCode, raw)
+		}
+	}
+}
+
+// TestDenialsNameTheActionInWords: a denied history read says what was
+// denied in a sentence.
+func TestDenialsNameTheActionInWords(t *testing.T) {
+	srv := startServer(t, "--config", writeConfig(t, seedRulesYAML))
+	tok, err := permMint("--sub", "18", "--ttl", "1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, raw := request(t, http.MethodGet, srv.url()+"/api/history?channel=user_17_notifications",
+		http.Header{"Authorization": {"Bearer " + tok}}, "")
+	checkError(t, "history of another user's channel", resp, raw, http.StatusForbidden,
+		`not allowed to read the history of channel "user_17_notifications"`)
+	resp, raw = request(t, http.MethodGet, srv.url()+"/sse?channel=user_17_notifications", nil, "")
+	checkError(t, "anonymous subscribe", resp, raw, http.StatusUnauthorized,
+		`credentials are required to subscribe to channel "user_17_notifications"`)
+}
