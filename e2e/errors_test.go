@@ -7,11 +7,14 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // errorAnswer is the body of every error answer.
@@ -222,4 +225,115 @@ func TestDenialsNameTheActionInWords(t *testing.T) {
 	resp, raw = request(t, http.MethodGet, srv.url()+"/sse?channel=user_17_notifications", nil, "")
 	checkError(t, "anonymous subscribe", resp, raw, http.StatusUnauthorized,
 		`credentials are required to subscribe to channel "user_17_notifications"`)
+}
+
+// TestSinceZeroReadsFromTheOldestKept: on a channel whose rule keeps 5
+// messages, since=0 reads from the oldest kept one without a reset — on
+// GET /api/history, SSE, long polling and a WebSocket subscribe — while
+// since=1, older than what is kept, gets the reset.
+func TestSinceZeroReadsFromTheOldestKept(t *testing.T) {
+	srv := startServer(t, "--config", writeConfig(t, `history:
+  trim_interval: 50ms
+channels:
+  - pattern: "ticker_{id}"
+    subscribe: ["authenticated"]
+    history: {size: 5}
+`))
+	base := srv.url()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := 1; i <= 12; i++ {
+		if _, _, err := publish(ctx, base, "ticker_1", fmt.Sprint(i), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := http.Header{"Authorization": {"Bearer " + apiKey}}
+	historyPage := func(since int) (historyPage, []envelope) {
+		resp, raw := request(t, http.MethodGet, fmt.Sprintf("%s/api/history?channel=ticker_1&since=%d", base, since), key, "")
+		var page historyPage
+		if resp.StatusCode != 200 || json.Unmarshal(raw, &page) != nil {
+			t.Fatalf("history since %d: %d %s", since, resp.StatusCode, raw)
+		}
+		var envs []envelope
+		for _, m := range page.Messages {
+			var e envelope
+			if err := json.Unmarshal(m, &e); err != nil {
+				t.Fatal(err)
+			}
+			envs = append(envs, e)
+		}
+		return page, envs
+	}
+	// Trimming runs in the background.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, envs := historyPage(0); len(envs) == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("history never trimmed to 5")
+		}
+	}
+	if page, envs := historyPage(0); page.Reset || envs[0].Offset != 8 {
+		t.Fatalf("history since=0: reset %v, first offset %d; want no reset, from 8", page.Reset, envs[0].Offset)
+	}
+	if page, envs := historyPage(1); !page.Reset || envs[0].Offset != 8 {
+		t.Fatalf("history since=1: reset %v, first offset %d; want a reset, then 8", page.Reset, envs[0].Offset)
+	}
+
+	for _, tc := range []struct {
+		since string
+		first string // the first event after herald.connected
+	}{{"0", "message"}, {"1", "herald.reset"}} {
+		events, _ := openSSE(t, ctx, base+"/sse?channel=ticker_1&since="+tc.since, nil)
+		if ev := nextEvent(t, events); ev.name != "herald.connected" {
+			t.Fatalf("SSE since=%s: first event %+v", tc.since, ev)
+		}
+		ev := nextEvent(t, events)
+		var e envelope
+		if ev.name != tc.first || (tc.first == "message" && (json.Unmarshal([]byte(ev.data), &e) != nil || e.Offset != 8)) {
+			t.Fatalf("SSE since=%s: event %+v, want %s first (offset 8 for a message)", tc.since, ev, tc.first)
+		}
+	}
+
+	resp, raw := request(t, http.MethodGet, base+"/poll?channel=ticker_1&since=0&timeout=0", key, "")
+	var ans pollAnswer
+	if resp.StatusCode != 200 || json.Unmarshal(raw, &ans) != nil || len(ans.Messages) != 5 {
+		t.Fatalf("poll since=0: %d %s, want the 5 kept messages", resp.StatusCode, raw)
+	}
+	var first envelope
+	if json.Unmarshal(ans.Messages[0], &first) != nil || first.Event == "herald.reset" || first.Offset != 8 {
+		t.Fatalf("poll since=0: first message %s, want offset 8 and no reset", ans.Messages[0])
+	}
+
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(base, "http")+"/ws", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if err := ws.WriteJSON(map[string]any{"id": 1, "op": "subscribe", "channel": "ticker_1", "since": 0}); err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for {
+		var f struct {
+			ID       *int              `json:"id"`
+			Type     string            `json:"type"`
+			Message  json.RawMessage   `json:"message"`
+			Messages []json.RawMessage `json:"messages"`
+		}
+		if err := ws.ReadJSON(&f); err != nil {
+			t.Fatal(err)
+		}
+		if f.ID != nil || f.Type == "connected" {
+			continue
+		}
+		if f.Type == "batch" {
+			f.Message = f.Messages[0]
+		}
+		var e envelope
+		if (f.Type != "message" && f.Type != "batch") || json.Unmarshal(f.Message, &e) != nil || e.Offset != 8 {
+			t.Fatalf("WebSocket subscribe since 0: first push %s %s, want message 8 and no reset", f.Type, f.Message)
+		}
+		break
+	}
 }

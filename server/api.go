@@ -117,8 +117,8 @@ type HistoryPage struct {
 	Messages []json.RawMessage `json:"messages"`
 	// Next is the since of the following page.
 	Next uint64 `json:"next"`
-	// Reset is true when since is older than what is kept: messages then
-	// start at the oldest kept one.
+	// Reset is true when since (≥ 1) is older than what is kept: messages
+	// then start at the oldest kept one. Since 0 is never a reset.
 	Reset bool `json:"reset"`
 }
 
@@ -166,8 +166,9 @@ func (s *Server) History(ctx context.Context, id Identity, channel string, since
 		}
 		page.Epoch, page.Head = pos.Epoch, pos.Head
 	}
+	// since 0 asks for all that is kept: no reset, however much was trimmed.
 	out := HistoryPage{Channel: channel, Epoch: page.Epoch, Head: page.Head, Next: since,
-		Reset: page.Trimmed, Messages: make([]json.RawMessage, 0, len(page.Entries))}
+		Reset: page.Trimmed && since > 0, Messages: make([]json.RawMessage, 0, len(page.Entries))}
 	if page.Trimmed {
 		out.Next = page.First - 1
 	}

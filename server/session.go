@@ -66,6 +66,9 @@ type subscription struct {
 	preface []Item // sent before anything else of this subscription
 	// resetReason, when set, sends a herald.reset before the next page.
 	resetReason string
+	// fromOldest: the client asked for all that is kept (since 0, no
+	// epoch), so finding the start trimmed is no reset.
+	fromOldest bool
 
 	// pos is the client's position on this channel, for its cursor.
 	// Guarded by sess.mu.

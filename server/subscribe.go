@@ -9,7 +9,8 @@ import (
 // Position is where a client stands on one channel: the last offset it
 // holds and the epoch that offset belongs to.
 type Position struct {
-	// Since is the last offset the client holds; 0 replays all that is kept.
+	// Since is the last offset the client holds; 0 (without Epoch)
+	// replays all that is kept, with no herald.reset for what was trimmed.
 	Since uint64
 	// Epoch is the epoch Since refers to; "" when the client does not know
 	// it (the position is then trusted as is).
@@ -101,6 +102,10 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	default:
 		sub.since = from.Since
 		sub.pos = cursorEntry{channel: req.Channel, epoch: head.Epoch, offset: from.Since}
+		// Since 0 without an epoch asks for all that is kept. With an
+		// epoch it is a position held (the client saw the channel empty):
+		// if the history no longer starts at 1, the client missed some.
+		sub.fromOldest = from.Since == 0 && from.Epoch == ""
 	}
 	sub.pos.hash = channelHash(req.Channel)
 
@@ -172,7 +177,7 @@ func (s *Server) catchUp(ctx context.Context, sub *subscription, dst []Item, pag
 	reason := sub.resetReason
 	sub.resetReason = ""
 	if page.Trimmed {
-		if reason == "" {
+		if reason == "" && !(sub.fromOldest && sub.since == 0) {
 			reason = resetTrimmed
 		}
 		sub.since = page.First - 1

@@ -315,3 +315,42 @@ func TestShutdownClosesSessionsWithReconnect(t *testing.T) {
 		t.Fatalf("open during shutdown: %v", err)
 	}
 }
+
+// TestSinceZeroReadsFromTheOldestKept: since 0 asks for everything kept,
+// so a trimmed channel answers it without a reset — on history reads and
+// on subscriptions. A position the client holds (since ≥ 1, or 0 of a
+// known epoch: it saw the channel empty) that the history no longer
+// reaches still gets one.
+func TestSinceZeroReadsFromTheOldestKept(t *testing.T) {
+	t.Parallel()
+	srv, st := newTestServer(t, Config{})
+	ctx := context.Background()
+	publishN(t, srv, "trimmed", 1, 10)
+	if _, err := st.Trim(ctx, "trimmed", store.Retention{MaxCount: 4}); err != nil {
+		t.Fatal(err)
+	}
+	page, err := srv.History(ctx, system, "trimmed", 0, 100)
+	if err != nil || page.Reset || len(page.Messages) != 4 || page.Next != 10 || !strings.Contains(string(page.Messages[0]), `"offset":7,`) {
+		t.Fatalf("history since 0: reset %v, %d messages, next %d, %v; want offsets 7..10 without reset", page.Reset, len(page.Messages), page.Next, err)
+	}
+	epoch := page.Epoch
+	for _, tc := range []struct {
+		name  string
+		from  Position
+		reset bool
+	}{
+		{"since 0", Position{Since: 0}, false},
+		{"since 0 of the current epoch", Position{Since: 0, Epoch: epoch}, true},
+		{"since 1", Position{Since: 1}, true},
+		{"since 2 of the current epoch", Position{Since: 2, Epoch: epoch}, true},
+		{"since 6, the last trimmed", Position{Since: 6}, false},
+	} {
+		sess, _ := openSession(t, srv, []string{"trimmed"}, []*Position{&tc.from}, "")
+		items := collect(t, sess).waitFor(t, "the kept messages", countOffsets("trimmed", 4))
+		if got := items[0].Kind == KindReset; got != tc.reset {
+			t.Errorf("%s: first item %s, reset %v, want %v", tc.name, items[0].Msg.Raw, got, tc.reset)
+		}
+		assertRange(t, offsets(items)["trimmed"], 7, 10)
+		sess.Close(ReasonClientGone)
+	}
+}
