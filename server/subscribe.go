@@ -24,7 +24,9 @@ type SubscribeRequest struct {
 	// only messages published from now on.
 	From *Position
 	// Ack, when set, makes the frame that acknowledges the subscribe (a
-	// WebSocket reply); it is queued before anything of the subscription.
+	// WebSocket reply). Subscribe queues it on the session's queue before
+	// it returns — after the frames Sent before, ahead of those Sent
+	// after — and before anything of the subscription.
 	Ack func(SubscribeResult) []byte
 }
 
@@ -71,7 +73,7 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	// sub.pending; everything up to the head is in the store. The union
 	// has no gap; the drainer drops the overlap.
 	ch := s.hub.acquire(req.Channel)
-	sub := &subscription{sess: sess, ch: ch, name: req.Channel, index: -1}
+	sub := &subscription{sess: sess, ch: ch, name: req.Channel, index: -1, muted: req.Ack != nil}
 	var caps captures
 	if r := s.rules.match(req.Channel, &caps); r != nil {
 		sub.batch = r.cfg.Batch
@@ -85,9 +87,7 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	}
 
 	sub.epoch = head.Epoch
-	if req.Ack != nil {
-		sub.preface = []Item{{Kind: KindFrame, Raw: req.Ack(SubscribeResult{Channel: req.Channel, Epoch: head.Epoch, Head: head.Head})}}
-	}
+	res := SubscribeResult{Channel: req.Channel, Epoch: head.Epoch, Head: head.Head}
 	switch from := req.From; {
 	case from == nil:
 		sub.since = head.Head
@@ -109,6 +109,24 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	}
 	sub.pos.hash = channelHash(req.Channel)
 
+	// The reply goes on the session's queue now, in line with the
+	// caller's other frames (a WebSocket connection serves its ops one
+	// after another and queues each reply as its op ends), and before the
+	// subscription is put in catchingUp, where the drainer finds it. It
+	// stays ahead of every message of the subscription:
+	//   - stored ones: the subscription is not live, so the hub parks them
+	//     in sub.pending; they reach the drainer only through catchUp,
+	//     which runs for a subscription found in catchingUp, after the
+	//     drain of the queue that holds the reply (see DrainLimit);
+	//   - ephemeral ones: the hub skips a muted subscription; queueAck
+	//     queues the reply and unmutes it under ch.mu, which the hub holds
+	//     while it fans out (lock order channel → queue, hub.go).
+	if req.Ack != nil && !queueAck(sub, req.Ack(res)) {
+		ch.remove(sub)
+		s.hub.release(ch)
+		return SubscribeResult{}, ErrClosed
+	}
+
 	sess.mu.Lock()
 	if sess.closed {
 		sess.mu.Unlock()
@@ -121,7 +139,22 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	sess.mu.Unlock()
 	s.joinPresence(sess, req.Channel)
 	sess.q.signal()
-	return SubscribeResult{Channel: req.Channel, Epoch: head.Epoch, Head: head.Head}, nil
+	return res, nil
+}
+
+// queueAck queues a subscription's reply frame and lets the subscription
+// receive ephemeral messages from then on. It reports false when the
+// session's queue refused the frame: the session is closed, or is closed
+// now as a slow consumer.
+func queueAck(sub *subscription, frame []byte) bool {
+	sub.ch.mu.Lock()
+	ok := sub.sess.q.push(Item{Kind: KindFrame, Raw: frame})
+	sub.muted = false
+	sub.ch.mu.Unlock()
+	if !ok {
+		sub.sess.fail(ReasonSlowConsumer)
+	}
+	return ok
 }
 
 // Unsubscribe removes a channel from a session. It reports whether the
@@ -161,10 +194,6 @@ func (s *Server) drop(sess *Session, sub *subscription) {
 // that the subscription went live: everything up to the hand-over was
 // appended, and later messages arrive through the queue.
 func (s *Server) catchUp(ctx context.Context, sub *subscription, dst []Item, pageSize int) (_ []Item, done bool, _ error) {
-	if sub.preface != nil {
-		dst = append(dst, sub.preface...)
-		sub.preface = nil
-	}
 	page, err := s.log.Read(ctx, sub.name, sub.since, pageSize)
 	if err != nil {
 		return dst, false, fmt.Errorf("read %q after %d: %w", sub.name, sub.since, err)

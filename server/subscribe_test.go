@@ -354,3 +354,70 @@ func TestSinceZeroReadsFromTheOldestKept(t *testing.T) {
 		sess.Close(ReasonClientGone)
 	}
 }
+
+// TestSubscribeReplyKeepsItsPlaceAmongReplies: a subscribe's reply (its
+// Ack) is sent in op order — after the frames queued before it, before
+// those queued after it — and before every message of its subscription,
+// even while an earlier subscription is still catching up.
+func TestSubscribeReplyKeepsItsPlaceAmongReplies(t *testing.T) {
+	t.Parallel()
+	srv, _ := newTestServer(t, Config{CatchUpPage: 2})
+	publishN(t, srv, "earlier", 1, 9)
+	publishN(t, srv, "room", 1, 5)
+	sess, err := srv.NewSession(system, "test", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close(ReasonClientGone)
+	ctx := context.Background()
+	subscribe := func(channel string, since uint64, ack string) {
+		t.Helper()
+		if _, err := srv.Subscribe(ctx, sess, SubscribeRequest{Channel: channel, From: &Position{Since: since},
+			Ack: func(SubscribeResult) []byte { return []byte(ack) }}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sess.Send([]byte("reply 1"))
+	subscribe("earlier", 0, "ack 2")
+	subscribe("room", 2, "ack 3")
+	sess.Send([]byte("reply 4"))
+	publishN(t, srv, "room", 6, 6)
+	sess.Send([]byte("reply 5"))
+
+	// Drain as a transport's writer does, until everything is out.
+	var items []Item
+	deadline := time.After(10 * time.Second)
+	for {
+		items = sess.Drain(items)
+		if got := offsets(items); len(got["earlier"]) == 9 && len(got["room"]) == 4 {
+			break
+		}
+		select {
+		case <-sess.Ready():
+		case <-deadline:
+			t.Fatalf("drained %d items, not everything: %v", len(items), offsets(items))
+		}
+	}
+	var frames []string
+	first := map[string]int{} // channel → index of its first message
+	at := map[string]int{}    // frame → index
+	for i, it := range items {
+		switch it.Kind {
+		case KindFrame:
+			frames = append(frames, string(it.Raw))
+			at[string(it.Raw)] = i
+		case KindMessage, KindReset:
+			if _, ok := first[it.Msg.Channel]; !ok {
+				first[it.Msg.Channel] = i
+			}
+		}
+	}
+	if got := strings.Join(frames, ", "); got != "reply 1, ack 2, ack 3, reply 4, reply 5" {
+		t.Fatalf("frames in the order %s, want reply 1, ack 2, ack 3, reply 4, reply 5", got)
+	}
+	if at["ack 2"] > first["earlier"] || at["ack 3"] > first["room"] {
+		t.Fatalf("a subscription's message came before its reply: acks at %d and %d, first messages at %v", at["ack 2"], at["ack 3"], first)
+	}
+	assertRange(t, offsets(items)["earlier"], 1, 9)
+	assertRange(t, offsets(items)["room"], 3, 6)
+}
