@@ -206,10 +206,14 @@ func (t *Tracker) Disconnect(now time.Time, userID, session string) {
 	}
 }
 
-// SetState sets a member's state for ttl, or clears it (state empty or
-// JSON null). It returns StateChanged when the state changed.
+// Clears reports whether state, given to SetState, clears the member's
+// state: empty or JSON null.
+func Clears(state json.RawMessage) bool { return len(state) == 0 || string(state) == "null" }
+
+// SetState sets a member's state for ttl, or clears it (see Clears). It
+// returns StateChanged when the state changed.
 func (t *Tracker) SetState(now time.Time, channel, userID string, state json.RawMessage, ttl time.Duration) ([]Event, error) {
-	clearing := len(state) == 0 || string(state) == "null"
+	clearing := Clears(state)
 	if !clearing {
 		if len(state) > t.opts.MaxStateBytes {
 			return nil, fmt.Errorf("state is %d bytes, the limit is %d: %w", len(state), t.opts.MaxStateBytes, ErrStateLarge)

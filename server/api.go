@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/julienschmidt/httprouter"
 )
@@ -16,8 +17,16 @@ const (
 	maxChannelsLimit    = 1000
 )
 
-// Routes registers the server API (DESIGN §4) and the health endpoints.
+// Routes registers the server API (DESIGN §4) and the health endpoints,
+// and makes r answer what no route takes with the same JSON errors as
+// the rest: a 404 naming the method and path, a 405 naming the methods
+// the path takes (with Allow). OPTIONS requests are not answered by r:
+// CORS, in front of it, answers the preflights of allowed origins; any
+// other OPTIONS request is a 405.
 func (s *Server) Routes(r *httprouter.Router) {
+	r.NotFound = http.HandlerFunc(s.handleNotFound)
+	r.MethodNotAllowed = http.HandlerFunc(s.handleMethodNotAllowed)
+	r.HandleOPTIONS = false
 	r.HandlerFunc(http.MethodPost, "/api/publish", s.handlePublish)
 	r.HandlerFunc(http.MethodGet, "/api/history", s.handleHistory)
 	r.HandlerFunc(http.MethodGet, "/api/channels", s.handleChannels)
@@ -34,6 +43,32 @@ func (s *Server) Routes(r *httprouter.Router) {
 	r.Handler(http.MethodGet, "/metrics", s.MetricsHandler())
 	r.HandlerFunc(http.MethodGet, "/healthz", s.handleHealthz)
 	r.HandlerFunc(http.MethodGet, "/readyz", s.handleReadyz)
+}
+
+func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
+	s.WriteError(w, r, newError(http.StatusNotFound, ErrNotFound, "no route for %s %s", r.Method, r.URL.Path))
+}
+
+// handleMethodNotAllowed answers a path that exists for other methods.
+// The router has set Allow; the message names the same methods, but
+// OPTIONS, which only CORS preflights use.
+func (s *Server) handleMethodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	var methods []string
+	for m := range strings.SplitSeq(w.Header().Get("Allow"), ", ") {
+		if m != "" && m != http.MethodOptions {
+			methods = append(methods, m)
+		}
+	}
+	s.WriteError(w, r, newError(http.StatusMethodNotAllowed, ErrMethodNotAllowed,
+		"%s %s is not allowed; use %s", r.Method, r.URL.Path, orList(methods)))
+}
+
+// orList joins words as "a", "a or b", "a, b or c".
+func orList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
 }
 
 // apiIdentity authenticates an /api/* request; every one needs
@@ -82,8 +117,8 @@ type HistoryPage struct {
 	Messages []json.RawMessage `json:"messages"`
 	// Next is the since of the following page.
 	Next uint64 `json:"next"`
-	// Reset is true when since is older than what is kept: messages then
-	// start at the oldest kept one.
+	// Reset is true when since (≥ 1) is older than what is kept: messages
+	// then start at the oldest kept one. Since 0 is never a reset.
 	Reset bool `json:"reset"`
 }
 
@@ -131,8 +166,9 @@ func (s *Server) History(ctx context.Context, id Identity, channel string, since
 		}
 		page.Epoch, page.Head = pos.Epoch, pos.Head
 	}
+	// since 0 asks for all that is kept: no reset, however much was trimmed.
 	out := HistoryPage{Channel: channel, Epoch: page.Epoch, Head: page.Head, Next: since,
-		Reset: page.Trimmed, Messages: make([]json.RawMessage, 0, len(page.Entries))}
+		Reset: page.Trimmed && since > 0, Messages: make([]json.RawMessage, 0, len(page.Entries))}
 	if page.Trimmed {
 		out.Next = page.First - 1
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -281,6 +282,82 @@ func TestUserTokensAreVerified(t *testing.T) {
 		code, _, raw := f.call(t, "POST", "/api/publish", tc.tok, body, &e)
 		if code != tc.code || !strings.Contains(e.Error.Message, tc.msg) {
 			t.Errorf("%s: %d %s", tc.name, code, raw)
+		}
+	}
+}
+
+func TestJSONAnswersKeepHTMLCharactersLiteral(t *testing.T) {
+	t.Parallel()
+	f := newAPI(t, Config{})
+	// An error quoting the caller's bad value.
+	code, hdr, raw := f.call(t, "GET", "/api/history?channel="+url.QueryEscape("a<b>&c"), testAPIKey, "", nil)
+	if code != 400 || !strings.Contains(raw, `channel name \"a<b>&c\" has the character \"<\" at position 2`) {
+		t.Fatalf("bad channel: %d %s, want the name quoted with a literal <", code, raw)
+	}
+	if strings.Contains(raw, `\u003c`) || !strings.HasSuffix(raw, "}\n") || strings.HasSuffix(raw, "\n\n") {
+		t.Fatalf("bad channel: body %q, want literal characters and one trailing newline", raw)
+	}
+	if ct, opt := hdr.Get("Content-Type"), hdr.Get("X-Content-Type-Options"); ct != "application/json" || opt != "nosniff" {
+		t.Fatalf("Content-Type %q, X-Content-Type-Options %q", ct, opt)
+	}
+	// A stored message read back through the API.
+	f.call(t, "POST", "/api/publish", testAPIKey, `{"channel":"html","data":{"text":"<b>Tom & Jerry</b>"}}`, nil)
+	code, _, raw = f.call(t, "GET", "/api/history?channel=html", testAPIKey, "", nil)
+	if code != 200 || !strings.Contains(raw, `"data":{"text":"<b>Tom & Jerry</b>"}`) {
+		t.Fatalf("history: %d %s, want the data as published", code, raw)
+	}
+}
+
+func TestUnknownRoutesAndMethodsAnswerJSONErrors(t *testing.T) {
+	t.Parallel()
+	f := newAPI(t, Config{AllowedOrigins: []string{"https://app.example.com"}})
+	cases := []struct {
+		method, path string
+		origin       string // sends a CORS preflight from this origin
+		code         int
+		msg, allow   string
+	}{
+		{"GET", "/api/publsh", "", 404, "no route for GET /api/publsh", ""},
+		{"GET", "/", "", 404, "no route for GET /", ""},
+		{"POST", "/api/history", "", 405, "POST /api/history is not allowed; use GET", "GET, OPTIONS"},
+		{"PUT", "/api/grants", "", 405, "PUT /api/grants is not allowed; use DELETE, GET or POST", "DELETE, GET, OPTIONS, POST"},
+		{"DELETE", "/api/users/17", "", 405, "DELETE /api/users/17 is not allowed; use GET", "GET, OPTIONS"},
+		{"OPTIONS", "/healthz", "", 405, "OPTIONS /healthz is not allowed; use GET", "GET, OPTIONS"},
+		// A preflight from an allowed origin is CORS's to answer.
+		{"OPTIONS", "/api/publish", "https://app.example.com", 204, "", ""},
+	}
+	for _, tc := range cases {
+		req, _ := http.NewRequest(tc.method, f.hs.URL+tc.path, nil)
+		if tc.origin != "" {
+			req.Header.Set("Origin", tc.origin)
+			req.Header.Set("Access-Control-Request-Method", "POST")
+		}
+		resp, err := f.hs.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		what := tc.method + " " + tc.path
+		if resp.StatusCode != tc.code {
+			t.Errorf("%s: %d %s, want %d", what, resp.StatusCode, raw, tc.code)
+			continue
+		}
+		if tc.code == 204 {
+			if resp.Header.Get("Access-Control-Allow-Origin") != tc.origin {
+				t.Errorf("%s: preflight not answered by CORS: %v", what, resp.Header)
+			}
+			continue
+		}
+		var e apiError
+		if err := json.Unmarshal(raw, &e); err != nil || e.Error.Code != tc.code || e.Error.Message != tc.msg {
+			t.Errorf("%s: body %q, want {\"error\":{\"code\":%d,\"message\":%q}}", what, raw, tc.code, tc.msg)
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("%s: Content-Type %q", what, ct)
+		}
+		if got := resp.Header.Get("Allow"); got != tc.allow {
+			t.Errorf("%s: Allow %q, want %q", what, got, tc.allow)
 		}
 	}
 }

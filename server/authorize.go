@@ -27,6 +27,22 @@ func (a Action) String() string {
 	return "unknown"
 }
 
+// phrase is the action as the verb of a sentence about a channel:
+// "not allowed to <phrase> channel …".
+func (a Action) phrase() string {
+	switch a {
+	case ActionSubscribe:
+		return "subscribe to"
+	case ActionPublish:
+		return "publish to"
+	case ActionHistory:
+		return "read the history of"
+	case ActionPresence:
+		return "see the presence of"
+	}
+	return "use"
+}
+
 // configKey is the rule key that lists the principals of the action.
 func (a Action) configKey() string {
 	switch a {
@@ -74,10 +90,16 @@ func (s *Server) authorize(id Identity, action Action, channel string) error {
 			}
 		}
 	}
+	return denied(id, action, channel)
+}
+
+// denied is the refusal of action on channel: a 401 without credentials,
+// else a 403. It names the channel and the action, never the rule.
+func denied(id Identity, action Action, channel string) error {
 	if id.Anonymous {
-		return unauthorizedf("credentials are required to %s channel %q", action, channel)
+		return unauthorizedf("credentials are required to %s channel %q", action.phrase(), channel)
 	}
-	return forbiddenf(channel, "not allowed to %s channel %q", action, channel)
+	return forbiddenf(channel, "not allowed to %s channel %q", action.phrase(), channel)
 }
 
 // allows reports whether principal p covers id for action on channel.

@@ -48,10 +48,7 @@ func userChannelDecision(id Identity, action Action, channel string) (isSystem b
 	if action != ActionPublish && id.User != "" && channel == UserChannel(id.User) {
 		return true, nil
 	}
-	if id.Anonymous {
-		return true, unauthorizedf("credentials are required to %s channel %q", action, channel)
-	}
-	return true, forbiddenf(channel, "not allowed to %s channel %q", action, channel)
+	return true, denied(id, action, channel)
 }
 
 // BroadcastRequest publishes one message to many channels, or to every

@@ -23,6 +23,10 @@ var (
 	ErrShuttingDown = errors.New("server shutting down") // 503
 )
 
+// ErrMethodNotAllowed is the sentinel of a 405: the path exists, for
+// other methods.
+var ErrMethodNotAllowed = errors.New("method not allowed")
+
 // Error is the one error type that reaches the wire. Code equals the HTTP
 // status; the WebSocket transport sends it as the reply's error code.
 type Error struct {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -43,17 +44,26 @@ func (s *Server) WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, e.Code, body, s.logger)
 }
 
+// writeJSON answers with v as one line of JSON. <, > and & are written as
+// they are, not as \u003c…: an error quoting a client's value reads as the
+// client wrote it. JSON is never HTML; nosniff keeps a browser from
+// guessing otherwise.
 func writeJSON(w http.ResponseWriter, status int, v any, logger *slog.Logger) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil { // Encode ends the value with a newline
 		logger.Error("encode response", "err", err)
-		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":500,"message":"internal error"}}`)
+		status = http.StatusInternalServerError
+		buf.Reset()
+		buf.WriteString(`{"error":{"code":500,"message":"internal error"}}` + "\n")
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(buf.Bytes())
 }
 
 // decodeBody reads a JSON request body into v, strictly: a body over the

@@ -176,7 +176,8 @@ func (h *hub) deliver(run []*Message) {
 }
 
 // deliverEphemeral fans out a message that is not stored and has no
-// offset: every subscriber gets it now, catching up or not.
+// offset: every subscriber gets it now, catching up or not — but one
+// whose subscribe reply is not queued yet (it was not subscribed yet).
 func (h *hub) deliverEphemeral(m *Message) {
 	c := h.lookup(m.Channel)
 	if c == nil {
@@ -185,6 +186,9 @@ func (h *hub) deliverEphemeral(m *Message) {
 	run := []*Message{m}
 	c.mu.Lock()
 	for _, sub := range c.subs {
+		if sub.muted {
+			continue // its subscribe reply is not queued yet; nothing may pass it
+		}
 		sub.sess.pushRunLocked(run)
 	}
 	c.mu.Unlock()

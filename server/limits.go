@@ -124,6 +124,13 @@ func (s *Server) allowConnect(remoteAddr string) error {
 	return nil
 }
 
+// subscriberRetryAfter is the retry time of a subscription refused by
+// max_subscribers. Nothing says when a subscriber will leave: 5 s lets a
+// client come back soon enough to take a freed place, and spaces out a
+// crowd retrying (a chat room that is full at the start of an event)
+// far enough not to make a flood of it.
+const subscriberRetryAfter = 5 * time.Second
+
 // checkCapacity refuses a subscription past the rule's max_subscribers.
 func (s *Server) checkCapacity(channel string) error {
 	var caps captures
@@ -132,9 +139,7 @@ func (s *Server) checkCapacity(channel string) error {
 		return nil
 	}
 	if n := s.hub.subscribers(channel); n >= r.cfg.MaxSubscribers {
-		e := newError(http.StatusTooManyRequests, ErrRateLimited, "channel %q has %d subscribers, the limit is %d", channel, n, r.cfg.MaxSubscribers)
-		e.Channel = channel
-		return e
+		return rateLimited(channel, subscriberRetryAfter, "channel %q has %d subscribers, the limit is %d", channel, n, r.cfg.MaxSubscribers)
 	}
 	return nil
 }

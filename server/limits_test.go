@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -343,6 +345,79 @@ func TestModerationRoutes(t *testing.T) {
 		_ = json.Unmarshal([]byte(raw), &e)
 		if code != tc.code || (tc.msg != "" && !strings.Contains(e.Error.Message, tc.msg)) {
 			t.Errorf("%s %s %s: %d %s", tc.method, tc.path, tc.body, code, raw)
+		}
+	}
+}
+
+// TestEveryRefusalWith429SaysWhenToRetry walks every cap and rate that
+// answers 429: each carries a retry time, which the HTTP answer turns into
+// Retry-After and retry_after.
+func TestEveryRefusalWith429SaysWhenToRetry(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	srv, _ := newTestServer(t, Config{Now: clk.Now, MaxSessionsPerUser: 1, OpsPerSecond: 1, OpsBurst: 1,
+		ConnectsPerSecond: 1, ConnectsBurst: 1, SignalRate: 1, SignalBurst: 1,
+		Rules: []RuleConfig{{Pattern: "capped", Subscribe: []string{"authenticated"}, Publish: []string{"authenticated"},
+			Presence: true, MaxSubscribers: 1, RateLimit: &RateLimitConfig{Limit: 1, Window: time.Minute}}}})
+	ctx := context.Background()
+	ada := userWith("17")
+	held := openAs(t, srv, ada, "capped") // ada's one session, the channel's one subscriber
+	defer held.Close(ReasonClientGone)
+	twice := func(f func() error) error {
+		if err := f(); err != nil {
+			return err
+		}
+		return f()
+	}
+	cases := []struct {
+		name  string
+		err   error
+		retry time.Duration // exact when set
+	}{
+		{"subscribers per channel", func() error {
+			_, _, err := srv.Open(ctx, userWith("18"), OpenRequest{Channels: []string{"capped"}})
+			return err
+		}(), subscriberRetryAfter},
+		{"sessions per user", func() error {
+			_, err := srv.NewSession(ada, "test", "", "")
+			return err
+		}(), 0},
+		{"requests in flight", func() error {
+			for range maxInflightPerUser {
+				if _, err := srv.enterUser(ada); err != nil {
+					return err
+				}
+			}
+			_, err := srv.enterUser(ada)
+			return err
+		}(), 0},
+		{"ops per connection", twice(func() error { return srv.AllowOp(held) }), 0},
+		{"connections per IP", twice(func() error { return srv.allowConnect("203.0.113.9:5000") }), 0},
+		{"publishes per user", twice(func() error {
+			_, err := srv.Publish(ctx, ada, PublishRequest{Channel: "capped", Data: json.RawMessage(`1`)})
+			return err
+		}), 0},
+		{"signals per member", twice(func() error {
+			return srv.Signal(ada, SignalRequest{Channel: "capped", State: json.RawMessage(`{"typing":true}`)})
+		}), 0},
+	}
+	for _, tc := range cases {
+		e := AsError(tc.err)
+		if e.Code != 429 || e.RetryAfter <= 0 || (tc.retry > 0 && e.RetryAfter != tc.retry) {
+			t.Errorf("%s: %d %q, retry after %s", tc.name, e.Code, e.Message, e.RetryAfter)
+			continue
+		}
+		rec := httptest.NewRecorder()
+		srv.WriteError(rec, httptest.NewRequest("GET", "/", nil), tc.err)
+		var body struct {
+			Error struct {
+				RetryAfter int `json:"retry_after"`
+			} `json:"error"`
+		}
+		secs := int((e.RetryAfter + time.Second - 1) / time.Second)
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error.RetryAfter != secs ||
+			rec.Header().Get("Retry-After") != strconv.Itoa(secs) {
+			t.Errorf("%s: answered %d %s with Retry-After %q, want %d s in both", tc.name, rec.Code, rec.Body, rec.Header().Get("Retry-After"), secs)
 		}
 	}
 }

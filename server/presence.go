@@ -281,6 +281,12 @@ func (s *Server) deliverPresence(channel, event string, data []byte, exclude str
 	s.hub.deliverEphemeral(&Message{Channel: channel, Event: event, Raw: buildEnvelope(channel, 0, "", b), presence: true, excludeSession: exclude})
 }
 
+// presenceOff is the one answer to a presence query or signal on a
+// channel whose rule does not keep presence.
+func presenceOff(channel string) *Error {
+	return invalidf("presence is not enabled on channel %q (its rule needs presence: true)", channel)
+}
+
 // PresenceInfo answers a presence query: the members, or with stats only
 // their counts.
 type PresenceInfo struct {
@@ -300,7 +306,7 @@ func (s *Server) Presence(id Identity, channel string, stats bool) (PresenceInfo
 		return PresenceInfo{}, err
 	}
 	if on, _, _ := s.channelPresence(channel); !on {
-		return PresenceInfo{}, invalidf("presence is not enabled on channel %q (its rule needs presence: true)", channel)
+		return PresenceInfo{}, presenceOff(channel)
 	}
 	info := PresenceInfo{Channel: channel}
 	info.Count, info.Sessions = s.presence.tracker.Stats(channel)
@@ -326,10 +332,20 @@ const defaultSignalTTL = 3 * time.Second
 
 // Signal sets the caller's state on its membership of a channel; others
 // hear herald.state now and again when it expires without a refresh.
-// Signals are rate limited per member.
+// Setting a state is rate limited per member; clearing one (state absent
+// or null) never is: a client must always be able to say it stopped
+// typing, and clears cannot flood — only a clear that removes a state
+// (set at the limited rate) is announced.
 func (s *Server) Signal(id Identity, req SignalRequest) error {
 	if err := ValidateChannel(req.Channel); err != nil {
 		return err
+	}
+	if on, _, _ := s.channelPresence(req.Channel); !on {
+		// Only who may subscribe learns how the channel's rule is set.
+		if err := s.authorize(id, ActionSubscribe, req.Channel); err != nil {
+			return err
+		}
+		return presenceOff(req.Channel)
 	}
 	if !member(id) {
 		return forbiddenf(req.Channel, "signals come from users in the channel; the API key and anonymous clients have no membership")
@@ -339,9 +355,11 @@ func (s *Server) Signal(id Identity, req SignalRequest) error {
 		ttl = time.Duration(*req.TTL * float64(time.Second))
 	}
 	now := s.now()
-	if ok, retry := s.presence.limiters.allow(id.User+"\x00"+req.Channel, now); !ok {
-		s.metrics.rateLimited.WithLabelValues("signal").Inc()
-		return rateLimited(req.Channel, retry, "signals on channel %q are limited to %g per second", req.Channel, s.cfg.SignalRate)
+	if !presence.Clears(req.State) {
+		if ok, retry := s.presence.limiters.allow(id.User+"\x00"+req.Channel, now); !ok {
+			s.metrics.rateLimited.WithLabelValues("signal").Inc()
+			return rateLimited(req.Channel, retry, "signals on channel %q are limited to %g per second", req.Channel, s.cfg.SignalRate)
+		}
 	}
 	evs, err := s.presence.tracker.SetState(now, req.Channel, id.User, req.State, ttl)
 	switch {

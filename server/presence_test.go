@@ -273,3 +273,73 @@ func TestOfflineReachesEveryStatusChannelOfTheUser(t *testing.T) {
 		}
 	}
 }
+
+func TestSignalOnAChannelWithoutPresenceSaysSo(t *testing.T) {
+	t.Parallel()
+	srv, _ := newTestServer(t, Config{Rules: presenceRules()})
+	ada := userWith("17")
+	sess := openAs(t, srv, ada, "quiet_1") // subscribed, but the rule has no presence
+	defer sess.Close(ReasonClientGone)
+	const want = `presence is not enabled on channel "quiet_1" (its rule needs presence: true)`
+	err := srv.Signal(ada, SignalRequest{Channel: "quiet_1", State: json.RawMessage(`{"typing":true}`)})
+	if e := AsError(err); e.Code != 400 || e.Message != want {
+		t.Fatalf("signal: %v, want 400 %q", err, want)
+	}
+	if _, err := srv.Presence(ada, "quiet_1", false); AsError(err).Message != want {
+		t.Fatalf("presence query: %v, want the same message", err)
+	}
+	// Who may not subscribe learns nothing of the rule.
+	err = srv.Signal(ada, SignalRequest{Channel: "no_rule", State: json.RawMessage(`1`)})
+	if e := AsError(err); e.Code != 403 || e.Message != `not allowed to subscribe to channel "no_rule"` {
+		t.Fatalf("signal on a channel without a rule: %v", err)
+	}
+}
+
+func TestClearingStateIsNeverRateLimited(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	srv, _ := newTestServer(t, Config{Now: clk.Now, Rules: presenceRules()})
+	watcher := collect(t, openAs(t, srv, userWith("1"), "chat_room_7"))
+	ada := userWith("17")
+	sess := openAs(t, srv, ada, "chat_room_7")
+	defer sess.Close(ReasonClientGone)
+	presenceSeen(t, srv, watcher, "chat_room_7") // the join
+	signal := func(state string) error {
+		req := SignalRequest{Channel: "chat_room_7"}
+		if state != "" {
+			req.State = json.RawMessage(state)
+		}
+		return srv.Signal(ada, req)
+	}
+
+	// Clears with no state set: accepted, nothing announced, no token taken.
+	for i := 0; i < 10; i++ {
+		for _, clear := range []string{"null", ""} {
+			if err := signal(clear); err != nil {
+				t.Fatalf("clear #%d (%q) with no state: %v", i, clear, err)
+			}
+		}
+	}
+	if got := presenceSeen(t, srv, watcher, "chat_room_7"); got != "" {
+		t.Fatalf("clearing no state announced %q", got)
+	}
+	// The whole burst of sets is still there.
+	for i := 0; i < 5; i++ {
+		if err := signal(fmt.Sprintf(`{"typing":%d}`, i)); err != nil {
+			t.Fatalf("set #%d: %v", i, err)
+		}
+	}
+	if e := AsError(signal(`{"typing":true}`)); e.Code != 429 {
+		t.Fatalf("sixth set: %v, want 429", e)
+	}
+	// Past the limit, a clear still goes through, and is heard.
+	if err := signal("null"); err != nil {
+		t.Fatalf("clear past the limit: %v", err)
+	}
+	if got := presenceSeen(t, srv, watcher, "chat_room_7"); !strings.HasSuffix(got, "herald.state:17=null") {
+		t.Fatalf("after the clear: %q", got)
+	}
+	if err := signal(""); err != nil {
+		t.Fatalf("a clear without state past the limit: %v", err)
+	}
+}

@@ -122,6 +122,38 @@ func TestSeedPermissionSets(t *testing.T) {
 	}
 }
 
+func TestDenialsSayTheActionInPlainWords(t *testing.T) {
+	t.Parallel()
+	srv, _ := newTestServer(t, Config{Rules: seedRules()})
+	anon := Identity{Anonymous: true}
+	const ch = "user_17_notifications"
+	cases := []struct {
+		id      Identity
+		action  Action
+		channel string
+		code    int
+		want    string
+	}{
+		{user("18"), ActionSubscribe, ch, 403, `not allowed to subscribe to channel "user_17_notifications"`},
+		{user("18"), ActionPublish, ch, 403, `not allowed to publish to channel "user_17_notifications"`},
+		{user("18"), ActionHistory, ch, 403, `not allowed to read the history of channel "user_17_notifications"`},
+		{user("18"), ActionPresence, ch, 403, `not allowed to see the presence of channel "user_17_notifications"`},
+		{anon, ActionSubscribe, ch, 401, `credentials are required to subscribe to channel "user_17_notifications"`},
+		{anon, ActionPublish, ch, 401, `credentials are required to publish to channel "user_17_notifications"`},
+		{anon, ActionHistory, ch, 401, `credentials are required to read the history of channel "user_17_notifications"`},
+		{anon, ActionPresence, ch, 401, `credentials are required to see the presence of channel "user_17_notifications"`},
+		// A user's system channel is decided before the rules, in the same words.
+		{user("18"), ActionHistory, UserChannel("17"), 403, `not allowed to read the history of channel "herald.user.17"`},
+		{anon, ActionSubscribe, UserChannel("17"), 401, `credentials are required to subscribe to channel "herald.user.17"`},
+	}
+	for _, tc := range cases {
+		e := AsError(srv.authorize(tc.id, tc.action, tc.channel))
+		if e.Code != tc.code || e.Message != tc.want {
+			t.Errorf("%s %s as user %q: %d %q, want %d %q", tc.action, tc.channel, tc.id.User, e.Code, e.Message, tc.code, tc.want)
+		}
+	}
+}
+
 func TestRuleRetentionComesFromTheMatchingRule(t *testing.T) {
 	t.Parallel()
 	cfg := Config{Rules: seedRules(), History: store.Retention{MaxCount: 7, MaxAge: time.Hour}}

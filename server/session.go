@@ -57,13 +57,16 @@ type subscription struct {
 	last     uint64     // last offset delivered (or skipped) live
 	pending  []*Message // live messages that arrived while catching up
 	overflow bool       // pending overflowed: read the store again
+	muted    bool       // its subscribe reply is not queued yet: no ephemeral message
 
 	// Catch-up state, touched only by the goroutine that drains the session.
-	since   uint64 // last offset handed to the transport
-	epoch   string // the epoch since refers to
-	preface []Item // sent before anything else of this subscription
+	since uint64 // last offset handed to the transport
+	epoch string // the epoch since refers to
 	// resetReason, when set, sends a herald.reset before the next page.
 	resetReason string
+	// fromOldest: the client asked for all that is kept (since 0, no
+	// epoch), so finding the start trimmed is no reset.
+	fromOldest bool
 
 	// pos is the client's position on this channel, for its cursor.
 	// Guarded by sess.mu.
@@ -210,17 +213,29 @@ func (s *Session) Drain(dst []Item) []Item { return s.DrainLimit(dst, 0) }
 // is left stays for the next call, and Ready stays armed.
 func (s *Session) DrainLimit(dst []Item, max int) []Item {
 	start := len(dst)
-	dst = s.q.drain(dst, max)
-	page := s.srv.cfg.CatchUpPage
-	if max > 0 {
-		page = min(page, max-(len(dst)-start))
-	}
+	// Find the subscription to catch up *before* draining the queue, so
+	// that its subscribe reply, if any, is drained first. No two locks
+	// are held at once here (the order of hub.go is not involved); what
+	// counts is happens-before. Subscribe pushes the reply (queue.mu) and
+	// only then appends the subscription to catchingUp (Session.mu). So
+	// if the read below sees the subscription, the push happened before
+	// it, and the drain after it returns the reply — unless an earlier
+	// drain already did. Either way the reply is out before catchUp
+	// appends the subscription's first page. (Read after the drain,
+	// catchingUp could show a subscription whose reply was queued just
+	// after the drain, and its history would go out first.) A drain cut
+	// short by max leaves items queued and takes no page (page is 0).
 	s.mu.Lock()
 	var sub *subscription
 	if len(s.catchingUp) > 0 && !s.closed {
 		sub = s.catchingUp[0]
 	}
 	s.mu.Unlock()
+	dst = s.q.drain(dst, max)
+	page := s.srv.cfg.CatchUpPage
+	if max > 0 {
+		page = min(page, max-(len(dst)-start))
+	}
 	if sub != nil && page > 0 {
 		var done bool
 		var err error

@@ -9,7 +9,8 @@ import (
 // Position is where a client stands on one channel: the last offset it
 // holds and the epoch that offset belongs to.
 type Position struct {
-	// Since is the last offset the client holds; 0 replays all that is kept.
+	// Since is the last offset the client holds; 0 (without Epoch)
+	// replays all that is kept, with no herald.reset for what was trimmed.
 	Since uint64
 	// Epoch is the epoch Since refers to; "" when the client does not know
 	// it (the position is then trusted as is).
@@ -23,7 +24,9 @@ type SubscribeRequest struct {
 	// only messages published from now on.
 	From *Position
 	// Ack, when set, makes the frame that acknowledges the subscribe (a
-	// WebSocket reply); it is queued before anything of the subscription.
+	// WebSocket reply). Subscribe queues it on the session's queue before
+	// it returns — after the frames Sent before, ahead of those Sent
+	// after — and before anything of the subscription.
 	Ack func(SubscribeResult) []byte
 }
 
@@ -70,7 +73,7 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	// sub.pending; everything up to the head is in the store. The union
 	// has no gap; the drainer drops the overlap.
 	ch := s.hub.acquire(req.Channel)
-	sub := &subscription{sess: sess, ch: ch, name: req.Channel, index: -1}
+	sub := &subscription{sess: sess, ch: ch, name: req.Channel, index: -1, muted: req.Ack != nil}
 	var caps captures
 	if r := s.rules.match(req.Channel, &caps); r != nil {
 		sub.batch = r.cfg.Batch
@@ -84,9 +87,7 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	}
 
 	sub.epoch = head.Epoch
-	if req.Ack != nil {
-		sub.preface = []Item{{Kind: KindFrame, Raw: req.Ack(SubscribeResult{Channel: req.Channel, Epoch: head.Epoch, Head: head.Head})}}
-	}
+	res := SubscribeResult{Channel: req.Channel, Epoch: head.Epoch, Head: head.Head}
 	switch from := req.From; {
 	case from == nil:
 		sub.since = head.Head
@@ -101,8 +102,30 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	default:
 		sub.since = from.Since
 		sub.pos = cursorEntry{channel: req.Channel, epoch: head.Epoch, offset: from.Since}
+		// Since 0 without an epoch asks for all that is kept. With an
+		// epoch it is a position held (the client saw the channel empty):
+		// if the history no longer starts at 1, the client missed some.
+		sub.fromOldest = from.Since == 0 && from.Epoch == ""
 	}
 	sub.pos.hash = channelHash(req.Channel)
+
+	// The reply goes on the session's queue now, in line with the
+	// caller's other frames (a WebSocket connection serves its ops one
+	// after another and queues each reply as its op ends), and before the
+	// subscription is put in catchingUp, where the drainer finds it. It
+	// stays ahead of every message of the subscription:
+	//   - stored ones: the subscription is not live, so the hub parks them
+	//     in sub.pending; they reach the drainer only through catchUp,
+	//     which runs for a subscription found in catchingUp, after the
+	//     drain of the queue that holds the reply (see DrainLimit);
+	//   - ephemeral ones: the hub skips a muted subscription; queueAck
+	//     queues the reply and unmutes it under ch.mu, which the hub holds
+	//     while it fans out (lock order channel → queue, hub.go).
+	if req.Ack != nil && !queueAck(sub, req.Ack(res)) {
+		ch.remove(sub)
+		s.hub.release(ch)
+		return SubscribeResult{}, ErrClosed
+	}
 
 	sess.mu.Lock()
 	if sess.closed {
@@ -116,7 +139,22 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	sess.mu.Unlock()
 	s.joinPresence(sess, req.Channel)
 	sess.q.signal()
-	return SubscribeResult{Channel: req.Channel, Epoch: head.Epoch, Head: head.Head}, nil
+	return res, nil
+}
+
+// queueAck queues a subscription's reply frame and lets the subscription
+// receive ephemeral messages from then on. It reports false when the
+// session's queue refused the frame: the session is closed, or is closed
+// now as a slow consumer.
+func queueAck(sub *subscription, frame []byte) bool {
+	sub.ch.mu.Lock()
+	ok := sub.sess.q.push(Item{Kind: KindFrame, Raw: frame})
+	sub.muted = false
+	sub.ch.mu.Unlock()
+	if !ok {
+		sub.sess.fail(ReasonSlowConsumer)
+	}
+	return ok
 }
 
 // Unsubscribe removes a channel from a session. It reports whether the
@@ -156,10 +194,6 @@ func (s *Server) drop(sess *Session, sub *subscription) {
 // that the subscription went live: everything up to the hand-over was
 // appended, and later messages arrive through the queue.
 func (s *Server) catchUp(ctx context.Context, sub *subscription, dst []Item, pageSize int) (_ []Item, done bool, _ error) {
-	if sub.preface != nil {
-		dst = append(dst, sub.preface...)
-		sub.preface = nil
-	}
 	page, err := s.log.Read(ctx, sub.name, sub.since, pageSize)
 	if err != nil {
 		return dst, false, fmt.Errorf("read %q after %d: %w", sub.name, sub.since, err)
@@ -172,7 +206,7 @@ func (s *Server) catchUp(ctx context.Context, sub *subscription, dst []Item, pag
 	reason := sub.resetReason
 	sub.resetReason = ""
 	if page.Trimmed {
-		if reason == "" {
+		if reason == "" && !(sub.fromOldest && sub.since == 0) {
 			reason = resetTrimmed
 		}
 		sub.since = page.First - 1

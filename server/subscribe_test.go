@@ -315,3 +315,109 @@ func TestShutdownClosesSessionsWithReconnect(t *testing.T) {
 		t.Fatalf("open during shutdown: %v", err)
 	}
 }
+
+// TestSinceZeroReadsFromTheOldestKept: since 0 asks for everything kept,
+// so a trimmed channel answers it without a reset — on history reads and
+// on subscriptions. A position the client holds (since ≥ 1, or 0 of a
+// known epoch: it saw the channel empty) that the history no longer
+// reaches still gets one.
+func TestSinceZeroReadsFromTheOldestKept(t *testing.T) {
+	t.Parallel()
+	srv, st := newTestServer(t, Config{})
+	ctx := context.Background()
+	publishN(t, srv, "trimmed", 1, 10)
+	if _, err := st.Trim(ctx, "trimmed", store.Retention{MaxCount: 4}); err != nil {
+		t.Fatal(err)
+	}
+	page, err := srv.History(ctx, system, "trimmed", 0, 100)
+	if err != nil || page.Reset || len(page.Messages) != 4 || page.Next != 10 || !strings.Contains(string(page.Messages[0]), `"offset":7,`) {
+		t.Fatalf("history since 0: reset %v, %d messages, next %d, %v; want offsets 7..10 without reset", page.Reset, len(page.Messages), page.Next, err)
+	}
+	epoch := page.Epoch
+	for _, tc := range []struct {
+		name  string
+		from  Position
+		reset bool
+	}{
+		{"since 0", Position{Since: 0}, false},
+		{"since 0 of the current epoch", Position{Since: 0, Epoch: epoch}, true},
+		{"since 1", Position{Since: 1}, true},
+		{"since 2 of the current epoch", Position{Since: 2, Epoch: epoch}, true},
+		{"since 6, the last trimmed", Position{Since: 6}, false},
+	} {
+		sess, _ := openSession(t, srv, []string{"trimmed"}, []*Position{&tc.from}, "")
+		items := collect(t, sess).waitFor(t, "the kept messages", countOffsets("trimmed", 4))
+		if got := items[0].Kind == KindReset; got != tc.reset {
+			t.Errorf("%s: first item %s, reset %v, want %v", tc.name, items[0].Msg.Raw, got, tc.reset)
+		}
+		assertRange(t, offsets(items)["trimmed"], 7, 10)
+		sess.Close(ReasonClientGone)
+	}
+}
+
+// TestSubscribeReplyKeepsItsPlaceAmongReplies: a subscribe's reply (its
+// Ack) is sent in op order — after the frames queued before it, before
+// those queued after it — and before every message of its subscription,
+// even while an earlier subscription is still catching up.
+func TestSubscribeReplyKeepsItsPlaceAmongReplies(t *testing.T) {
+	t.Parallel()
+	srv, _ := newTestServer(t, Config{CatchUpPage: 2})
+	publishN(t, srv, "earlier", 1, 9)
+	publishN(t, srv, "room", 1, 5)
+	sess, err := srv.NewSession(system, "test", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close(ReasonClientGone)
+	ctx := context.Background()
+	subscribe := func(channel string, since uint64, ack string) {
+		t.Helper()
+		if _, err := srv.Subscribe(ctx, sess, SubscribeRequest{Channel: channel, From: &Position{Since: since},
+			Ack: func(SubscribeResult) []byte { return []byte(ack) }}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sess.Send([]byte("reply 1"))
+	subscribe("earlier", 0, "ack 2")
+	subscribe("room", 2, "ack 3")
+	sess.Send([]byte("reply 4"))
+	publishN(t, srv, "room", 6, 6)
+	sess.Send([]byte("reply 5"))
+
+	// Drain as a transport's writer does, until everything is out.
+	var items []Item
+	deadline := time.After(10 * time.Second)
+	for {
+		items = sess.Drain(items)
+		if got := offsets(items); len(got["earlier"]) == 9 && len(got["room"]) == 4 {
+			break
+		}
+		select {
+		case <-sess.Ready():
+		case <-deadline:
+			t.Fatalf("drained %d items, not everything: %v", len(items), offsets(items))
+		}
+	}
+	var frames []string
+	first := map[string]int{} // channel → index of its first message
+	at := map[string]int{}    // frame → index
+	for i, it := range items {
+		switch it.Kind {
+		case KindFrame:
+			frames = append(frames, string(it.Raw))
+			at[string(it.Raw)] = i
+		case KindMessage, KindReset:
+			if _, ok := first[it.Msg.Channel]; !ok {
+				first[it.Msg.Channel] = i
+			}
+		}
+	}
+	if got := strings.Join(frames, ", "); got != "reply 1, ack 2, ack 3, reply 4, reply 5" {
+		t.Fatalf("frames in the order %s, want reply 1, ack 2, ack 3, reply 4, reply 5", got)
+	}
+	if at["ack 2"] > first["earlier"] || at["ack 3"] > first["room"] {
+		t.Fatalf("a subscription's message came before its reply: acks at %d and %d, first messages at %v", at["ack 2"], at["ack 3"], first)
+	}
+	assertRange(t, offsets(items)["earlier"], 1, 9)
+	assertRange(t, offsets(items)["room"], 3, 6)
+}

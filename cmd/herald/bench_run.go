@@ -305,6 +305,15 @@ type benchHistory struct {
 	Head  uint64 `json:"head"`
 	Epoch string `json:"epoch"`
 	Reset bool   `json:"reset"`
+	Next  uint64 `json:"next"`
+}
+
+// covers reports whether the history page read after since (limit 1)
+// starts right after it. Reset says so for a since of 1 or more; since 0
+// reads from the oldest kept message without a reset, so the page's
+// first offset (its next) must be 1 when anything was published.
+func (h benchHistory) covers(since uint64) bool {
+	return !h.Reset && (h.Head == since || h.Next == since+1)
 }
 
 func (r *benchRun) history(ctx context.Context, ch *benchChannel, since uint64) (benchHistory, error) {

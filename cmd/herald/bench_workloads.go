@@ -151,7 +151,7 @@ func (r *benchRun) runResume(ctx context.Context) (*benchResult, error) {
 	if h, err := r.history(ctx, ch, sub.track.base); err != nil {
 		stopProgress()
 		return nil, fmt.Errorf("check the history: %w", err)
-	} else if h.Reset {
+	} else if !h.covers(sub.track.base) {
 		stopProgress()
 		return nil, fmt.Errorf("the server no longer keeps channel %s from offset %d (head %d): its history holds fewer than the %d messages published; raise history.size in the server's configuration to at least %d", ch.name, sub.track.base+1, h.Head, want, want)
 	}

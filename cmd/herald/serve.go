@@ -64,7 +64,6 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	router.Handler(http.MethodGet, "/ws", wsHandler)
 	router.Handler(http.MethodGet, "/poll", pollHandler)
 	router.Handler(http.MethodPost, "/poll", pollHandler)
-	router.HandleOPTIONS = false // CORS answers preflights
 
 	inner, err := net.Listen("tcp", cfg.file.Addr)
 	if err != nil {

@@ -604,3 +604,76 @@ func TestOpsOfAUserAreRateLimited(t *testing.T) {
 		t.Fatalf("%d ops served, %d limited; want the burst of 20 (and what refilled meanwhile) served", ok, limited)
 	}
 }
+
+func TestRepliesKeepHTMLCharactersLiteral(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, server.Config{}, Options{})
+	ws, _, err := f.tryDial(nil, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"id":1,"op":"subscribe","channel":"a<b>&c"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, frame, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(frame, []byte(`{"id":1,`)) {
+			continue // the connected push
+		}
+		if !bytes.Contains(frame, []byte(`channel name \"a<b>&c\" has the character \"<\" at position 2`)) ||
+			bytes.Contains(frame, []byte(`\u003c`)) || bytes.HasSuffix(frame, []byte("\n")) {
+			t.Fatalf("reply %q, want the name quoted with literal characters, no trailing newline", frame)
+		}
+		return
+	}
+}
+
+// TestRepliesComeInOpOrder: a subscribe with a catch-up, then three
+// publishes to the same channel, sent at once: the replies come 1, 2, 3,
+// 4, and the subscribe reply before every message of the channel.
+func TestRepliesComeInOpOrder(t *testing.T) {
+	t.Parallel()
+	// Small catch-up pages and a long coalescing pause: the replies of the
+	// publishes are queued while the catch-up is still going on.
+	f := newFixture(t, server.Config{CatchUpPage: 10}, Options{Coalesce: 50 * time.Millisecond})
+	for i := 1; i <= 100; i++ {
+		f.publish(t, "room", fmt.Sprint(i))
+	}
+	c := f.dial(t, nil, "")
+	c.next() // connected
+	c.send(map[string]any{"op": "subscribe", "channel": "room", "since": 0})
+	for i := 2; i <= 4; i++ {
+		c.send(map[string]any{"op": "publish", "channel": "room", "data": i})
+	}
+	var replies []uint64
+	var messages int
+	for len(replies) < 4 || messages < 103 {
+		m := c.next()
+		if id, ok := m["id"]; ok {
+			if m["ok"] != true {
+				t.Fatalf("reply %v", m)
+			}
+			replies = append(replies, uint64(id.(float64)))
+			continue
+		}
+		switch m["type"] {
+		case "message":
+			messages++
+		case "batch":
+			messages += len(m["messages"].([]any))
+		default:
+			t.Fatalf("push %v", m)
+		}
+		if len(replies) == 0 {
+			t.Fatalf("a message of the channel came before the subscribe reply: %v", m)
+		}
+	}
+	if fmt.Sprint(replies) != "[1 2 3 4]" {
+		t.Fatalf("replies in the order %v, want [1 2 3 4]", replies)
+	}
+}

@@ -76,13 +76,16 @@ type errorDetail struct {
 }
 
 // encode marshals v, which embeds reply; the fields are ours, so it cannot
-// fail.
+// fail. <, > and & stay as they are (not \u003c…), as in the API's
+// answers, so an error quoting a client's value reads as it was sent.
 func encode(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		panic(fmt.Sprintf("ws: encode %T: %v", v, err))
 	}
-	return b
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")) // Encode ends every value with one
 }
 
 func okReply(id uint64) []byte { return encode(reply{ID: id, OK: true}) }

@@ -143,8 +143,9 @@ func (c *conn) handle(frame []byte) {
 	}
 }
 
-// subscribe adds a channel. Its reply is queued by the core ahead of the
-// channel's first message, so it returns nil on success.
+// subscribe adds a channel. The core queues its reply (the Ack) in op
+// order and ahead of the channel's first message, so it returns nil on
+// success.
 func (c *conn) subscribe(req request) []byte {
 	if req.Channel == "" {
 		return badRequest(req.ID, `subscribe needs a "channel"`)
