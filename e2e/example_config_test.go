@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -116,4 +118,15 @@ func TestExampleConfigRules(t *testing.T) {
 			t.Errorf("member attrs %v, want %v (presence.attrs of the example)", m.Attrs, want)
 		}
 	})
+}
+
+// TestExampleConfigChecks: `herald config check` accepts the example as
+// it is shipped, with the secrets in the environment.
+func TestExampleConfigChecks(t *testing.T) {
+	cmd := exec.Command(heraldBin, "config", "check", exampleConfig)
+	cmd.Env = append(cleanEnv(), "HERALD_API_KEY="+apiKey, "HERALD_JWT_SECRET="+jwtSecret)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), exampleConfig+": valid\n") {
+		t.Fatalf("config check: %v\n%s", err, out)
+	}
 }
