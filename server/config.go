@@ -41,6 +41,10 @@ type Config struct {
 	// Rules are the channel rules (the channels: list), first match wins.
 	// Without rules, only the API key may do anything (in Dev, everyone).
 	Rules []RuleConfig
+	// Tokens declares the roles and attributes user tokens carry (the
+	// tokens: section), so that a principal naming anything else is a
+	// typo caught at start-up rather than a rule that silently denies.
+	Tokens TokenVocabulary
 
 	// MaxDataBytes bounds a message's data, compacted. Default 64 KiB.
 	MaxDataBytes int
@@ -168,33 +172,35 @@ func (c Config) Validate() error {
 	return err
 }
 
-// validate reports every problem of a defaulted Config, each naming its
-// field.
+// validate reports every problem of a defaulted Config, each a
+// *ConfigError naming its settings.
 func (c Config) validate() error {
 	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	bad := func(keys []string, format string, args ...any) {
+		errs = append(errs, &ConfigError{Keys: keys, Err: fmt.Errorf(format, args...)})
+	}
 	if !c.Dev && c.APIKey == "" {
-		bad("api_key is required outside dev mode (set HERALD_API_KEY)")
+		bad([]string{"api_key"}, "api_key is required outside dev mode (set HERALD_API_KEY)")
 	}
 	if c.APIKey != "" && len(c.APIKey) < 16 {
-		bad("api_key is %d characters long; use at least 16", len(c.APIKey))
+		bad([]string{"api_key"}, "api_key is %d characters long; use at least 16", len(c.APIKey))
 	}
 	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
-		bad("jwt_secret is %d bytes long; HS256 needs at least 32", len(c.JWTSecret))
+		bad([]string{"jwt_secret"}, "jwt_secret is %d bytes long; HS256 needs at least 32", len(c.JWTSecret))
 	}
 	if c.APIKey != "" && c.APIKey == c.JWTSecret {
-		bad("api_key and jwt_secret must differ")
+		bad([]string{"jwt_secret", "api_key"}, "api_key and jwt_secret must differ")
 	}
 	for i, o := range c.AllowedOrigins {
 		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
-			bad("cors.allowed_origins[%d] %q: want \"*\" or an origin such as https://app.example.com", i, o)
+			bad([]string{fmt.Sprintf("cors.allowed_origins[%d]", i)}, "cors.allowed_origins[%d] %q: want \"*\" or an origin such as https://app.example.com", i, o)
 		}
 	}
 	if c.History.MaxCount < 0 || c.History.MaxCount > 1_000_000 {
-		bad("history.size %d: want 0 to 1000000", c.History.MaxCount)
+		bad([]string{"history.size"}, "history.size %d: want 0 to 1000000", c.History.MaxCount)
 	}
 	if c.History.MaxAge < 0 {
-		bad("history.ttl %s: must not be negative", c.History.MaxAge)
+		bad([]string{"history.ttl"}, "history.ttl %s: must not be negative", c.History.MaxAge)
 	}
 	for _, f := range []struct {
 		name  string
@@ -211,29 +217,39 @@ func (c Config) validate() error {
 		{"max_pending", int64(c.MaxPending)},
 	} {
 		if f.value < 0 {
-			bad("%s %d: must be positive", f.name, f.value)
+			bad([]string{f.name}, "%s %d: must be positive", f.name, f.value)
 		}
 	}
-	if c.OpsPerSecond < 0 || c.OpsBurst < 0 || c.ConnectsPerSecond < 0 || c.ConnectsBurst < 0 {
-		bad("limits.ops_per_second, ops_burst, connections_per_ip_per_second and connections_per_ip_burst must be positive")
+	for _, f := range []struct {
+		name  string
+		value float64
+	}{
+		{"limits.ops_per_second", c.OpsPerSecond},
+		{"limits.ops_burst", float64(c.OpsBurst)},
+		{"limits.connections_per_ip_per_second", c.ConnectsPerSecond},
+		{"limits.connections_per_ip_burst", float64(c.ConnectsBurst)},
+		{"presence.signal_rate", c.SignalRate},
+		{"presence.signal_burst", float64(c.SignalBurst)},
+	} {
+		if f.value < 0 {
+			bad([]string{f.name}, "%s %g: must be positive", f.name, f.value)
+		}
 	}
 	if c.PresenceGrace < 0 {
-		bad("presence.grace %s: must not be negative", c.PresenceGrace)
-	}
-	if c.SignalRate < 0 || c.SignalBurst < 0 {
-		bad("presence.signal_rate %g and presence.signal_burst %d: must be positive", c.SignalRate, c.SignalBurst)
+		bad([]string{"presence.grace"}, "presence.grace %s: must not be negative", c.PresenceGrace)
 	}
 	if c.SignalMaxTTL < 0 {
-		bad("presence.signal_max_ttl %s: must not be negative", c.SignalMaxTTL)
+		bad([]string{"presence.signal_max_ttl"}, "presence.signal_max_ttl %s: must not be negative", c.SignalMaxTTL)
 	}
-	if _, err := compileRules(c.Rules, c.History); err != nil {
+	errs = append(errs, c.Tokens.check(c.PresenceAttrs)...)
+	if _, err := compileRules(c.Rules, c.History, c.Tokens); err != nil {
 		errs = append(errs, err)
 	}
 	if int64(c.MaxDataBytes) >= c.MaxBodyBytes {
-		bad("limits.max_data_bytes (%d) must be below limits.max_body_bytes (%d)", c.MaxDataBytes, c.MaxBodyBytes)
+		bad([]string{"limits.max_data_bytes", "limits.max_body_bytes"}, "limits.max_data_bytes (%d) must be below limits.max_body_bytes (%d)", c.MaxDataBytes, c.MaxBodyBytes)
 	}
 	if c.QueueBytes < c.MaxDataBytes*2 {
-		bad("limits.queue_bytes (%d) must hold at least two messages of limits.max_data_bytes (%d)", c.QueueBytes, c.MaxDataBytes)
+		bad([]string{"limits.queue_bytes", "limits.max_data_bytes"}, "limits.queue_bytes (%d) must hold at least two messages of limits.max_data_bytes (%d)", c.QueueBytes, c.MaxDataBytes)
 	}
 	return errors.Join(errs...)
 }
@@ -243,10 +259,41 @@ func (c Config) validate() error {
 // compile.
 func (c Config) Retention() (func(channel string) store.Retention, error) {
 	c = c.withDefaults()
-	rs, err := compileRules(c.Rules, c.History)
+	rs, err := compileRules(c.Rules, c.History, c.Tokens)
 	if err != nil {
 		return nil, err
 	}
 	def := c.History
 	return func(channel string) store.Retention { return rs.retention(channel, def) }, nil
+}
+
+// EffectiveRules returns the channel rules as the server applies them,
+// for a configuration check: history_access and presence_access filled
+// from subscribe where not given, and every rule's history filled from
+// the server's where the rule leaves it out.
+func (c Config) EffectiveRules() []RuleConfig {
+	c = c.withDefaults()
+	out := make([]RuleConfig, len(c.Rules))
+	for i, r := range c.Rules {
+		if r.HistoryAccess == nil {
+			r.HistoryAccess = r.Subscribe
+		}
+		if r.PresenceAccess == nil {
+			r.PresenceAccess = r.Subscribe
+		}
+		h := HistoryConfig{Size: &c.History.MaxCount, TTL: c.History.MaxAge}
+		if r.History != nil {
+			if r.History.Size != nil {
+				h.Size = r.History.Size
+			}
+			if r.History.TTL > 0 {
+				h.TTL = r.History.TTL
+			}
+		}
+		size := *h.Size
+		h.Size = &size
+		r.History = &h
+		out[i] = r
+	}
+	return out
 }

@@ -82,7 +82,7 @@ func newVerifier(cfg Config) (*verifier, error) {
 	case cfg.JWTLeeway == 0:
 		v.leeway = tokenLeeway
 	case cfg.JWTLeeway < 0 || cfg.JWTLeeway > maxJWTLeeway:
-		errs = append(errs, fmt.Errorf("jwt_leeway %s: want 0 to %s (0 means the default, %s)", cfg.JWTLeeway, maxJWTLeeway, tokenLeeway))
+		errs = append(errs, &ConfigError{Keys: []string{"jwt_leeway"}, Err: fmt.Errorf("jwt_leeway %s: want 0 to %s (0 means the default, %s)", cfg.JWTLeeway, maxJWTLeeway, tokenLeeway)})
 	}
 	if cfg.JWTSecret != "" {
 		v.secret = []byte(cfg.JWTSecret)
@@ -91,7 +91,7 @@ func newVerifier(cfg Config) (*verifier, error) {
 		from := fmt.Sprintf("jwt_public_key %q", cfg.JWTPublicKeyFile)
 		k, err := loadPEMKey(cfg.JWTPublicKeyFile)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", from, err))
+			errs = append(errs, &ConfigError{Keys: []string{"jwt_public_key"}, Err: fmt.Errorf("%s: %w", from, err)})
 		} else {
 			k.from = from
 			v.keys = append(v.keys, k)
@@ -100,12 +100,14 @@ func newVerifier(cfg Config) (*verifier, error) {
 	if cfg.JWKSFile != "" {
 		keys, err := loadJWKS(cfg.JWKSFile)
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, &ConfigError{Keys: []string{"jwks"}, Err: err})
 		}
 		v.keys = append(v.keys, keys...)
 	}
 	if len(errs) == 0 {
-		errs = append(errs, v.checkSelectable()...)
+		for _, err := range v.checkSelectable() {
+			errs = append(errs, &ConfigError{Keys: []string{"jwks", "jwt_public_key"}, Err: err})
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

@@ -25,8 +25,8 @@ type RuleConfig struct {
 	HistoryAccess  []string
 	PresenceAccess []string
 
-	// Options. Their behaviour lands with presence and flow control; they
-	// are validated now so a configuration that starts keeps starting.
+	// Presence keeps the channel's members (GET /api/presence, signals);
+	// JoinLeave announces herald.join and herald.leave to the channel.
 	Presence  bool
 	JoinLeave bool
 	// Status makes the channel hear herald.online / herald.offline when
@@ -271,7 +271,11 @@ type principal struct {
 	value template
 }
 
-func compilePrincipal(src string, p *pattern) (principal, error) {
+// compilePrincipal parses one principal of a rule whose pattern is p (nil
+// when the pattern is itself wrong: placeholders are then not checked).
+// A name outside the declared vocabulary, or one that is almost a keyword
+// or user:, is an error with the closest name.
+func compilePrincipal(src string, p *pattern, vocab TokenVocabulary) (principal, error) {
 	switch src {
 	case "system":
 		return principal{kind: pSystem}, nil
@@ -293,6 +297,12 @@ func compilePrincipal(src string, p *pattern) (principal, error) {
 		if k == "user" {
 			kind, key = pUser, ""
 		}
+	}
+	if err := vocab.checkPrincipal(src, kind, key, value); err != nil {
+		return principal{}, err
+	}
+	if p == nil {
+		return principal{kind: kind, key: key}, nil
 	}
 	t, err := compileTemplate(value, p)
 	if err != nil {
@@ -318,14 +328,14 @@ type rules struct {
 }
 
 // compileRules compiles and checks every rule, reporting every problem
-// with the rule's index and pattern.
-func compileRules(cfgs []RuleConfig, defaultHistory store.Retention) (*rules, error) {
+// as a *ConfigError that names the rule by its index and pattern.
+func compileRules(cfgs []RuleConfig, defaultHistory store.Retention, vocab TokenVocabulary) (*rules, error) {
 	rs := &rules{}
 	var errs []error
 	for i, c := range cfgs {
-		r, err := compileRule(i, c, defaultHistory)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("channels[%d] (pattern %q): %w", i, c.Pattern, err))
+		r, rerrs := compileRule(i, c, defaultHistory, vocab)
+		if len(rerrs) > 0 {
+			errs = append(errs, rerrs...)
 			continue
 		}
 		rs.list = append(rs.list, r)
@@ -336,10 +346,33 @@ func compileRules(cfgs []RuleConfig, defaultHistory store.Retention) (*rules, er
 	return rs, nil
 }
 
-func compileRule(index int, c RuleConfig, defaultHistory store.Retention) (*rule, error) {
+// ruleLabel names rule i in messages: channels[3] (pattern "chat_{id}").
+func ruleLabel(i int, pattern string) string {
+	if pattern == "" {
+		return fmt.Sprintf("channels[%d]", i)
+	}
+	return fmt.Sprintf("channels[%d] (pattern %q)", i, pattern)
+}
+
+// compileRule compiles rule index. Each problem is a *ConfigError keyed
+// by the rule's setting (channels[3].publish[1]) whose message starts
+// with the rule's label.
+func compileRule(index int, c RuleConfig, defaultHistory store.Retention, vocab TokenVocabulary) (*rule, []error) {
+	var errs []error
+	label := ruleLabel(index, c.Pattern)
+	bad := func(keys []string, err error) {
+		for i, k := range keys {
+			keys[i] = fmt.Sprintf("channels[%d]", index) + k
+		}
+		errs = append(errs, &ConfigError{Keys: keys, Err: fmt.Errorf("%s: %w", label, err)})
+	}
 	p, err := compilePattern(c.Pattern)
-	if err != nil {
-		return nil, err
+	switch {
+	case c.Pattern == "":
+		bad([]string{".pattern"}, errors.New("pattern is required"))
+	case err != nil:
+		// The message quotes the pattern already.
+		errs = append(errs, &ConfigError{Keys: []string{fmt.Sprintf("channels[%d].pattern", index)}, Err: fmt.Errorf("%s: %w", ruleLabel(index, ""), err)})
 	}
 	r := &rule{index: index, pattern: p, cfg: c, retention: defaultHistory}
 	lists := [numActions][]string{
@@ -348,45 +381,47 @@ func compileRule(index int, c RuleConfig, defaultHistory store.Retention) (*rule
 		ActionHistory:   c.HistoryAccess,
 		ActionPresence:  c.PresenceAccess,
 	}
-	if lists[ActionHistory] == nil {
-		lists[ActionHistory] = c.Subscribe
-	}
-	if lists[ActionPresence] == nil {
-		lists[ActionPresence] = c.Subscribe
-	}
-	var errs []error
 	for a, list := range lists {
-		for _, src := range list {
-			pr, err := compilePrincipal(src, p)
+		for j, src := range list {
+			pr, err := compilePrincipal(src, p, vocab)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", Action(a).configKey(), err))
+				key := Action(a).configKey()
+				bad([]string{fmt.Sprintf(".%s[%d]", key, j)}, fmt.Errorf("%s: %w", key, err))
 				continue
 			}
 			r.actions[a] = append(r.actions[a], pr)
 		}
 	}
+	// history_access and presence_access default to the subscribe list,
+	// checked once, above.
+	if lists[ActionHistory] == nil {
+		r.actions[ActionHistory] = r.actions[ActionSubscribe]
+	}
+	if lists[ActionPresence] == nil {
+		r.actions[ActionPresence] = r.actions[ActionSubscribe]
+	}
 	if c.JoinLeave && !c.Presence {
-		errs = append(errs, errors.New("join_leave needs presence: true"))
+		bad([]string{".join_leave", ".presence"}, errors.New("join_leave needs presence: true"))
 	}
 	if c.Status && !c.Presence {
-		errs = append(errs, errors.New("status needs presence: true"))
+		bad([]string{".status", ".presence"}, errors.New("status needs presence: true"))
 	}
 	if h := c.History; h != nil {
 		if h.Size != nil {
 			if *h.Size < 0 || *h.Size > 1_000_000 {
-				errs = append(errs, fmt.Errorf("history.size %d: want 0 to 1000000", *h.Size))
+				bad([]string{".history.size"}, fmt.Errorf("history.size %d: want 0 to 1000000", *h.Size))
 			}
 			r.retention.MaxCount = *h.Size
 		}
 		if h.TTL < 0 {
-			errs = append(errs, fmt.Errorf("history.ttl %s: must not be negative", h.TTL))
+			bad([]string{".history.ttl"}, fmt.Errorf("history.ttl %s: must not be negative", h.TTL))
 		} else if h.TTL > 0 {
 			r.retention.MaxAge = h.TTL
 		}
 	}
 	if rl := c.RateLimit; rl != nil {
 		if rl.Limit <= 0 || rl.Window <= 0 {
-			errs = append(errs, fmt.Errorf("rate_limit {limit: %d, window: %s}: both must be positive", rl.Limit, rl.Window))
+			bad([]string{".rate_limit"}, fmt.Errorf("rate_limit {limit: %d, window: %s}: both must be positive", rl.Limit, rl.Window))
 		} else {
 			// A bucket of limit tokens refilled at limit per window: a burst
 			// of the whole allowance, then the steady rate.
@@ -395,17 +430,17 @@ func compileRule(index int, c RuleConfig, defaultHistory store.Retention) (*rule
 	}
 	if b := c.Batch; b != nil {
 		if b.Size < 1 || b.Size > 1000 {
-			errs = append(errs, fmt.Errorf("batch.size %d: want 1 to 1000", b.Size))
+			bad([]string{".batch.size"}, fmt.Errorf("batch.size %d: want 1 to 1000", b.Size))
 		}
 		if b.Timeout <= 0 || b.Timeout > 10*time.Second {
-			errs = append(errs, fmt.Errorf("batch.timeout %s: want more than 0 and at most 10s", b.Timeout))
+			bad([]string{".batch.timeout"}, fmt.Errorf("batch.timeout %s: want more than 0 and at most 10s", b.Timeout))
 		}
 	}
 	if c.MaxSubscribers < 0 {
-		errs = append(errs, fmt.Errorf("max_subscribers %d: must not be negative", c.MaxSubscribers))
+		bad([]string{".max_subscribers"}, fmt.Errorf("max_subscribers %d: must not be negative", c.MaxSubscribers))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+	if len(errs) > 0 {
+		return nil, errs
 	}
 	return r, nil
 }

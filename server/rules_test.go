@@ -220,7 +220,7 @@ func TestBadRulesStopStartUpNamingTheRule(t *testing.T) {
 		rule RuleConfig
 		want string
 	}{
-		{RuleConfig{Pattern: ""}, "pattern is empty"},
+		{RuleConfig{Pattern: ""}, "channels[1]: pattern is required"},
 		{RuleConfig{Pattern: "a*b"}, "* may only end a pattern"},
 		{RuleConfig{Pattern: "user_{id"}, "is not closed"},
 		{RuleConfig{Pattern: "user_}"}, "has no {"},
@@ -241,13 +241,16 @@ func TestBadRulesStopStartUpNamingTheRule(t *testing.T) {
 		{RuleConfig{Pattern: "x", MaxSubscribers: -1}, "max_subscribers -1"},
 	}
 	for _, tc := range cases {
-		_, err := compileRules([]RuleConfig{{Pattern: "ok"}, tc.rule}, store.DefaultRetention)
+		_, err := compileRules([]RuleConfig{{Pattern: "ok"}, tc.rule}, store.DefaultRetention, TokenVocabulary{})
 		if err == nil {
 			t.Errorf("%+v accepted", tc.rule)
 			continue
 		}
 		if !strings.Contains(err.Error(), "channels[1]") || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("error %q, want channels[1] and %q", err, tc.want)
+		}
+		if n := strings.Count(err.Error(), tc.want); n != 1 {
+			t.Errorf("error %q says %q %d times, want once", err, tc.want, n)
 		}
 	}
 	if err := (Config{APIKey: testAPIKey, Rules: []RuleConfig{{Pattern: "a*b"}}}).Validate(); err == nil {
@@ -277,4 +280,32 @@ func FuzzCompilePattern(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestEffectiveRulesFillTheDefaults(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Rules: []RuleConfig{
+		{Pattern: "a", Subscribe: []string{"admin"}},
+		{Pattern: "b", Subscribe: []string{"admin"}, HistoryAccess: []string{}, History: &HistoryConfig{TTL: time.Hour}},
+	}}
+	got := cfg.EffectiveRules()
+	if len(got) != 2 {
+		t.Fatalf("%d rules", len(got))
+	}
+	a, b := got[0], got[1]
+	if strings.Join(a.HistoryAccess, ",") != "admin" || strings.Join(a.PresenceAccess, ",") != "admin" {
+		t.Errorf("rule a: history %q, presence %q; want subscribe's list", a.HistoryAccess, a.PresenceAccess)
+	}
+	if *a.History.Size != store.DefaultRetention.MaxCount || a.History.TTL != store.DefaultRetention.MaxAge {
+		t.Errorf("rule a history %d %s, want the server's", *a.History.Size, a.History.TTL)
+	}
+	if b.HistoryAccess == nil || len(b.HistoryAccess) != 0 {
+		t.Errorf("rule b: an explicit empty history_access (nobody) became %q", b.HistoryAccess)
+	}
+	if *b.History.Size != store.DefaultRetention.MaxCount || b.History.TTL != time.Hour {
+		t.Errorf("rule b history %d %s", *b.History.Size, b.History.TTL)
+	}
+	if cfg.Rules[0].History != nil {
+		t.Error("EffectiveRules changed the configuration")
+	}
 }

@@ -70,7 +70,7 @@ func New(cfg Config, log Log, state State) (*Server, error) {
 	if log == nil || state == nil {
 		return nil, fmt.Errorf("server: nil log or state")
 	}
-	rules, err := compileRules(cfg.Rules, cfg.History)
+	rules, err := compileRules(cfg.Rules, cfg.History, cfg.Tokens)
 	if err != nil {
 		return nil, fmt.Errorf("server config: %w", err)
 	}
@@ -105,6 +105,7 @@ func New(cfg Config, log Log, state State) (*Server, error) {
 	if err := s.loadBans(context.Background()); err != nil {
 		return nil, fmt.Errorf("load bans: %w", err)
 	}
+	cfg.warnUndeclaredTokens()
 	s.startPresence()
 	s.ready.Store(true)
 	return s, nil

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -18,8 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
+	"github.com/heraldrt/herald/internal/configfile"
 	"github.com/heraldrt/herald/server"
 	"github.com/heraldrt/herald/store"
 	"github.com/heraldrt/herald/transports/longpoll"
@@ -36,12 +34,13 @@ type fileConfig struct {
 	JWTSecret         string         `yaml:"jwt_secret"`
 	JWTPublicKey      string         `yaml:"jwt_public_key"`
 	JWKS              string         `yaml:"jwks"`
-	JWTLeeway         duration       `yaml:"jwt_leeway"`
-	Channels          ruleList       `yaml:"channels"`
+	JWTLeeway         time.Duration  `yaml:"jwt_leeway"`
+	Channels          []ruleFile     `yaml:"channels"`
+	Tokens            tokensConfig   `yaml:"tokens"`
 	Dev               bool           `yaml:"dev"`
 	Durability        string         `yaml:"durability"`
-	IdempotencyWindow duration       `yaml:"idempotency_window"`
-	ShutdownTimeout   duration       `yaml:"shutdown_timeout"`
+	IdempotencyWindow time.Duration  `yaml:"idempotency_window"`
+	ShutdownTimeout   time.Duration  `yaml:"shutdown_timeout"`
 	Log               logConfig      `yaml:"log"`
 	CORS              corsConfig     `yaml:"cors"`
 	History           historyConfig  `yaml:"history"`
@@ -56,6 +55,13 @@ type fileConfig struct {
 	Limits       limitsConfig `yaml:"limits"`
 }
 
+// tokensConfig declares the vocabulary of user tokens: the roles and
+// attributes the channel rules may name (server.TokenVocabulary).
+type tokensConfig struct {
+	Roles []string `yaml:"roles"`
+	Attrs []string `yaml:"attrs"`
+}
+
 type logConfig struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
 	Format string `yaml:"format"` // text, json
@@ -66,72 +72,60 @@ type corsConfig struct {
 }
 
 type historyConfig struct {
-	Size *int     `yaml:"size"`
-	TTL  duration `yaml:"ttl"`
+	Size *int          `yaml:"size"`
+	TTL  time.Duration `yaml:"ttl"`
 	// TrimInterval is how often retention is applied in the background.
-	TrimInterval duration `yaml:"trim_interval"`
+	TrimInterval time.Duration `yaml:"trim_interval"`
 }
 
 type sseConfig struct {
-	Coalesce     duration `yaml:"coalesce"`
-	Heartbeat    duration `yaml:"heartbeat"`
-	Retry        duration `yaml:"retry"`
-	WriteTimeout duration `yaml:"write_timeout"`
+	Coalesce     time.Duration `yaml:"coalesce"`
+	Heartbeat    time.Duration `yaml:"heartbeat"`
+	Retry        time.Duration `yaml:"retry"`
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 }
 
 type presenceConfig struct {
-	Attrs        []string `yaml:"attrs"`
-	Grace        duration `yaml:"grace"`
-	SignalRate   float64  `yaml:"signal_rate"`
-	SignalBurst  int      `yaml:"signal_burst"`
-	SignalMaxTTL duration `yaml:"signal_max_ttl"`
+	Attrs        []string      `yaml:"attrs"`
+	Grace        time.Duration `yaml:"grace"`
+	SignalRate   float64       `yaml:"signal_rate"`
+	SignalBurst  int           `yaml:"signal_burst"`
+	SignalMaxTTL time.Duration `yaml:"signal_max_ttl"`
 }
 
 type pollConfig struct {
-	DefaultTimeout duration `yaml:"default_timeout"`
-	MaxTimeout     duration `yaml:"max_timeout"`
-	Grace          duration `yaml:"grace"`
-	MaxMessages    int      `yaml:"max_messages"`
+	DefaultTimeout time.Duration `yaml:"default_timeout"`
+	MaxTimeout     time.Duration `yaml:"max_timeout"`
+	Grace          time.Duration `yaml:"grace"`
+	MaxMessages    int           `yaml:"max_messages"`
 }
 
 type wsConfig struct {
-	Coalesce      duration `yaml:"coalesce"`
-	PingInterval  duration `yaml:"ping_interval"`
-	PongTimeout   duration `yaml:"pong_timeout"`
-	WriteTimeout  duration `yaml:"write_timeout"`
-	AuthTimeout   duration `yaml:"auth_timeout"`
-	MaxFrameBytes int64    `yaml:"max_frame_bytes"`
-	MaxBatch      int      `yaml:"max_batch"`
-	Compression   bool     `yaml:"compression"`
+	Coalesce      time.Duration `yaml:"coalesce"`
+	PingInterval  time.Duration `yaml:"ping_interval"`
+	PongTimeout   time.Duration `yaml:"pong_timeout"`
+	WriteTimeout  time.Duration `yaml:"write_timeout"`
+	AuthTimeout   time.Duration `yaml:"auth_timeout"`
+	MaxFrameBytes int64         `yaml:"max_frame_bytes"`
+	MaxBatch      int           `yaml:"max_batch"`
+	Compression   bool          `yaml:"compression"`
 }
 
 type limitsConfig struct {
-	MaxDataBytes          int      `yaml:"max_data_bytes"`
-	MaxBodyBytes          int64    `yaml:"max_body_bytes"`
-	MaxChannelsPerRequest int      `yaml:"max_channels_per_request"`
-	MaxSubscriptions      int      `yaml:"max_subscriptions"`
-	MaxConnectionsPerUser int      `yaml:"max_connections_per_user"`
-	OnConnectionLimit     string   `yaml:"on_connection_limit"`
-	OpsPerSecond          float64  `yaml:"ops_per_second"`
-	OpsBurst              int      `yaml:"ops_burst"`
-	ConnectsPerIPPerSec   float64  `yaml:"connections_per_ip_per_second"`
-	ConnectsPerIPBurst    int      `yaml:"connections_per_ip_burst"`
-	IdleTimeout           duration `yaml:"idle_timeout"`
-	QueueMessages         int      `yaml:"queue_messages"`
-	QueueBytes            int      `yaml:"queue_bytes"`
-	ReadHeaderTimeout     duration `yaml:"read_header_timeout"`
-}
-
-// duration is a time.Duration written as "15s", "1m30s", "24h".
-type duration time.Duration
-
-func (d *duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (write it like 15s, 2m or 24h)", n.Line, n.Value)
-	}
-	*d = duration(v)
-	return nil
+	MaxDataBytes          int           `yaml:"max_data_bytes"`
+	MaxBodyBytes          int64         `yaml:"max_body_bytes"`
+	MaxChannelsPerRequest int           `yaml:"max_channels_per_request"`
+	MaxSubscriptions      int           `yaml:"max_subscriptions"`
+	MaxConnectionsPerUser int           `yaml:"max_connections_per_user"`
+	OnConnectionLimit     string        `yaml:"on_connection_limit"`
+	OpsPerSecond          float64       `yaml:"ops_per_second"`
+	OpsBurst              int           `yaml:"ops_burst"`
+	ConnectsPerIPPerSec   float64       `yaml:"connections_per_ip_per_second"`
+	ConnectsPerIPBurst    int           `yaml:"connections_per_ip_burst"`
+	IdleTimeout           time.Duration `yaml:"idle_timeout"`
+	QueueMessages         int           `yaml:"queue_messages"`
+	QueueBytes            int           `yaml:"queue_bytes"`
+	ReadHeaderTimeout     time.Duration `yaml:"read_header_timeout"`
 }
 
 // serveConfig is everything `herald serve` needs, resolved.
@@ -144,153 +138,191 @@ type serveConfig struct {
 	poll       longpoll.Options
 	devKeys    bool // the API key or JWT secret was generated for dev mode
 	configPath string
+	// sources says where each setting came from (file line, flag,
+	// variable), for herald config check.
+	sources *configfile.Sources
 }
 
-// loadServeConfig resolves the configuration: defaults, then the YAML file,
-// then HERALD_* variables, then flags — each layer applying only what it
-// sets. Every problem found is reported at once, each naming its source.
+// serveFlags are the flags of `herald serve` (and `herald config check`).
+// Each sets one setting of the file, naming it by its key.
+type serveFlags struct {
+	config                       *string
+	addr, dataDir, apiKey        *string
+	jwtSecret, jwtPubKey, jwks   *string
+	dev                          *bool
+	durability, logLevel         *string
+	logFormat, origins, pprofAdr *string
+}
+
+func registerServeFlags(fs *flag.FlagSet) *serveFlags {
+	return &serveFlags{
+		config:     fs.String("config", "", "YAML configuration file (env HERALD_CONFIG)"),
+		addr:       fs.String("addr", "", "listen address host:port (env HERALD_ADDR; default 127.0.0.1:8080)"),
+		dataDir:    fs.String("data-dir", "", "data directory (env HERALD_DATA_DIR; default ./data)"),
+		apiKey:     fs.String("api-key", "", "API key of the backend, role system (env HERALD_API_KEY)"),
+		jwtSecret:  fs.String("jwt-secret", "", "HS256 secret of user tokens (env HERALD_JWT_SECRET)"),
+		jwtPubKey:  fs.String("jwt-public-key", "", "PEM public key verifying RS256/ES256 user tokens (env HERALD_JWT_PUBLIC_KEY)"),
+		jwks:       fs.String("jwks", "", "JWKS file verifying RS256/ES256 user tokens (env HERALD_JWKS)"),
+		dev:        fs.Bool("dev", false, "dev mode: loopback only, every channel open, generated keys printed"),
+		durability: fs.String("durability", "", `"sync" (fsync every group commit, default) or "none" (env HERALD_DURABILITY)`),
+		logLevel:   fs.String("log-level", "", "debug, info, warn or error (env HERALD_LOG_LEVEL)"),
+		logFormat:  fs.String("log-format", "", "text or json (env HERALD_LOG_FORMAT)"),
+		origins:    fs.String("allowed-origins", "", "comma-separated CORS origins, or * (env HERALD_ALLOWED_ORIGINS)"),
+		pprofAdr:   fs.String("pprof-addr", "", "serve Go's profiler (/debug/pprof/) on this loopback host:port"),
+	}
+}
+
+// loadServeConfig parses the flags of `herald serve` and resolves the
+// configuration (see resolveConfig); dev mode's credentials are kept in
+// the data folder.
 func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (serveConfig, error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var (
-		configPath = fs.String("config", "", "YAML configuration file (env HERALD_CONFIG)")
-		addr       = fs.String("addr", "", "listen address host:port (env HERALD_ADDR; default 127.0.0.1:8080)")
-		dataDir    = fs.String("data-dir", "", "data directory (env HERALD_DATA_DIR; default ./data)")
-		apiKey     = fs.String("api-key", "", "API key of the backend, role system (env HERALD_API_KEY)")
-		jwtSecret  = fs.String("jwt-secret", "", "HS256 secret of user tokens (env HERALD_JWT_SECRET)")
-		jwtPubKey  = fs.String("jwt-public-key", "", "PEM public key verifying RS256/ES256 user tokens (env HERALD_JWT_PUBLIC_KEY)")
-		jwks       = fs.String("jwks", "", "JWKS file verifying RS256/ES256 user tokens (env HERALD_JWKS)")
-		dev        = fs.Bool("dev", false, "dev mode: loopback only, every channel open, generated keys printed")
-		durability = fs.String("durability", "", `"sync" (fsync every group commit, default) or "none" (env HERALD_DURABILITY)`)
-		logLevel   = fs.String("log-level", "", "debug, info, warn or error (env HERALD_LOG_LEVEL)")
-		logFormat  = fs.String("log-format", "", "text or json (env HERALD_LOG_FORMAT)")
-		origins    = fs.String("allowed-origins", "", "comma-separated CORS origins, or * (env HERALD_ALLOWED_ORIGINS)")
-		pprofAddr  = fs.String("pprof-addr", "", "serve Go's profiler (/debug/pprof/) on this loopback host:port")
-	)
+	flags := registerServeFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return serveConfig{}, err
 	}
 	if fs.NArg() > 0 {
 		return serveConfig{}, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
 	}
+	return resolveConfig(fs, flags, lookupEnv, devCredentials)
+}
 
+// resolveConfig resolves the configuration: defaults, then the YAML file,
+// then HERALD_* variables, then flags — each layer applying only what it
+// sets — and validates all of it as serve will use it, without opening
+// anything. Every problem is reported at once (configfile.Problems), each
+// at the line of the file, or naming the flag or variable, that set it.
+// devCreds supplies dev mode's generated credentials.
+func resolveConfig(fs *flag.FlagSet, flags *serveFlags, lookupEnv func(string) (string, bool), devCreds func(dataDir string) (devKeys, error)) (serveConfig, error) {
 	var sc serveConfig
 	fc := &sc.file
-	var errs []error
-	sc.configPath = *configPath
+	src := configfile.NewSources()
+	var problems configfile.Problems
+	sc.configPath = *flags.config
 	if sc.configPath == "" {
 		sc.configPath, _ = lookupEnv("HERALD_CONFIG")
 	}
 	if sc.configPath != "" {
-		if err := decodeConfigFile(sc.configPath, fc); err != nil {
-			return serveConfig{}, err
+		b, err := os.ReadFile(sc.configPath)
+		if err != nil {
+			return serveConfig{}, fmt.Errorf("config: %w", err)
 		}
+		src, problems = configfile.Decode(sc.configPath, b, fc)
+	}
+	sc.sources = src
+
+	// errs are the validation errors, each naming its setting's key so
+	// that it is shown where the value came from.
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &server.ConfigError{Keys: []string{key}, Err: fmt.Errorf(format, args...)})
 	}
 
 	// Environment: only the variables that are set.
-	envString := func(name string, dst *string) {
+	envString := func(name, key string, dst *string) {
 		if v, ok := lookupEnv(name); ok {
 			*dst = v
+			src.Set(key, configfile.Env(name))
 		}
 	}
-	envString("HERALD_ADDR", &fc.Addr)
-	envString("HERALD_DATA_DIR", &fc.DataDir)
-	envString("HERALD_API_KEY", &fc.APIKey)
-	envString("HERALD_JWT_SECRET", &fc.JWTSecret)
-	envString("HERALD_JWT_PUBLIC_KEY", &fc.JWTPublicKey)
-	envString("HERALD_JWKS", &fc.JWKS)
-	envString("HERALD_METRICS_TOKEN", &fc.MetricsToken)
-	envString("HERALD_DURABILITY", &fc.Durability)
-	envString("HERALD_LOG_LEVEL", &fc.Log.Level)
-	envString("HERALD_LOG_FORMAT", &fc.Log.Format)
+	envString("HERALD_ADDR", "addr", &fc.Addr)
+	envString("HERALD_DATA_DIR", "data_dir", &fc.DataDir)
+	envString("HERALD_API_KEY", "api_key", &fc.APIKey)
+	envString("HERALD_JWT_SECRET", "jwt_secret", &fc.JWTSecret)
+	envString("HERALD_JWT_PUBLIC_KEY", "jwt_public_key", &fc.JWTPublicKey)
+	envString("HERALD_JWKS", "jwks", &fc.JWKS)
+	envString("HERALD_METRICS_TOKEN", "metrics_token", &fc.MetricsToken)
+	envString("HERALD_DURABILITY", "durability", &fc.Durability)
+	envString("HERALD_LOG_LEVEL", "log.level", &fc.Log.Level)
+	envString("HERALD_LOG_FORMAT", "log.format", &fc.Log.Format)
 	if v, ok := lookupEnv("HERALD_DEV"); ok {
+		src.Set("dev", configfile.Env("HERALD_DEV"))
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("HERALD_DEV %q: want true or false", v))
+			bad("dev", "dev %q: want true or false", v)
 		}
 		fc.Dev = b
 	}
 	if v, ok := lookupEnv("HERALD_ALLOWED_ORIGINS"); ok {
 		fc.CORS.AllowedOrigins = splitList(v)
+		src.Set("cors.allowed_origins", configfile.Env("HERALD_ALLOWED_ORIGINS"))
 	}
 
 	// Flags: only the ones given.
 	fs.Visit(func(f *flag.Flag) {
+		key := ""
 		switch f.Name {
 		case "addr":
-			fc.Addr = *addr
+			fc.Addr, key = *flags.addr, "addr"
 		case "data-dir":
-			fc.DataDir = *dataDir
+			fc.DataDir, key = *flags.dataDir, "data_dir"
 		case "api-key":
-			fc.APIKey = *apiKey
+			fc.APIKey, key = *flags.apiKey, "api_key"
 		case "jwt-secret":
-			fc.JWTSecret = *jwtSecret
+			fc.JWTSecret, key = *flags.jwtSecret, "jwt_secret"
 		case "jwt-public-key":
-			fc.JWTPublicKey = *jwtPubKey
+			fc.JWTPublicKey, key = *flags.jwtPubKey, "jwt_public_key"
 		case "jwks":
-			fc.JWKS = *jwks
+			fc.JWKS, key = *flags.jwks, "jwks"
 		case "dev":
-			fc.Dev = *dev
+			fc.Dev, key = *flags.dev, "dev"
 		case "durability":
-			fc.Durability = *durability
+			fc.Durability, key = *flags.durability, "durability"
 		case "log-level":
-			fc.Log.Level = *logLevel
+			fc.Log.Level, key = *flags.logLevel, "log.level"
 		case "log-format":
-			fc.Log.Format = *logFormat
+			fc.Log.Format, key = *flags.logFormat, "log.format"
 		case "allowed-origins":
-			fc.CORS.AllowedOrigins = splitList(*origins)
+			fc.CORS.AllowedOrigins, key = splitList(*flags.origins), "cors.allowed_origins"
 		case "pprof-addr":
-			fc.PprofAddr = *pprofAddr
+			fc.PprofAddr, key = *flags.pprofAdr, "pprof_addr"
+		}
+		if key != "" {
+			src.Set(key, configfile.Flag("--"+f.Name))
 		}
 	})
 
-	// Defaults of the binary's own settings.
-	if fc.Addr == "" {
-		fc.Addr = "127.0.0.1:8080"
-	}
-	if fc.DataDir == "" {
-		fc.DataDir = "./data"
-	}
-	if fc.ShutdownTimeout == 0 {
-		fc.ShutdownTimeout = duration(10 * time.Second)
-	}
-	if fc.Limits.IdleTimeout == 0 {
-		fc.Limits.IdleTimeout = duration(2 * time.Minute)
-	}
+	fc.applyDefaults()
 	switch fc.Limits.OnConnectionLimit {
 	case "", "reject", "close_oldest":
 	default:
-		errs = append(errs, fmt.Errorf("limits.on_connection_limit %q: want reject or close_oldest", fc.Limits.OnConnectionLimit))
+		bad("limits.on_connection_limit", "limits.on_connection_limit %q: want reject or close_oldest", fc.Limits.OnConnectionLimit)
 	}
-	if fc.Limits.ReadHeaderTimeout == 0 {
-		fc.Limits.ReadHeaderTimeout = duration(10 * time.Second)
-	}
-	if fc.IdempotencyWindow == 0 {
-		fc.IdempotencyWindow = duration(24 * time.Hour)
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"shutdown_timeout", fc.ShutdownTimeout}, {"limits.idle_timeout", fc.Limits.IdleTimeout},
+		{"limits.read_header_timeout", fc.Limits.ReadHeaderTimeout}, {"idempotency_window", fc.IdempotencyWindow},
+	} {
+		if d.v < 0 {
+			bad(d.key, "%s %s: must not be negative", d.key, d.v)
+		}
 	}
 
 	if _, _, err := net.SplitHostPort(fc.Addr); err != nil {
-		errs = append(errs, fmt.Errorf("addr %q: want host:port, such as 127.0.0.1:8080 or :8080", fc.Addr))
+		bad("addr", "addr %q: want host:port, such as 127.0.0.1:8080 or :8080", fc.Addr)
 	} else if fc.Dev && !isLoopback(fc.Addr) {
-		errs = append(errs, fmt.Errorf("addr %q: dev mode opens every channel to everyone, so it only listens on a loopback address (127.0.0.1:PORT or [::1]:PORT)", fc.Addr))
+		bad("addr", "addr %q: dev mode opens every channel to everyone, so it only listens on a loopback address (127.0.0.1:PORT or [::1]:PORT)", fc.Addr)
 	}
 	if fc.PprofAddr != "" && !isLoopback(fc.PprofAddr) {
-		errs = append(errs, fmt.Errorf("pprof_addr %q: the profiler only listens on a loopback address", fc.PprofAddr))
+		bad("pprof_addr", "pprof_addr %q: the profiler only listens on a loopback address", fc.PprofAddr)
 	}
 	if _, err := parseLevel(fc.Log.Level); err != nil {
-		errs = append(errs, err)
+		bad("log.level", "%v", err)
 	}
 	if f := fc.Log.Format; f != "" && f != "text" && f != "json" {
-		errs = append(errs, fmt.Errorf("log.format %q: want text or json", f))
+		bad("log.format", "log.format %q: want text or json", f)
 	}
 	dur, err := store.ParseDurability(fc.Durability)
 	if err != nil {
-		errs = append(errs, err)
+		bad("durability", "%v", err)
 	}
 	if fc.Dev && (fc.APIKey == "" || fc.JWTSecret == "") {
-		keys, err := devCredentials(fc.DataDir)
+		keys, err := devCreds(fc.DataDir)
 		if err != nil {
-			errs = append(errs, err)
+			bad("data_dir", "%v", err)
 		}
 		if fc.APIKey == "" {
 			fc.APIKey, sc.devKeys = keys.APIKey, true
@@ -306,8 +338,9 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 		JWTSecret:             fc.JWTSecret,
 		JWTPublicKeyFile:      fc.JWTPublicKey,
 		JWKSFile:              fc.JWKS,
-		JWTLeeway:             time.Duration(fc.JWTLeeway),
-		Rules:                 fc.Channels.rules,
+		JWTLeeway:             fc.JWTLeeway,
+		Rules:                 rulesOf(fc.Channels),
+		Tokens:                server.TokenVocabulary{Roles: fc.Tokens.Roles, Attrs: fc.Tokens.Attrs},
 		AllowedOrigins:        fc.CORS.AllowedOrigins,
 		MaxDataBytes:          fc.Limits.MaxDataBytes,
 		MaxBodyBytes:          fc.Limits.MaxBodyBytes,
@@ -321,15 +354,15 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 		ConnectsBurst:         fc.Limits.ConnectsPerIPBurst,
 		MetricsToken:          fc.MetricsToken,
 		PresenceAttrs:         fc.Presence.Attrs,
-		PresenceGrace:         time.Duration(fc.Presence.Grace),
+		PresenceGrace:         fc.Presence.Grace,
 		SignalRate:            fc.Presence.SignalRate,
 		SignalBurst:           fc.Presence.SignalBurst,
-		SignalMaxTTL:          time.Duration(fc.Presence.SignalMaxTTL),
+		SignalMaxTTL:          fc.Presence.SignalMaxTTL,
 		QueueMessages:         fc.Limits.QueueMessages,
 		QueueBytes:            fc.Limits.QueueBytes,
 	}
-	if t := time.Duration(fc.History.TrimInterval); t < 0 || (t > 0 && t < 10*time.Millisecond) {
-		errs = append(errs, fmt.Errorf("history.trim_interval %s: want at least 10ms", t))
+	if t := fc.History.TrimInterval; t < 0 || (t > 0 && t < 10*time.Millisecond) {
+		bad("history.trim_interval", "history.trim_interval %s: want at least 10ms", t)
 	}
 	if h := fc.History; h.Size != nil || h.TTL != 0 {
 		sc.server.History = store.DefaultRetention
@@ -338,62 +371,92 @@ func loadServeConfig(args []string, lookupEnv func(string) (string, bool), stder
 			sc.server.HistoryOff = *h.Size == 0
 		}
 		if h.TTL != 0 {
-			sc.server.History.MaxAge = time.Duration(h.TTL)
+			sc.server.History.MaxAge = h.TTL
 		}
 	}
-	retention, err := sc.server.Retention()
-	if err != nil {
-		errs = append(errs, err)
-	}
-	sc.store = store.Options{
-		Dir:            fc.DataDir,
-		Durability:     dur,
-		IdempotencyTTL: time.Duration(fc.IdempotencyWindow),
-		TrimInterval:   time.Duration(fc.History.TrimInterval),
-		Retention:      retention,
-	}
 	sc.poll = longpoll.Options{
-		DefaultTimeout: time.Duration(fc.Poll.DefaultTimeout),
-		MaxTimeout:     time.Duration(fc.Poll.MaxTimeout),
-		Grace:          time.Duration(fc.Poll.Grace),
+		DefaultTimeout: fc.Poll.DefaultTimeout,
+		MaxTimeout:     fc.Poll.MaxTimeout,
+		Grace:          fc.Poll.Grace,
 		MaxMessages:    fc.Poll.MaxMessages,
 	}
 	sc.ws = ws.Options{
-		Coalesce:      time.Duration(fc.WS.Coalesce),
-		PingInterval:  time.Duration(fc.WS.PingInterval),
-		PongTimeout:   time.Duration(fc.WS.PongTimeout),
-		WriteTimeout:  time.Duration(fc.WS.WriteTimeout),
-		AuthTimeout:   time.Duration(fc.WS.AuthTimeout),
+		Coalesce:      fc.WS.Coalesce,
+		PingInterval:  fc.WS.PingInterval,
+		PongTimeout:   fc.WS.PongTimeout,
+		WriteTimeout:  fc.WS.WriteTimeout,
+		AuthTimeout:   fc.WS.AuthTimeout,
 		MaxFrameBytes: fc.WS.MaxFrameBytes,
 		MaxBatch:      fc.WS.MaxBatch,
 		Compression:   fc.WS.Compression,
 	}
 	sc.sse = sse.Options{
-		Coalesce:     time.Duration(fc.SSE.Coalesce),
-		Heartbeat:    time.Duration(fc.SSE.Heartbeat),
-		Retry:        time.Duration(fc.SSE.Retry),
-		WriteTimeout: time.Duration(fc.SSE.WriteTimeout),
+		Coalesce:     fc.SSE.Coalesce,
+		Heartbeat:    fc.SSE.Heartbeat,
+		Retry:        fc.SSE.Retry,
+		WriteTimeout: fc.SSE.WriteTimeout,
 	}
-	if err := errors.Join(errs...); err != nil {
-		return serveConfig{}, err
+	errs = append(errs, sc.server.Validate(), sc.sse.Validate(), sc.ws.Validate(), sc.poll.Validate())
+	problems = append(problems, src.Locate(errors.Join(errs...))...)
+	if len(problems) > 0 {
+		return serveConfig{}, problemsError(problems.Sorted())
+	}
+
+	retention, err := sc.server.Retention()
+	if err != nil {
+		return serveConfig{}, err // Validate compiled the same rules
+	}
+	sc.store = store.Options{
+		Dir:            fc.DataDir,
+		Durability:     dur,
+		IdempotencyTTL: fc.IdempotencyWindow,
+		TrimInterval:   fc.History.TrimInterval,
+		Retention:      retention,
 	}
 	return sc, nil
 }
 
-// decodeConfigFile decodes the YAML file strictly: an unknown key or a
-// value of the wrong type stops start-up, naming the file and line.
-func decodeConfigFile(path string, fc *fileConfig) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
+// applyDefaults sets the defaults of the binary's own settings; the
+// others are applied by the packages they configure.
+func (fc *fileConfig) applyDefaults() {
+	if fc.Addr == "" {
+		fc.Addr = "127.0.0.1:8080"
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(fc); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("config %s: %w", path, err)
+	if fc.DataDir == "" {
+		fc.DataDir = "./data"
 	}
-	return nil
+	if fc.ShutdownTimeout == 0 {
+		fc.ShutdownTimeout = 10 * time.Second
+	}
+	if fc.Limits.IdleTimeout == 0 {
+		fc.Limits.IdleTimeout = 2 * time.Minute
+	}
+	if fc.Limits.ReadHeaderTimeout == 0 {
+		fc.Limits.ReadHeaderTimeout = 10 * time.Second
+	}
+	if fc.IdempotencyWindow == 0 {
+		fc.IdempotencyWindow = 24 * time.Hour
+	}
 }
+
+// problemsError returns the problems as the error the commands print:
+// one problem a line, under a count when there are several.
+func problemsError(ps configfile.Problems) error {
+	if len(ps) == 1 {
+		return ps
+	}
+	return &countedProblems{ps}
+}
+
+// countedProblems prints "N problems in the configuration:" and then one
+// problem a line; errors.As finds the configfile.Problems.
+type countedProblems struct{ configfile.Problems }
+
+func (c *countedProblems) Error() string {
+	return fmt.Sprintf("%d problems in the configuration:\n%s", len(c.Problems), c.Problems.Error())
+}
+
+func (c *countedProblems) Unwrap() error { return c.Problems }
 
 func splitList(v string) []string {
 	var out []string
@@ -444,27 +507,36 @@ type devKeys struct {
 // devCredentials returns the dev credentials stored in dataDir, creating
 // them on first use.
 func devCredentials(dataDir string) (devKeys, error) {
-	path := filepath.Join(dataDir, devKeyFile)
-	var k devKeys
-	b, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		if err := json.Unmarshal(b, &k); err != nil || k.APIKey == "" || k.JWTSecret == "" {
-			return devKeys{}, fmt.Errorf("%s is damaged; delete it to get new dev credentials", path)
-		}
-		return k, nil
-	case !errors.Is(err, fs.ErrNotExist):
-		return devKeys{}, fmt.Errorf("read dev credentials: %w", err)
+	k, ok, err := readDevCredentials(dataDir)
+	if err != nil || ok {
+		return k, err
 	}
 	k = devKeys{APIKey: "dev_" + randomHex(16), JWTSecret: randomHex(32)}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return devKeys{}, fmt.Errorf("create data folder: %w", err)
 	}
-	b, _ = json.Marshal(k)
-	if err := os.WriteFile(path, b, 0o600); err != nil {
+	b, _ := json.Marshal(k)
+	if err := os.WriteFile(filepath.Join(dataDir, devKeyFile), b, 0o600); err != nil {
 		return devKeys{}, fmt.Errorf("write dev credentials: %w", err)
 	}
 	return k, nil
+}
+
+// readDevCredentials returns the dev credentials stored in dataDir; ok is
+// false when there are none yet.
+func readDevCredentials(dataDir string) (k devKeys, ok bool, err error) {
+	path := filepath.Join(dataDir, devKeyFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return devKeys{}, false, nil
+	case err != nil:
+		return devKeys{}, false, fmt.Errorf("read dev credentials: %w", err)
+	}
+	if err := json.Unmarshal(b, &k); err != nil || k.APIKey == "" || k.JWTSecret == "" {
+		return devKeys{}, false, fmt.Errorf("%s is damaged; delete it to get new dev credentials", path)
+	}
+	return k, true, nil
 }
 
 func randomHex(n int) string {

@@ -1,5 +1,6 @@
-// Command herald is the Herald real-time channel server and its client
-// tools: serve, publish, subscribe and token.
+// Command herald is the Herald real-time channel server and its commands:
+// serve, config check, publish, subscribe, token, grant, ban, disconnect,
+// bench and version.
 package main
 
 import (
@@ -16,11 +17,16 @@ import (
 const usage = `herald: a real-time channel server (WebSocket, SSE, long polling)
 
 Usage:
-  herald serve      [flags]   run the server (herald serve --dev for a local start)
-  herald publish    [flags]   publish a message through the HTTP API
-  herald subscribe  [flags]   print a channel's messages as JSON lines, resuming across cuts
-  herald token      [flags]   mint a user token (HS256) from HERALD_JWT_SECRET
-  herald bench      WORKLOAD  load-test a server on this machine: fanout, channels, idle, resume
+  herald serve        [flags]   run the server (herald serve --dev for a local start)
+  herald config check FILE      validate a configuration file as serve would and print what it sets
+  herald publish      [flags]   publish a message through the HTTP API
+  herald subscribe    [flags]   print a channel's messages as JSON lines, resuming across cuts
+  herald token        [flags]   mint a user token (HS256) from HERALD_JWT_SECRET
+  herald grant        [flags]   grant, revoke (--revoke) or list (--list) a user's access to channels
+  herald ban          [flags]   ban a user for a while (--duration 24h), or lift a ban (--lift)
+  herald disconnect   [flags]   close every session of a user
+  herald bench        WORKLOAD  load-test a server on this machine: fanout, channels, idle, resume
+  herald version                the version, the commit it was built from and the Go version
 
 Run "herald <command> -h" for a command's flags.
 `
@@ -49,6 +55,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cmd = cmdToken
 	case "bench":
 		cmd = cmdBench
+	case "config":
+		cmd = cmdConfig
+	case "grant":
+		cmd = cmdGrant
+	case "ban":
+		cmd = cmdBan
+	case "disconnect":
+		cmd = cmdDisconnect
+	case "version", "--version":
+		cmd = cmdVersion
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -184,32 +184,5 @@ func compactJSON(s string) (json.RawMessage, error) {
 // publishOnce sends one publish and returns the server's answer compacted
 // to one line. A non-2xx answer is an *apiError.
 func publishOnce(ctx context.Context, hc *http.Client, base *url.URL, token string, req server.PublishRequest) ([]byte, error) {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return nil, fmt.Errorf("encode request: %w", err)
-	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, apiEndpoint(base, "api/publish").String(), bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("build request: %w", err)
-	}
-	hr.Header.Set("Content-Type", "application/json")
-	hr.Header.Set("Accept", "application/json")
-	setAuth(hr.Header, token)
-	resp, err := hc.Do(hr)
-	if err != nil {
-		return nil, err // a *url.Error: it names the method, the URL and the cause
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, readAPIError(resp)
-	}
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	if err != nil {
-		return nil, fmt.Errorf("read answer: %w", err)
-	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, answer); err != nil {
-		return nil, fmt.Errorf("server answered %d with a body that is not JSON: %s", resp.StatusCode, bodySnippet(answer))
-	}
-	return buf.Bytes(), nil
+	return apiCall(ctx, hc, base, token, http.MethodPost, "api/publish", nil, req)
 }

@@ -33,9 +33,6 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	logger := newLogger(cfg.file.Log, stderr)
-	if err := cfg.server.Validate(); err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
 	cfg.server.Logger = logger
 	cfg.store.Logger = logger
 
@@ -72,8 +69,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ln := &notifyListener{Listener: inner, closed: make(chan struct{})}
 	httpSrv := &http.Server{
 		Handler:           srv.CORS(router),
-		ReadHeaderTimeout: time.Duration(cfg.file.Limits.ReadHeaderTimeout),
-		IdleTimeout:       time.Duration(cfg.file.Limits.IdleTimeout),
+		ReadHeaderTimeout: cfg.file.Limits.ReadHeaderTimeout,
+		IdleTimeout:       cfg.file.Limits.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
@@ -95,11 +92,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("serve: %w", err)
 	}
 
-	logger.Info("shutting down", "timeout", time.Duration(cfg.file.ShutdownTimeout))
+	logger.Info("shutting down", "timeout", cfg.file.ShutdownTimeout)
 	// Close the listener before closing sessions: a browser told to
 	// reconnect must meet a refused connection (it retries), never a 503
 	// (EventSource gives up for good on a non-200 answer).
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.file.ShutdownTimeout))
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.file.ShutdownTimeout)
 	defer cancel()
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Shutdown(shutdownCtx) }()

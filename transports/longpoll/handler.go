@@ -45,20 +45,28 @@ func (o Options) withDefaults() Options {
 
 func (o Options) validate() error {
 	var errs []error
+	bad := func(keys []string, format string, args ...any) {
+		errs = append(errs, &server.ConfigError{Keys: keys, Err: fmt.Errorf(format, args...)})
+	}
 	if o.MaxTimeout < time.Second || o.MaxTimeout%time.Second != 0 {
-		errs = append(errs, fmt.Errorf("poll.max_timeout %s: want whole seconds, at least 1s", o.MaxTimeout))
+		bad([]string{"poll.max_timeout"}, "poll.max_timeout %s: want whole seconds, at least 1s", o.MaxTimeout)
 	}
 	if o.DefaultTimeout < 0 || o.DefaultTimeout > o.MaxTimeout || o.DefaultTimeout%time.Second != 0 {
-		errs = append(errs, fmt.Errorf("poll.default_timeout %s: want whole seconds up to poll.max_timeout (%s)", o.DefaultTimeout, o.MaxTimeout))
+		bad([]string{"poll.default_timeout", "poll.max_timeout"}, "poll.default_timeout %s: want whole seconds up to poll.max_timeout (%s)", o.DefaultTimeout, o.MaxTimeout)
 	}
 	if o.Grace < 0 {
-		errs = append(errs, fmt.Errorf("poll.grace %s: must not be negative", o.Grace))
+		bad([]string{"poll.grace"}, "poll.grace %s: must not be negative", o.Grace)
 	}
 	if o.MaxMessages < 1 {
-		errs = append(errs, fmt.Errorf("poll.max_messages %d: want at least 1", o.MaxMessages))
+		bad([]string{"poll.max_messages"}, "poll.max_messages %d: want at least 1", o.MaxMessages)
 	}
 	return errors.Join(errs...)
 }
+
+// Validate reports every problem of o (after defaults), each a
+// *server.ConfigError naming its setting, so that the binary can check
+// its whole configuration before it opens the store.
+func (o Options) Validate() error { return o.withDefaults().validate() }
 
 // Handler serves GET and POST /poll.
 type Handler struct {

@@ -50,20 +50,28 @@ func (o Options) withDefaults() Options {
 
 func (o Options) validate() error {
 	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &server.ConfigError{Keys: []string{key}, Err: fmt.Errorf(format, args...)})
+	}
 	if o.Heartbeat < 100*time.Millisecond {
-		errs = append(errs, fmt.Errorf("sse.heartbeat %s: want at least 100ms", o.Heartbeat))
+		bad("sse.heartbeat", "sse.heartbeat %s: want at least 100ms", o.Heartbeat)
 	}
 	if o.Retry < 0 {
-		errs = append(errs, fmt.Errorf("sse.retry %s: must not be negative", o.Retry))
+		bad("sse.retry", "sse.retry %s: must not be negative", o.Retry)
 	}
 	if o.Coalesce < 0 || o.Coalesce > time.Second {
-		errs = append(errs, fmt.Errorf("sse.coalesce %s: want 0 to 1s", o.Coalesce))
+		bad("sse.coalesce", "sse.coalesce %s: want 0 to 1s", o.Coalesce)
 	}
 	if o.WriteTimeout < 100*time.Millisecond {
-		errs = append(errs, fmt.Errorf("sse.write_timeout %s: want at least 100ms", o.WriteTimeout))
+		bad("sse.write_timeout", "sse.write_timeout %s: want at least 100ms", o.WriteTimeout)
 	}
 	return errors.Join(errs...)
 }
+
+// Validate reports every problem of o (after defaults), each a
+// *server.ConfigError naming its setting, so that the binary can check
+// its whole configuration before it opens the store.
+func (o Options) Validate() error { return o.withDefaults().validate() }
 
 // Handler serves GET /sse.
 type Handler struct {

@@ -63,6 +63,9 @@ func (o Options) withDefaults() Options {
 
 func (o Options) validate() error {
 	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &server.ConfigError{Keys: []string{key}, Err: fmt.Errorf(format, args...)})
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -71,17 +74,22 @@ func (o Options) validate() error {
 		{"ws.write_timeout", o.WriteTimeout}, {"ws.auth_timeout", o.AuthTimeout},
 	} {
 		if d.v < 10*time.Millisecond {
-			errs = append(errs, fmt.Errorf("%s %s: want at least 10ms", d.name, d.v))
+			bad(d.name, "%s %s: want at least 10ms", d.name, d.v)
 		}
 	}
 	if o.MaxFrameBytes < 1024 {
-		errs = append(errs, fmt.Errorf("ws.max_frame_bytes %d: want at least 1024", o.MaxFrameBytes))
+		bad("ws.max_frame_bytes", "ws.max_frame_bytes %d: want at least 1024", o.MaxFrameBytes)
 	}
 	if o.MaxBatch < 1 {
-		errs = append(errs, fmt.Errorf("ws.max_batch %d: want at least 1", o.MaxBatch))
+		bad("ws.max_batch", "ws.max_batch %d: want at least 1", o.MaxBatch)
 	}
 	return errors.Join(errs...)
 }
+
+// Validate reports every problem of o (after defaults), each a
+// *server.ConfigError naming its setting, so that the binary can check
+// its whole configuration before it opens the store.
+func (o Options) Validate() error { return o.withDefaults().validate() }
 
 // Handler serves GET /ws.
 type Handler struct {
