@@ -313,6 +313,12 @@ func TestMetricsCountRefusalsAndNeedTheirToken(t *testing.T) {
 		!strings.Contains(body, "herald_messages_published_total 1") {
 		t.Fatalf("metrics: %d\n%s", code, body)
 	}
+	// Go's runtime and process metrics (the README promises them).
+	for _, m := range []string{"\ngo_goroutines ", "\nprocess_cpu_seconds_total "} {
+		if !strings.Contains(body, m) {
+			t.Errorf("metrics lack %q", strings.TrimSpace(m))
+		}
+	}
 }
 
 func TestModerationRoutes(t *testing.T) {

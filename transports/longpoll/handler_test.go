@@ -280,6 +280,9 @@ func TestIdleSessionsExpireAndUsersAreBounded(t *testing.T) {
 		}
 		sessions = append(sessions, a.Session)
 	}
+	if sessions[0] == "" || sessions[0] == sessions[1] {
+		t.Fatalf("two polls without a session got sessions %q: want two distinct ones", sessions)
+	}
 	_, resp, raw := f.poll(t, tok, url.Values{"channel": {"c"}, "timeout": {"0"}})
 	if resp.StatusCode != 429 || !strings.Contains(raw, `user \"17\" has 2 open sessions, the limit is 2`) {
 		t.Fatalf("third session: %d %s", resp.StatusCode, raw)
