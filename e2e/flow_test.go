@@ -44,7 +44,7 @@ func rcvBufControl(size int) func(network, address string, rc syscall.RawConn) e
 	return func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, size)
+			serr = setRcvBuf(fd, size)
 		})
 		return errors.Join(err, serr)
 	}

@@ -186,7 +186,7 @@ func rawPoll(t *testing.T, base string, q url.Values, stall time.Duration) pollA
 		dialer.Control = func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			err := rc.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+				serr = setRcvBuf(fd, 4096)
 			})
 			return errors.Join(err, serr)
 		}
@@ -336,10 +336,7 @@ func startNginx(t *testing.T, bin string, upstream *server) *nginxProxy {
 	}
 	p.cmd = exec.Command(bin, "-p", p.dir, "-c", conf)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	// Its own process group, so a last-resort SIGKILL reaches the worker
-	// too (workers do not die with their master); and a SIGTERM if the
-	// test binary dies without cleaning up (a -timeout panic).
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	p.cmd.SysProcAttr = helperProcAttr()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}
@@ -390,7 +387,7 @@ func (p *nginxProxy) stop(t *testing.T) {
 	case <-p.exited:
 	case <-time.After(10 * time.Second):
 		t.Errorf("nginx did not stop within 10s of SIGTERM; killing it")
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		_ = killHelper(p.cmd.Process)
 		<-p.exited
 	}
 	if t.Failed() {

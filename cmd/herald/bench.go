@@ -154,7 +154,7 @@ func parseBenchFlags(workload string, args []string, getenv func(string) string,
 	fs.StringVar(&serverURL, "server", "", "server base URL on this machine (default $"+envURL+", else "+defaultServerURL+"); loopback only")
 	fs.StringVar(&o.token, "token", "", "API key sent as Authorization: Bearer on every request (default $"+envAPIKey+")")
 	fs.StringVar(&o.transport, "transport", "sse", "subscriber transport: sse, ws or poll")
-	fs.IntVar(&o.serverPID, "server-pid", 0, "the server's process id: report its CPU time per delivered message and its memory, from /proc")
+	fs.IntVar(&o.serverPID, "server-pid", 0, "the server's process id: report its CPU time per delivered message and its memory, from /proc (Linux)")
 	fs.StringVar(&o.html, "html", "", "also write a self-contained HTML report (latency and throughput charts) to this file")
 	fs.IntVar(&o.connectConcurrency, "connect-concurrency", 128, "connections opened at once while subscribers connect")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 2*time.Minute, "bound on connecting and subscribing every subscriber")

@@ -420,7 +420,7 @@ func TestSlowReaderIsDisconnectedWhileOthersKeepReceiving(t *testing.T) {
 	// A client that never reads, with a tiny receive buffer.
 	dialer := &websocket.Dialer{NetDialContext: (&net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
-		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 2048) })
+		err := rc.Control(func(fd uintptr) { serr = setRcvBuf(fd, 2048) })
 		if err != nil {
 			return err
 		}
