@@ -9,7 +9,8 @@ package e2e
 //
 // The test starts its own nginx as a subprocess, with everything it
 // writes inside the test's temporary folder. It needs the nginx binary
-// and fails without it (it never skips): .ci/run installs it.
+// and fails without it (it never skips): make deps (the first step of
+// make test) installs it.
 
 import (
 	"context"
@@ -239,7 +240,7 @@ func findNginx(t *testing.T) string {
 		return "/usr/sbin/nginx"
 	}
 	t.Fatal("nginx is not installed (not on PATH, not /usr/sbin/nginx). This test runs Herald behind a real nginx " +
-		"and must not be skipped; .ci/run installs it. Locally: sudo apt-get update && sudo apt-get install -y nginx-light (or nginx).")
+		"and must not be skipped: run make deps (or make test, which runs it first) to install it.")
 	return ""
 }
 
