@@ -74,9 +74,10 @@ func TestThroughABufferingProxy(t *testing.T) {
 		for i := 1; i <= 20; i++ {
 			start := time.Now()
 			mustPublishRange(t, px.url(), ch, i, i)
-			// Far under the 15 s heartbeat: a buffering proxy would hold
-			// the event until its buffer filled or the stream ended.
-			e, err := c.recv(5 * time.Second)
+			// A generous bound, still under the 15 s heartbeat: a
+			// buffering proxy would hold the event until its buffer
+			// filled or the stream ended.
+			e, err := c.recv(10 * time.Second)
 			if err != nil {
 				t.Fatalf("message %d of 20 did not come through the proxy alone: %v", i, err)
 			}

@@ -487,6 +487,10 @@ func checkBenchExact(t *testing.T, res benchResult, report string) {
 	}
 }
 
+// TestBenchSmoke runs every workload briefly against a real core. It
+// asserts what holds at any speed: nothing lost, repeated or reordered,
+// and every acknowledged message delivered (--drain waits until it is,
+// so its long bound only stops a hang).
 func TestBenchSmoke(t *testing.T) {
 	t.Parallel()
 	base := benchTestServer(t, server.Config{}, store.Options{})
@@ -498,7 +502,7 @@ func TestBenchSmoke(t *testing.T) {
 			html := filepath.Join(t.TempDir(), "report.html")
 			res, report, err := runBenchJSON(t, "fanout", "--server", base, "--token", key,
 				"--transport", c.transport, "--publish-via", c.via, "--subscribers", "5", "--publishers", "2",
-				"--warmup", "200ms", "--duration", "1s", "--server-pid", strconv.Itoa(pid), "--html", html, "--quiet")
+				"--warmup", "200ms", "--duration", "1s", "--drain", "60s", "--server-pid", strconv.Itoa(pid), "--html", html, "--quiet")
 			if err != nil {
 				t.Fatalf("%v\n%s", err, report)
 			}
@@ -519,7 +523,7 @@ func TestBenchSmoke(t *testing.T) {
 	t.Run("channels/sse", func(t *testing.T) {
 		t.Parallel()
 		res, report, err := runBenchJSON(t, "channels", "--server", base, "--token", key,
-			"--channels", "7", "--publishers", "3", "--rate", "300", "--warmup", "100ms", "--duration", "1s", "--quiet")
+			"--channels", "7", "--publishers", "3", "--rate", "300", "--warmup", "100ms", "--duration", "1s", "--drain", "60s", "--quiet")
 		if err != nil {
 			t.Fatalf("%v\n%s", err, report)
 		}
