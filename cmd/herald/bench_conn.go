@@ -396,7 +396,7 @@ func (s *benchSub) openWS(ctx context.Context, confirm func()) (*benchRConn, err
 func (s *benchSub) reactorSession(ctx context.Context, confirm func()) error {
 	var c *benchRConn
 	var err error
-	if s.r.opts.transport == "ws" {
+	if s.transport == "ws" {
 		c, err = s.openWS(ctx, confirm)
 	} else {
 		c, err = s.openSSE(ctx, confirm)

@@ -277,7 +277,7 @@ func TestBenchScanSSE(t *testing.T) {
 	r := &benchRun{opts: benchOptions{transport: "sse"}}
 	r.latFrom.Store(0)
 	r.latTo.Store(math.MaxInt64)
-	s := newBenchSub(r, 0, &benchChannel{name: "bench.x"}, 1024)
+	s := newBenchSub(r, 0, &benchChannel{name: "bench.x"}, "sse", 1024)
 	confirmed := 0
 	n, done, err := s.sseConsume(b, 1764175940123456789+5_000_000, func() { confirmed++ })
 	if err != nil || done || n != len(b) || confirmed != 1 {
@@ -638,7 +638,7 @@ func benchTestSub() *benchSub {
 	r := &benchRun{opts: benchOptions{transport: "sse"}}
 	r.latFrom.Store(0)
 	r.latTo.Store(math.MaxInt64)
-	return newBenchSub(r, 0, &benchChannel{name: "bench.x"}, 64)
+	return newBenchSub(r, 0, &benchChannel{name: "bench.x"}, "sse", 64)
 }
 
 func TestBenchUnchunkSSE(t *testing.T) {
