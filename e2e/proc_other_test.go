@@ -7,9 +7,9 @@ import (
 	"syscall"
 )
 
-// helperProcAttr: without Linux's Pdeathsig, a helper process (nginx) is
+// childProcAttr: without Linux's Pdeathsig, a child process (nginx) is
 // started as it is.
-func helperProcAttr() *syscall.SysProcAttr { return nil }
+func childProcAttr() *syscall.SysProcAttr { return nil }
 
-// killHelper kills a helper process.
-func killHelper(p *os.Process) error { return p.Kill() }
+// killChild kills a child process.
+func killChild(p *os.Process) error { return p.Kill() }

@@ -338,7 +338,7 @@ func startNginx(t *testing.T, bin string, upstream *server) *nginxProxy {
 	}
 	p.cmd = exec.Command(bin, "-p", p.dir, "-c", conf)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.SysProcAttr = helperProcAttr()
+	p.cmd.SysProcAttr = childProcAttr()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}
@@ -389,7 +389,7 @@ func (p *nginxProxy) stop(t *testing.T) {
 	case <-p.exited:
 	case <-time.After(10 * time.Second):
 		t.Errorf("nginx did not stop within 10s of SIGTERM; killing it")
-		_ = killHelper(p.cmd.Process)
+		_ = killChild(p.cmd.Process)
 		<-p.exited
 	}
 	if t.Failed() {
