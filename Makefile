@@ -2,8 +2,12 @@
 GO      ?= go
 BIN     := bin/herald
 FUZZTIME ?= 10s
+# Tools the checks use, installed into the project (bin/ is not committed),
+# one folder per version so that a new version is installed, not skipped.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := bin/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
-.PHONY: run build test bench fuzz clean
+.PHONY: run build test deps check bench fuzz clean
 
 ## run: a dev server on http://127.0.0.1:8080 with its data in ./data
 # The binary is built, then exec'd, so that it is make's own child: on
@@ -17,10 +21,33 @@ run:
 build:
 	$(GO) build -o $(BIN) ./cmd/herald
 
-## test: vet, then every test (unit and e2e) with the race detector
+## test: everything CI runs, in order: deps, check, every test (unit and
+## e2e) with the race detector — also the bench on its portable reactor —
+## then a short run of every fuzzer
 test:
-	$(GO) vet ./...
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory check
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -tags noepoll -run '^TestBench' ./cmd/herald/
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+
+## deps: install what the tests need beyond Go when it is missing (nginx,
+## with apt-get; without root it prints the command to run)
+deps:
+	@scripts/deps
+
+## check: go vet, staticcheck, go.mod tidy, and the macOS and Windows builds
+check: $(STATICCHECK)
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+	$(GO) mod tidy -diff
+	GOOS=darwin $(GO) vet ./...
+	GOOS=windows $(GO) vet ./...
+	GOOS=darwin $(GO) build -o /dev/null ./cmd/herald
+	GOOS=windows $(GO) build -o /dev/null ./cmd/herald
+
+$(STATICCHECK):
+	GOBIN=$(CURDIR)/$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 ## bench: the Go benchmarks (store appends and reads, hub fan-out)
 bench:

@@ -14,15 +14,12 @@ package e2e
 // pipelining HTTP flooder.
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,7 +41,7 @@ func rcvBufControl(size int) func(network, address string, rc syscall.RawConn) e
 	return func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, size)
+			serr = setRcvBuf(fd, size)
 		})
 		return errors.Join(err, serr)
 	}
@@ -136,43 +133,6 @@ func metricSum(samples []metricSample, name string, labels map[string]string) fl
 func metric(t testing.TB, base, token, name string, labels map[string]string) float64 {
 	t.Helper()
 	return metricSum(scrapeMetrics(t, base, token), name, labels)
-}
-
-// histogramQuantile estimates the q-quantile (0..1) of a Prometheus
-// histogram from its buckets: the upper bound of the bucket it falls in.
-func histogramQuantile(samples []metricSample, name string, q float64) (float64, float64) {
-	type bucket struct{ le, n float64 }
-	var bs []bucket
-	for _, s := range samples {
-		if s.name != name+"_bucket" {
-			continue
-		}
-		le, err := strconv.ParseFloat(s.labels["le"], 64)
-		if err != nil {
-			le = math.Inf(1)
-		}
-		bs = append(bs, bucket{le, s.value})
-	}
-	slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
-	if len(bs) == 0 || bs[len(bs)-1].n == 0 {
-		return 0, 0
-	}
-	total := bs[len(bs)-1].n
-	for _, b := range bs {
-		if b.n >= q*total {
-			return b.le, total
-		}
-	}
-	return math.Inf(1), total
-}
-
-// percentile returns the p-th percentile (0..100) of sorted durations.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
 }
 
 // checkOffsets checks that got is exactly from..to, once each, in order.

@@ -9,7 +9,8 @@ package e2e
 //
 // The test starts its own nginx as a subprocess, with everything it
 // writes inside the test's temporary folder. It needs the nginx binary
-// and fails without it (it never skips): .ci/run installs it.
+// and fails without it (it never skips): make deps (the first step of
+// make test) installs it.
 
 import (
 	"context"
@@ -73,9 +74,10 @@ func TestThroughABufferingProxy(t *testing.T) {
 		for i := 1; i <= 20; i++ {
 			start := time.Now()
 			mustPublishRange(t, px.url(), ch, i, i)
-			// Far under the 15 s heartbeat: a buffering proxy would hold
-			// the event until its buffer filled or the stream ended.
-			e, err := c.recv(5 * time.Second)
+			// A generous bound, still under the 15 s heartbeat: a
+			// buffering proxy would hold the event until its buffer
+			// filled or the stream ended.
+			e, err := c.recv(10 * time.Second)
 			if err != nil {
 				t.Fatalf("message %d of 20 did not come through the proxy alone: %v", i, err)
 			}
@@ -186,7 +188,7 @@ func rawPoll(t *testing.T, base string, q url.Values, stall time.Duration) pollA
 		dialer.Control = func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			err := rc.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+				serr = setRcvBuf(fd, 4096)
 			})
 			return errors.Join(err, serr)
 		}
@@ -239,7 +241,7 @@ func findNginx(t *testing.T) string {
 		return "/usr/sbin/nginx"
 	}
 	t.Fatal("nginx is not installed (not on PATH, not /usr/sbin/nginx). This test runs Herald behind a real nginx " +
-		"and must not be skipped; .ci/run installs it. Locally: sudo apt-get update && sudo apt-get install -y nginx-light (or nginx).")
+		"and must not be skipped: run make deps (or make test, which runs it first) to install it.")
 	return ""
 }
 
@@ -336,10 +338,7 @@ func startNginx(t *testing.T, bin string, upstream *server) *nginxProxy {
 	}
 	p.cmd = exec.Command(bin, "-p", p.dir, "-c", conf)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	// Its own process group, so a last-resort SIGKILL reaches the worker
-	// too (workers do not die with their master); and a SIGTERM if the
-	// test binary dies without cleaning up (a -timeout panic).
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	p.cmd.SysProcAttr = childProcAttr()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}
@@ -390,7 +389,7 @@ func (p *nginxProxy) stop(t *testing.T) {
 	case <-p.exited:
 	case <-time.After(10 * time.Second):
 		t.Errorf("nginx did not stop within 10s of SIGTERM; killing it")
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		_ = killChild(p.cmd.Process)
 		<-p.exited
 	}
 	if t.Failed() {

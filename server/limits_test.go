@@ -236,7 +236,9 @@ func TestBroadcastToChannelsAndToUsers(t *testing.T) {
 func TestBatchRuleHoldsMessagesUpToItsTimeoutOrSize(t *testing.T) {
 	t.Parallel()
 	srv, _ := newTestServer(t, Config{Rules: []RuleConfig{{Pattern: "ticks", Subscribe: []string{"authenticated"},
-		Batch: &BatchConfig{Size: 5, Timeout: 300 * time.Millisecond}}}})
+		// A hold far longer than a few publishes take, so what is
+		// published together is held together however busy the machine.
+		Batch: &BatchConfig{Size: 5, Timeout: 2 * time.Second}}}})
 	sess := openAs(t, srv, userWith("1"), "ticks")
 	var group Group
 	var mu sync.Mutex
@@ -314,6 +316,12 @@ func TestMetricsCountRefusalsAndNeedTheirToken(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `herald_rate_limited_total{kind="publish"} 2`) ||
 		!strings.Contains(body, "herald_messages_published_total 1") {
 		t.Fatalf("metrics: %d\n%s", code, body)
+	}
+	// Go's runtime and process metrics (the README promises them).
+	for _, m := range []string{"\ngo_goroutines ", "\nprocess_cpu_seconds_total "} {
+		if !strings.Contains(body, m) {
+			t.Errorf("metrics lack %q", strings.TrimSpace(m))
+		}
 	}
 }
 

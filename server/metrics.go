@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -52,7 +53,7 @@ func newMetrics(s *Server) *metrics {
 		Name: "herald_sessions", Help: "Open sessions, by transport."}, []string{"transport"})
 	m.registry.MustRegister(m.opened, m.closed, m.published, m.rateLimited, m.moderation,
 		m.appendTime, m.latency, delivered, &sessionGauge{s: s, vec: sessions},
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, t := range []string{"sse", "ws", "poll"} {
 		m.opened.WithLabelValues(t)
 	}

@@ -11,6 +11,7 @@ package main
 //	herald bench channels --transport sse --channels 2000 --publishers 16
 //	herald bench idle     --transport ws --connections 10000 --server-pid PID
 //	herald bench resume   --transport sse --messages 100000
+//	herald bench flood    --subscribers 100 --rate 50 --jwt-secret SECRET
 //
 // A run: subscribers connect and are confirmed subscribed; publishing
 // starts; a warm-up is left out of the figures; the measured window runs
@@ -48,6 +49,9 @@ Workloads (against a Herald on this machine; run "herald bench WORKLOAD -h"):
   channels  C channels with one subscriber each, publishes spread over them
   idle      N connections held open and subscribed: server memory per connection
   resume    a subscriber away while K messages are published, then catching up
+  flood     an abusive user floods a rate-limited channel while S subscribers
+            receive a well-behaved publisher's messages: refusals, and the
+            delivery latency before and during the flood
 
 Every workload prints a progress line a second on stderr, a table and one
 JSON line on stdout, and exits non-zero if any message was lost, duplicated
@@ -73,7 +77,14 @@ type benchOptions struct {
 	hold        time.Duration // idle
 	timeout     time.Duration // resume: the catch-up's bound
 	payload     int
-	channel     string // the channel (fanout, resume) or the channels' prefix
+	channel     string // the channel (fanout, resume, flood) or the channels' prefix
+	// flood: the abusive user's connections and requests in flight on
+	// each, the secret that mints its and the publishers' user tokens, and
+	// the phase without the flood.
+	floodConns  int
+	floodWindow int
+	jwtSecret   string
+	baseline    time.Duration
 	serverPID   int
 	html        string
 	// connectConcurrency bounds the connections being opened at once.
@@ -89,7 +100,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, benchUsage)
 		if len(args) == 0 {
-			return errors.New("name a workload: fanout, channels, idle or resume")
+			return errors.New("name a workload: fanout, channels, idle, resume or flood")
 		}
 		return flag.ErrHelp
 	}
@@ -145,22 +156,32 @@ func parseBenchFlags(workload string, args []string, getenv func(string) string,
 		synopsis = "bench idle [--transport sse|ws|poll] [--connections N] --server-pid PID [--hold D] [flags]"
 	case "resume":
 		synopsis = "bench resume [--transport sse|ws|poll] [--messages K] [--publishers P] [flags]"
+	case "flood":
+		synopsis = "bench flood --jwt-secret SECRET [--transport mixed|sse|ws|poll] [--subscribers S] [--rate N] [--baseline D] [--duration D] [--flood-connections C] [flags]"
 	default:
-		return benchOptions{}, fmt.Errorf("unknown workload %q; use fanout, channels, idle or resume", workload)
+		return benchOptions{}, fmt.Errorf("unknown workload %q; use fanout, channels, idle, resume or flood", workload)
 	}
 	fs := newFlagSet(workload, synopsis, stderr)
 	o := benchOptions{workload: workload}
 	var serverURL string
 	fs.StringVar(&serverURL, "server", "", "server base URL on this machine (default $"+envURL+", else "+defaultServerURL+"); loopback only")
 	fs.StringVar(&o.token, "token", "", "API key sent as Authorization: Bearer on every request (default $"+envAPIKey+")")
-	fs.StringVar(&o.transport, "transport", "sse", "subscriber transport: sse, ws or poll")
-	fs.IntVar(&o.serverPID, "server-pid", 0, "the server's process id: report its CPU time per delivered message and its memory, from /proc")
+	if workload == "flood" {
+		fs.StringVar(&o.transport, "transport", "mixed", "subscriber transport: mixed (40 % sse, 40 % ws, 20 % poll), sse, ws or poll")
+	} else {
+		fs.StringVar(&o.transport, "transport", "sse", "subscriber transport: sse, ws or poll")
+	}
+	fs.IntVar(&o.serverPID, "server-pid", 0, "the server's process id: report its CPU time per delivered message and its memory, from /proc (Linux)")
 	fs.StringVar(&o.html, "html", "", "also write a self-contained HTML report (latency and throughput charts) to this file")
 	fs.IntVar(&o.connectConcurrency, "connect-concurrency", 128, "connections opened at once while subscribers connect")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 2*time.Minute, "bound on connecting and subscribing every subscriber")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines on stderr")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write this tool's own CPU profile (pprof) to the file: is the load generator the bottleneck?")
-	if workload != "idle" {
+	if workload == "flood" {
+		fs.IntVar(&o.publishers, "publishers", 1, "well-behaved publishers, each waiting for its acknowledgement before the next publish")
+		fs.StringVar(&o.publishVia, "publish-via", "api", "api (POST /api/publish, keep-alive) or ws (publish ops, one connection per publisher)")
+		fs.IntVar(&o.payload, "payload", 200, "approximate size of each message's data in bytes (JSON carrying the send time)")
+	} else if workload != "idle" {
 		fs.IntVar(&o.publishers, "publishers", 16, "concurrent publishers, each waiting for its acknowledgement before the next publish")
 		fs.StringVar(&o.publishVia, "publish-via", "api", "api (POST /api/publish, keep-alive) or ws (publish ops, one connection per publisher)")
 		fs.IntVar(&o.payload, "payload", 200, "approximate size of each message's data in bytes (JSON carrying the send time)")
@@ -172,6 +193,17 @@ func parseBenchFlags(workload string, args []string, getenv func(string) string,
 		fs.DurationVar(&o.drain, "drain", 5*time.Second, "bound on waiting for in-flight deliveries after publishing stops")
 	}
 	switch workload {
+	case "flood":
+		fs.IntVar(&o.subscribers, "subscribers", 100, "subscribers of the channel")
+		fs.StringVar(&o.channel, "channel", "", "the channel, which a rule of the server must rate-limit (default a fresh bench.flood.* name)")
+		fs.Float64Var(&o.rate, "rate", 50, "the well-behaved publishers' messages per second, in all: keep it under the rule's limit")
+		fs.DurationVar(&o.warmup, "warmup", time.Second, "publishing before the baseline, left out of the figures")
+		fs.DurationVar(&o.baseline, "baseline", 5*time.Second, "the phase without the flood, measured first")
+		fs.DurationVar(&o.duration, "duration", 10*time.Second, "the flood")
+		fs.DurationVar(&o.drain, "drain", 30*time.Second, "bound on waiting for in-flight deliveries after publishing stops")
+		fs.IntVar(&o.floodConns, "flood-connections", 8, "the abusive user's keep-alive connections, each pipelining requests")
+		fs.IntVar(&o.floodWindow, "flood-window", 64, "the abusive user's requests in flight on each connection")
+		fs.StringVar(&o.jwtSecret, "jwt-secret", "", "the server's JWT secret, to mint the abusive user's and the publishers' tokens (default $"+envJWTSecret+")")
 	case "fanout":
 		fs.IntVar(&o.subscribers, "subscribers", 1000, "subscribers of the channel")
 		fs.StringVar(&o.channel, "channel", "", "the channel (default a fresh bench.fanout.* name)")
@@ -200,6 +232,9 @@ func parseBenchFlags(workload string, args []string, getenv func(string) string,
 	if o.token == "" {
 		o.token = getenv(envAPIKey)
 	}
+	if workload == "flood" && o.jwtSecret == "" {
+		o.jwtSecret = getenv(envJWTSecret)
+	}
 	base, err := parseServerURL(serverURL)
 	if err != nil {
 		return benchOptions{}, err
@@ -213,7 +248,7 @@ func parseBenchFlags(workload string, args []string, getenv func(string) string,
 	o.base = base
 	o.flags = map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) {
-		if f.Name != "token" {
+		if f.Name != "token" && f.Name != "jwt-secret" {
 			o.flags[f.Name] = f.Value.String()
 		}
 	})
@@ -233,8 +268,11 @@ func parseBenchFlags(workload string, args []string, getenv func(string) string,
 func (o *benchOptions) validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	switch o.transport {
-	case "sse", "ws", "poll":
+	switch {
+	case o.transport == "sse", o.transport == "ws", o.transport == "poll":
+	case o.transport == "mixed" && o.workload == "flood":
+	case o.workload == "flood":
+		bad("--transport %q: use mixed, sse, ws or poll", o.transport)
 	default:
 		bad("--transport %q: use sse, ws or poll", o.transport)
 	}
@@ -261,6 +299,28 @@ func (o *benchOptions) validate() error {
 		}
 	}
 	switch o.workload {
+	case "flood":
+		if o.subscribers < 1 || o.subscribers > 1_000_000 {
+			bad("--subscribers %d: want 1 to 1000000", o.subscribers)
+		}
+		if !(o.rate > 0) || math.IsInf(o.rate, 0) {
+			bad("--rate %v: want a positive number of messages/s (a well-behaved publisher keeps a pace)", o.rate)
+		}
+		if o.baseline <= 0 || o.duration <= 0 || o.baseline > 24*time.Hour || o.duration > 24*time.Hour {
+			bad("--baseline %s and --duration %s: want more than 0 and at most 24h", o.baseline, o.duration)
+		}
+		if o.warmup < 0 || o.drain < 0 {
+			bad("--warmup and --drain must not be negative")
+		}
+		if o.floodConns < 1 || o.floodConns > 1000 {
+			bad("--flood-connections %d: want 1 to 1000", o.floodConns)
+		}
+		if o.floodWindow < 1 || o.floodWindow > 4096 {
+			bad("--flood-window %d: want 1 to 4096", o.floodWindow)
+		}
+		if o.jwtSecret == "" {
+			bad("--jwt-secret is required: the abusive user and the publishers are users with tokens (the API key is never rate-limited); set $%s or pass the server's secret", envJWTSecret)
+		}
 	case "fanout":
 		if o.subscribers < 1 || o.subscribers > 1_000_000 {
 			bad("--subscribers %d: want 1 to 1000000", o.subscribers)
@@ -304,7 +364,7 @@ func (o *benchOptions) validate() error {
 
 // channelName returns the i-th channel of the run.
 func (o *benchOptions) channelName(i int) string {
-	if o.workload == "fanout" || o.workload == "resume" {
+	if o.workload == "fanout" || o.workload == "resume" || o.workload == "flood" {
 		return o.channel
 	}
 	return o.channel + "." + strconv.Itoa(i)
@@ -333,6 +393,8 @@ const (
 	benchPhaseCatchUp // resume
 	benchPhaseHold    // idle
 	benchPhaseDone
+	benchPhaseBaseline // flood: before the flood
+	benchPhaseFlood    // flood: the measured window
 )
 
-var benchPhaseNames = []string{"connect", "warmup", "measure", "drain", "publish", "catch-up", "hold", "done"}
+var benchPhaseNames = []string{"connect", "warmup", "measure", "drain", "publish", "catch-up", "hold", "done", "baseline", "flood"}

@@ -177,7 +177,7 @@ func benchTimelineSVG(b *strings.Builder, tl []benchSample) {
 	xOf := func(t float64) float64 { return x0 + t/tmax*pw }
 	fmt.Fprintf(b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f">`+"\n", W, H, W, H)
 	for i, s := range tl {
-		if s.Phase != "measure" && s.Phase != "catch-up" {
+		if s.Phase != "measure" && s.Phase != "catch-up" && s.Phase != "flood" {
 			continue
 		}
 		t0 := 0.0

@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -43,6 +42,9 @@ type benchIO struct {
 // benchReadProc reads /proc/PID/stat and /proc/PID/status; pid 0 is this
 // process.
 func benchReadProc(pid int) (benchProcStat, error) {
+	if runtime.GOOS != "linux" {
+		return benchProcStat{}, fmt.Errorf("reading a process's CPU time and memory needs Linux's /proc; this is %s", runtime.GOOS)
+	}
 	dir := "/proc/self"
 	if pid != 0 {
 		dir = "/proc/" + strconv.Itoa(pid)
@@ -155,24 +157,6 @@ func benchMaxOpenFiles(pid int) (uint64, bool) {
 		}
 	}
 	return 0, false
-}
-
-// benchRaiseNoFile raises this process's RLIMIT_NOFILE soft limit to the
-// hard limit and returns the limit now in force.
-func benchRaiseNoFile() (uint64, error) {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, fmt.Errorf("read the open-file limit: %w", err)
-	}
-	if lim.Cur < lim.Max {
-		raised := lim
-		raised.Cur = lim.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err != nil {
-			return lim.Cur, fmt.Errorf("raise the open-file limit to %d: %w", lim.Max, err)
-		}
-		lim = raised
-	}
-	return lim.Cur, nil
 }
 
 // benchMachine describes where a run happened.

@@ -38,9 +38,11 @@ type benchPub struct {
 	acks    atomic.Int64
 	maxAck  []uint64 // highest acknowledged offset per channel; read once the publisher ends
 	ackHist *benchHist
-	body    []byte
-	answer  []byte
-	data    []byte
+	// baseAckHist: publish to acknowledgement before the flood (flood).
+	baseAckHist *benchHist
+	body        []byte
+	answer      []byte
+	data        []byte
 
 	// API: the publisher's own keep-alive connection.
 	conn    net.Conn
@@ -55,13 +57,14 @@ type benchPub struct {
 
 func newBenchPub(r *benchRun, idx int) *benchPub {
 	p := &benchPub{
-		r:       r,
-		idx:     idx,
-		pad:     strings.Repeat("x", max(0, r.opts.payload-benchPayloadFixed)),
-		maxAck:  make([]uint64, len(r.chans)),
-		ackHist: newBenchHist(),
-		body:    make([]byte, 0, r.opts.payload+256),
-		answer:  make([]byte, 4<<10),
+		r:           r,
+		idx:         idx,
+		pad:         strings.Repeat("x", max(0, r.opts.payload-benchPayloadFixed)),
+		maxAck:      make([]uint64, len(r.chans)),
+		ackHist:     newBenchHist(),
+		baseAckHist: newBenchHist(),
+		body:        make([]byte, 0, r.opts.payload+256),
+		answer:      make([]byte, 4<<10),
 	}
 	return p
 }
@@ -82,7 +85,7 @@ func (p *benchPub) dial(ctx context.Context) error {
 		return nil
 	}
 	hdr := http.Header{}
-	setAuth(hdr, p.r.opts.token)
+	setAuth(hdr, p.r.pubToken)
 	c, resp, err := p.r.wsDialer.DialContext(ctx, p.r.wsURL(), hdr)
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
@@ -182,6 +185,8 @@ func (p *benchPub) run(ctx context.Context) {
 		}
 		if t >= p.r.latFrom.Load() && t < p.r.latTo.Load() {
 			p.ackHist.record(time.Since(t0).Nanoseconds())
+		} else if t >= p.r.baseFrom.Load() && t < p.r.baseTo.Load() {
+			p.baseAckHist.record(time.Since(t0).Nanoseconds())
 		}
 	}
 }
@@ -263,9 +268,9 @@ func (p *benchPub) dialHTTP(ctx context.Context) error {
 		h = append(h, " HTTP/1.1\r\nHost: "...)
 		h = append(h, p.r.urls.hostPort...)
 		h = append(h, "\r\nUser-Agent: herald-bench\r\nContent-Type: application/json\r\nAccept: application/json\r\n"...)
-		if p.r.opts.token != "" {
+		if p.r.pubToken != "" {
 			h = append(h, "Authorization: Bearer "...)
-			h = append(h, p.r.opts.token...)
+			h = append(h, p.r.pubToken...)
 			h = append(h, "\r\n"...)
 		}
 		p.reqHead = append(h, "Content-Length: "...)

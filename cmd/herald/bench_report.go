@@ -57,6 +57,7 @@ type benchResult struct {
 	Tool   benchToolResult    `json:"tool"`
 	Idle   *benchIdleResult   `json:"idle,omitempty"`
 	Resume *benchResumeResult `json:"resume,omitempty"`
+	Flood  *benchFloodResult  `json:"flood,omitempty"`
 
 	Partial   bool              `json:"partial"`
 	StartedAt string            `json:"started_at"`
@@ -246,6 +247,9 @@ func (res *benchResult) verdict() error {
 	if res.Resume != nil && !res.Resume.CaughtUp {
 		bad = append(bad, fmt.Sprintf("the catch-up did not finish: %d of %d messages", res.Resume.ReceivedOfWant, res.Resume.Messages))
 	}
+	if res.Flood != nil {
+		bad = append(bad, res.Flood.verdict()...)
+	}
 	if len(bad) > 0 {
 		return fmt.Errorf("%s", strings.Join(bad, ", "))
 	}
@@ -262,7 +266,7 @@ func writeBenchReport(w io.Writer, res *benchResult) error {
 	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, args...)...) }
 	title := fmt.Sprintf("herald bench %s — %s", res.Workload, res.Transport)
 	switch res.Workload {
-	case "fanout":
+	case "fanout", "flood":
 		title += fmt.Sprintf(", 1 channel, %d subscribers", res.Subscribers)
 	case "channels", "idle":
 		title += fmt.Sprintf(", %d channels, %d subscribers", res.Channels, res.Subscribers)
@@ -283,6 +287,10 @@ func writeBenchReport(w io.Writer, res *benchResult) error {
 		row("connections", "%d subscribed in %.2f s, held %.0f s", i.Connections, i.ConnectSeconds, i.HoldSeconds)
 		row("server memory", "%.2f KiB per connection  (RSS %s → %s KiB)", i.PerConnKiB, benchNum(float64(i.RSSBeforeKiB)), benchNum(float64(i.RSSAfterKiB)))
 		row("tool memory", "%.2f KiB per connection", i.ToolPerConnKiB)
+	} else if res.Flood != nil {
+		writeFloodRows(row, res)
+		row("lost / dup / order", "%d / %d / %d", res.Lost, res.Duplicated, res.OutOfOrder)
+		row("drain", "%.2f s, complete: %v", res.DrainSeconds, res.DrainComplete)
 	} else {
 		if res.Resume != nil {
 			rr := res.Resume
@@ -412,6 +420,7 @@ func (r *benchRun) startProgress() (stop func()) {
 		defer tick.Stop()
 		start := time.Now()
 		last, lastD, lastA := start, r.delivered(), r.acks()
+		var lastAtt, lastRef int64 // the abusive user's (flood)
 		for {
 			select {
 			case <-done:
@@ -435,8 +444,14 @@ func (r *benchRun) startProgress() (stop func()) {
 					last, lastD, lastA = now, d, a
 					continue
 				}
-				r.progressf("%5.0fs %-8s delivered %11s/s  acks %9s/s  reconnects %d  errors %d",
-					smp.T, phase, benchNum(smp.DeliveredPerSec), benchNum(smp.AcksPerSec), reconnects, errs)
+				flood := ""
+				if ab := r.abuser; ab != nil {
+					att, ref := ab.attempts.Load(), ab.refused.Load()
+					flood = fmt.Sprintf("  flood %s req/s, %s refused/s", benchNum(math.Round(float64(att-lastAtt)/secs)), benchNum(math.Round(float64(ref-lastRef)/secs)))
+					lastAtt, lastRef = att, ref
+				}
+				r.progressf("%5.0fs %-8s delivered %11s/s  acks %9s/s%s  reconnects %d  errors %d",
+					smp.T, phase, benchNum(smp.DeliveredPerSec), benchNum(smp.AcksPerSec), flood, reconnects, errs)
 				last, lastD, lastA = now, d, a
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +40,12 @@ type benchRun struct {
 	opts   benchOptions
 	stderr io.Writer
 	// pubHC makes the few API calls besides publishing (heads, history).
-	pubHC    *http.Client
+	pubHC *http.Client
+	// pubToken is what the publishers send as their bearer: the API key,
+	// or (flood) a well-behaved user's token.
+	pubToken string
+	// abuser floods the channel (flood).
+	abuser   *benchAbuser
 	wsDialer *websocket.Dialer
 	// reactors read the SSE and WebSocket subscribers' sockets.
 	reactors []*benchReactor
@@ -49,8 +55,10 @@ type benchRun struct {
 	pubs     []*benchPub
 
 	// latFrom and latTo bound the send times (Unix ns) whose delivery
-	// latency is recorded: the measured window.
-	latFrom, latTo atomic.Int64
+	// latency is recorded: the measured window. baseFrom and baseTo bound
+	// a second one (flood: the phase before the flood).
+	latFrom, latTo   atomic.Int64
+	baseFrom, baseTo atomic.Int64
 	// stopping: the run is closing its subscribers; their errors are expected.
 	stopping atomic.Bool
 	// pubStop ends the publishers after their current publish.
@@ -80,6 +88,9 @@ func newBenchRun(opts benchOptions, stderr io.Writer) (*benchRun, error) {
 		latency: newBenchHist(), ackLatency: newBenchHist(), startedAt: time.Now()}
 	r.latFrom.Store(math.MaxInt64)
 	r.latTo.Store(math.MaxInt64)
+	r.baseFrom.Store(math.MaxInt64)
+	r.baseTo.Store(math.MaxInt64)
+	r.pubToken = opts.token
 	nsubs := opts.subscribers
 	switch opts.workload {
 	case "channels":
@@ -138,7 +149,7 @@ func newBenchRun(opts benchOptions, stderr io.Writer) (*benchRun, error) {
 		r.chans = append(r.chans, &benchChannel{idx: i, name: name, qname: url.QueryEscape(name)})
 	}
 	for i := range nsubs {
-		r.subs = append(r.subs, newBenchSub(r, i, r.chans[i%nchans], readBuf))
+		r.subs = append(r.subs, newBenchSub(r, i, r.chans[i%nchans], benchSubTransport(opts.transport, i), readBuf))
 	}
 	if opts.workload != "idle" {
 		for i := range opts.publishers {
@@ -196,12 +207,23 @@ func (r *benchRun) close() {
 	}
 }
 
+// benchSubTransport is subscriber i's transport: --transport, or for
+// mixed, 40 % SSE, 40 % WebSocket and 20 % long polling, interleaved.
+func benchSubTransport(transport string, i int) string {
+	if transport != "mixed" {
+		return transport
+	}
+	return [5]string{"sse", "ws", "sse", "ws", "poll"}[i%5]
+}
+
 func (r *benchRun) run(ctx context.Context) (*benchResult, error) {
 	switch r.opts.workload {
 	case "idle":
 		return r.runIdle(ctx)
 	case "resume":
 		return r.runResume(ctx)
+	case "flood":
+		return r.runFlood(ctx)
 	}
 	return r.runStream(ctx)
 }
@@ -260,7 +282,7 @@ func benchWait(ctx context.Context, d time.Duration) bool {
 // published, where the subscribers cannot learn it from the stream (long
 // polling answers carry a cursor, not offsets).
 func (r *benchRun) prepareChannels(ctx context.Context) error {
-	if r.opts.transport != "poll" {
+	if !slices.ContainsFunc(r.subs, func(s *benchSub) bool { return s.transport == "poll" }) {
 		return nil
 	}
 	sem := make(chan struct{}, 16)

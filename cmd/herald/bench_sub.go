@@ -52,14 +52,16 @@ func benchDecodeJSON(r io.Reader, v any) error {
 // goroutine touches the track, the histogram and the buffers; the run
 // reads the atomics while it runs and the rest once it has stopped.
 type benchSub struct {
-	r   *benchRun
-	idx int
-	ch  *benchChannel
+	r         *benchRun
+	idx       int
+	ch        *benchChannel
+	transport string // sse, ws or poll
 
-	track benchTrack
-	based bool
-	hist  *benchHist
-	buf   []byte
+	track    benchTrack
+	based    bool
+	hist     *benchHist
+	baseHist *benchHist // flood: the latency before the flood
+	buf      []byte
 	// once ends the connection as soon as it is subscribed (resume: the
 	// subscriber notes its position and leaves).
 	once bool
@@ -81,8 +83,8 @@ type benchSub struct {
 	pollSess   string
 }
 
-func newBenchSub(r *benchRun, idx int, ch *benchChannel, bufSize int) *benchSub {
-	return &benchSub{r: r, idx: idx, ch: ch, buf: make([]byte, bufSize)}
+func newBenchSub(r *benchRun, idx int, ch *benchChannel, transport string, bufSize int) *benchSub {
+	return &benchSub{r: r, idx: idx, ch: ch, transport: transport, buf: make([]byte, bufSize)}
 }
 
 // setBase fixes the subscriber's start position, once.
@@ -158,7 +160,7 @@ func (s *benchSub) session(ctx context.Context, confirm func()) error {
 		free()
 		confirm()
 	}
-	if s.r.opts.transport == "poll" {
+	if s.transport == "poll" {
 		return s.pollSession(ctx, done)
 	}
 	return s.reactorSession(ctx, done)
@@ -193,6 +195,11 @@ func (s *benchSub) onMessage(e benchEnvelope, now, from, to int64) {
 			s.hist = newBenchHist()
 		}
 		s.hist.record(now - e.t)
+	} else if e.t < from && e.t >= s.r.baseFrom.Load() && e.t < s.r.baseTo.Load() {
+		if s.baseHist == nil {
+			s.baseHist = newBenchHist()
+		}
+		s.baseHist.record(now - e.t)
 	}
 }
 

@@ -467,7 +467,7 @@ func TestPollSubscribeMax(t *testing.T) {
 func TestPollSubscribeTimeout(t *testing.T) {
 	srv, sc := newPollServer(t, pollOK("c1", "s1", envelopeJSON("A", "e1", 1)))
 	// The second poll is held by the server until the client gives up.
-	out, _, err := runPollSub(t, srv.URL, "--channel", "A", "--timeout", "100ms")
+	out, _, err := runPollSub(t, srv.URL, "--channel", "A", "--timeout", "2s")
 	var idle *idleTimeout
 	if !errors.As(err, &idle) {
 		t.Fatalf("err = %v, want the --timeout error", err)

@@ -511,9 +511,11 @@ func TestSubscribeStops(t *testing.T) {
 			sendSSE(w, messageEvent("A", "e1", 1, "c1"))
 			<-r.Context().Done()
 		})
-		out, _, err := runSub(t, srv.URL, "--channel", "A", "--timeout", "100ms")
+		// The timeout is what the first message must beat: long next to a
+		// loopback exchange on a busy machine.
+		out, _, err := runSub(t, srv.URL, "--channel", "A", "--timeout", "2s")
 		var idle *idleTimeout
-		if !errors.As(err, &idle) || !strings.Contains(err.Error(), "no message for 100ms") {
+		if !errors.As(err, &idle) || !strings.Contains(err.Error(), "no message for 2s") {
 			t.Fatalf("err = %v, want the --timeout error", err)
 		}
 		if want := jsonLines(envelopeJSON("A", "e1", 1)); out != want {
@@ -561,7 +563,7 @@ func TestSubscribeStops(t *testing.T) {
 				sendSSE(w, messageEvent("A", "e1", 1, "c1"))
 			},
 		)
-		out, _, err := runSub(t, srv.URL, "--channel", "A", "--max", "1", "--stall-timeout", "100ms")
+		out, _, err := runSub(t, srv.URL, "--channel", "A", "--max", "1", "--stall-timeout", "2s")
 		if err != nil {
 			t.Fatalf("subscribe: %v", err)
 		}

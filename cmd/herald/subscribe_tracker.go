@@ -327,7 +327,7 @@ func posString(epoch string, offset uint64) string {
 // oneLine returns data on one line: SSE joins several data: lines with
 // LF, and a JSON line must not contain one.
 func oneLine(data []byte) []byte {
-	if bytes.IndexAny(data, "\r\n") < 0 {
+	if !bytes.ContainsAny(data, "\r\n") {
 		return data
 	}
 	var buf bytes.Buffer

@@ -283,14 +283,16 @@ func TestWSSubscribeStallResumes(t *testing.T) {
 			c.send(msgPush(envelopeJSON("A", "e1", 1)))
 		},
 	)
-	out, stderr, err := runWSSub(t, srv, "", "--channel", "A", "--max", "1", "--stall-timeout", "150ms", "-v")
+	// The stall timeout is what the second connection must beat: long
+	// next to a loopback exchange on a busy machine.
+	out, stderr, err := runWSSub(t, srv, "", "--channel", "A", "--max", "1", "--stall-timeout", "2s", "-v")
 	if err != nil {
 		t.Fatalf("subscribe: %v\nstderr: %s", err, stderr)
 	}
 	if want := jsonLines(envelopeJSON("A", "e1", 1)); out != want {
 		t.Errorf("output %q, want %q", out, want)
 	}
-	if !strings.Contains(stderr, "no frame and no ping for 150ms (--stall-timeout)") {
+	if !strings.Contains(stderr, "no frame and no ping for 2s (--stall-timeout)") {
 		t.Errorf("stderr does not log the stall:\n%s", stderr)
 	}
 }
@@ -320,7 +322,7 @@ func TestWSSubscribePings(t *testing.T) {
 		}
 		c.send(msgPush(envelopeJSON("A", "e1", 1)))
 	})
-	out, stderr, err := runWSSub(t, srv, "", "--channel", "A", "--max", "1", "--stall-timeout", "300ms")
+	out, stderr, err := runWSSub(t, srv, "", "--channel", "A", "--max", "1", "--stall-timeout", "3s")
 	if err != nil {
 		t.Fatalf("subscribe: %v\nstderr: %s", err, stderr)
 	}
@@ -367,7 +369,7 @@ func TestWSSubscribeTimeout(t *testing.T) {
 		c.subscribed(c.expectSubscribe("A", "-", ""), "e1", 0)
 		c.send(msgPush(envelopeJSON("A", "e1", 1)))
 	})
-	out, _, err := runWSSub(t, srv, "", "--channel", "A", "--timeout", "100ms")
+	out, _, err := runWSSub(t, srv, "", "--channel", "A", "--timeout", "2s")
 	var idle *idleTimeout
 	if !errors.As(err, &idle) {
 		t.Fatalf("err = %v, want the --timeout error", err)

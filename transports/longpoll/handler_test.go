@@ -271,9 +271,10 @@ func TestASecondPollTakesTheSessionOver(t *testing.T) {
 
 func TestIdleSessionsExpireAndUsersAreBounded(t *testing.T) {
 	t.Parallel()
-	// The grace outlasts the three polls below on the slowest machine;
-	// the sessions then expire after it.
-	f := newFixture(t, server.Config{Dev: true, MaxSessionsPerUser: 2}, Options{Grace: 3 * time.Second})
+	// The grace is what the three polls below must beat (a session polled
+	// with timeout 0 expires a grace after its poll): long next to a
+	// request on a busy machine.
+	f := newFixture(t, server.Config{Dev: true, MaxSessionsPerUser: 2}, Options{Grace: 2 * time.Second})
 	tok, _ := server.MintToken(secret, server.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "17"}})
 	var sessions []string
 	for i := 0; i < 2; i++ {
@@ -283,12 +284,15 @@ func TestIdleSessionsExpireAndUsersAreBounded(t *testing.T) {
 		}
 		sessions = append(sessions, a.Session)
 	}
+	if sessions[0] == "" || sessions[0] == sessions[1] {
+		t.Fatalf("two polls without a session got sessions %q: want two distinct ones", sessions)
+	}
 	_, resp, raw := f.poll(t, tok, url.Values{"channel": {"c"}, "timeout": {"0"}})
 	if resp.StatusCode != 429 || !strings.Contains(raw, `user \"17\" has 2 open sessions, the limit is 2`) {
 		t.Fatalf("third session: %d %s", resp.StatusCode, raw)
 	}
 	// Polled with timeout 0, the sessions expire after the grace.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for f.srv.Sessions() != 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d sessions still open", f.srv.Sessions())
