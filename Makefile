@@ -13,9 +13,11 @@ STATICCHECK := bin/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 # The binary is built, then exec'd, so that it is make's own child: on
 # Ctrl-C it shuts down cleanly and exits 0, and make reports no error
 # (go run would exit 1 on the signal).
+# DATA and RUN_FLAGS (extra serve flags) may be set: make run RUN_FLAGS=--addr=127.0.0.1:9090
+DATA ?= ./data
 run:
 	$(GO) build -o $(BIN) ./cmd/herald
-	exec ./$(BIN) serve --dev --data-dir ./data
+	exec $(BIN) serve --dev --data-dir $(DATA) $(RUN_FLAGS)
 
 ## build: the binary in bin/herald
 build:
