@@ -98,8 +98,9 @@ type conn interface {
 	// session is the session id the server gave this connection.
 	session() string
 	// publishSelfExcluded publishes data on channel so that this session
-	// does not get it: SSE and long polling through POST /api/publish with
-	// exclude_session, WebSocket with the publish op's exclude_self.
+	// does not get it: SSE through POST /api/publish with session and
+	// exclude_sender, long polling with exclude_session, WebSocket with
+	// the publish op's exclude_self.
 	publishSelfExcluded(t *testing.T, channel, data string) publishResult
 	// passedOver waits for the transport's sign that a message this
 	// session excluded itself from was passed over, and consumes it: SSE
@@ -485,8 +486,10 @@ func (c *sseConn) publishSelfExcluded(t *testing.T, channel, data string) publis
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	// The seed's exclude_sender: the publish names its session and
+	// excludes it (the long-poll driver uses exclude_session instead).
 	res, _, err := apiPublish(ctx, c.base, c.tok, map[string]any{
-		"channel": channel, "data": json.RawMessage(data), "exclude_session": c.sess})
+		"channel": channel, "data": json.RawMessage(data), "session": c.sess, "exclude_sender": true})
 	if err != nil {
 		t.Fatal(err)
 	}
