@@ -76,7 +76,7 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 		sub.batch = r.cfg.Batch
 	}
 	ch.add(sub)
-	head, err := s.log.Head(ctx, req.Channel)
+	head, err := s.engine.Head(ctx, req.Channel)
 	if err != nil {
 		ch.remove(sub)
 		s.hub.release(ch)
@@ -160,7 +160,7 @@ func (s *Server) catchUp(ctx context.Context, sub *subscription, dst []Item, pag
 		dst = append(dst, sub.preface...)
 		sub.preface = nil
 	}
-	page, err := s.log.Read(ctx, sub.name, sub.since, pageSize)
+	page, err := s.engine.Read(ctx, sub.name, sub.since, pageSize)
 	if err != nil {
 		return dst, false, fmt.Errorf("read %q after %d: %w", sub.name, sub.since, err)
 	}

@@ -23,11 +23,12 @@ func TestIdempotentAppendReturnsFirstResultAndStoresNothing(t *testing.T) {
 			t.Parallel()
 			var mu sync.Mutex
 			var feed []Committed
-			s := openTest(t, Options{OnCommit: func(b []Committed) {
+			s := openTest(t, Options{})
+			mustFeed(t, s, func(b []Committed) {
 				mu.Lock()
 				feed = append(feed, b...)
 				mu.Unlock()
-			}})
+			})
 			first := mustAppend(t, s, "idem", Record{ID: "m1", Payload: []byte("a"), IdempotencyKey: tc.key})
 			mustAppend(t, s, "idem", Record{ID: "m2", Payload: []byte("b")})
 			again := mustAppend(t, s, "idem", Record{ID: "m3", Payload: []byte("c"), IdempotencyKey: tc.key})
@@ -56,7 +57,7 @@ func TestIdempotentAppendReturnsFirstResultAndStoresNothing(t *testing.T) {
 			defer mu.Unlock()
 			for _, c := range feed {
 				if c.Record.ID == "m3" {
-					t.Fatalf("duplicate reached OnCommit: %+v", c)
+					t.Fatalf("duplicate reached the feed: %+v", c)
 				}
 			}
 		})
@@ -66,7 +67,8 @@ func TestIdempotentAppendReturnsFirstResultAndStoresNothing(t *testing.T) {
 func TestIdempotentAppendsInOneBatchStoreOnce(t *testing.T) {
 	t.Parallel()
 	g := newGate()
-	s := openTest(t, Options{OnCommit: g.OnCommit})
+	s := openTest(t, Options{})
+	mustFeed(t, s, g.receive)
 	blockCommitter(t, s, g)
 
 	const n = 5

@@ -275,24 +275,24 @@ func TestReadNeverReturnsEntriesBeyondItsHead(t *testing.T) {
 	wg.Wait()
 }
 
-func TestOnCommitSeesEveryRecordOnceInOffsetOrder(t *testing.T) {
+func TestFeedSeesEveryRecordOnceInOffsetOrder(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	feed := map[string][]Committed{}
 	s := openTest(t, Options{
 		Retention: func(ch string) Retention {
 			if ch == "c0" {
-				return Retention{MaxCount: 0} // stored records still reach OnCommit
+				return Retention{MaxCount: 0} // stored records are still fed
 			}
 			return DefaultRetention
 		},
-		OnCommit: func(batch []Committed) {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, c := range batch {
-				feed[c.Channel] = append(feed[c.Channel], c)
-			}
-		},
+	})
+	mustFeed(t, s, func(batch []Committed) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range batch {
+			feed[c.Channel] = append(feed[c.Channel], c)
+		}
 	})
 	const goroutines, each = 16, 100
 	var wg sync.WaitGroup
@@ -308,7 +308,7 @@ func TestOnCommitSeesEveryRecordOnceInOffsetOrder(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	// OnCommit runs after the answers; one more append per channel flushes
+	// The feed runs after the answers; one more append per channel flushes
 	// every earlier batch's callback through the single committer.
 	for _, ch := range []string{"c0", "c1", "c2", "c3"} {
 		mustAppend(t, s, ch, Record{Tag: "last"})
@@ -329,7 +329,7 @@ func TestOnCommitSeesEveryRecordOnceInOffsetOrder(t *testing.T) {
 	for ch, list := range feed {
 		pos, _ := s.Head(context.Background(), ch)
 		if uint64(len(list)) != pos.Head {
-			t.Errorf("%s: OnCommit saw %d records, head is %d", ch, len(list), pos.Head)
+			t.Errorf("%s: the feed saw %d records, head is %d", ch, len(list), pos.Head)
 		}
 		for i, c := range list {
 			if c.Offset != uint64(i+1) || c.Epoch != pos.Epoch {
@@ -344,7 +344,7 @@ func TestOnCommitSeesEveryRecordOnceInOffsetOrder(t *testing.T) {
 		}
 	}
 	if len(tags) != goroutines*each {
-		t.Fatalf("OnCommit saw %d tagged records, want %d", len(tags), goroutines*each)
+		t.Fatalf("the feed saw %d tagged records, want %d", len(tags), goroutines*each)
 	}
 }
 
@@ -352,10 +352,11 @@ func TestCloseAnswersPendingAppendsThenRefusesCalls(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	g := newGate()
-	s, err := Open(Options{Dir: dir, Logger: testLogger(t), OnCommit: g.OnCommit, Durability: NoSync})
+	s, err := Open(Options{Dir: dir, Logger: testLogger(t), Durability: NoSync})
 	if err != nil {
 		t.Fatal(err)
 	}
+	mustFeed(t, s, g.receive)
 	blockCommitter(t, s, g)
 
 	const pending = 50
@@ -494,7 +495,8 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 func TestFailedBatchRollsBackAndLaterAppendsReuseNothing(t *testing.T) {
 	t.Parallel()
 	g := newGate()
-	s := openTest(t, Options{OnCommit: g.OnCommit})
+	s := openTest(t, Options{})
+	mustFeed(t, s, g.receive)
 	// A corrupt idempotency record makes the committer's lookup fail, and
 	// with it the whole batch that holds the lookup.
 	if err := s.db.Update(func(txn *badger.Txn) error {
@@ -558,11 +560,12 @@ func TestFullBatchesFitInOneTransaction(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			g := newGate()
-			opts := Options{OnCommit: g.OnCommit, Durability: NoSync}
+			opts := Options{Durability: NoSync}
 			if tc.onDisk {
 				opts.Dir = t.TempDir()
 			}
 			s := openTest(t, opts)
+			mustFeed(t, s, g.receive)
 			blockCommitter(t, s, g)
 			errs := make(chan error, tc.count)
 			for i := range tc.count {
