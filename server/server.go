@@ -113,7 +113,12 @@ func (s *Server) Config() Config { return s.cfg }
 //
 // A batch's messages are fanned out a channel at a time, as one run per
 // session: each session queues the run under one lock and is woken once,
-// so its writer sends the run in one write instead of one per message.
+// so its writer sends the run in one write instead of one per message. A
+// run holds consecutive offsets by construction: should the engine break
+// its contract (or a record cannot be decoded), a record that does not
+// follow its channel's run starts a new run, and the hub's check on each
+// subscription drops what the session already has and fails a session
+// that would see a gap, instead of papering over it.
 func (s *Server) committed(batch []store.Committed) {
 	now := time.Now()              // real time: the latency metric is about the machine, not Config.Now
 	var runs map[string][]*Message // per channel, in offset order
@@ -132,7 +137,12 @@ func (s *Server) committed(batch []store.Committed) {
 		if runs == nil {
 			runs = make(map[string][]*Message)
 		}
-		runs[c.Channel] = append(runs[c.Channel], m)
+		run := runs[c.Channel]
+		if n := len(run); n > 0 && run[n-1].Offset+1 != c.Offset {
+			s.hub.deliver(run)
+			run = nil
+		}
+		runs[c.Channel] = append(run, m)
 	}
 	for _, run := range runs {
 		s.hub.deliver(run)
