@@ -218,8 +218,9 @@ func (s *Store) channelNames(after string, limit int) ([]string, error) {
 	return names, nil
 }
 
-// Close commits and answers every append already queued, stops the
-// trimmer, waits for calls in progress and closes Badger. Calls made after
+// Close commits and answers every append already queued (and feeds it:
+// Close returns after the feed's last call), stops the trimmer, waits for
+// calls in progress and closes Badger. Calls made after
 // Close has begun return ErrClosed. Close is idempotent: later calls return
 // the first call's result.
 func (s *Store) Close() error {
