@@ -24,13 +24,12 @@ import (
 // is 1 and each one after it takes exactly the next offset, with no gap and
 // no reuse, for as long as the channel's epoch lasts; an Append that
 // begins after another to the same channel returned gets a higher offset.
-// The epoch is a
-// non-empty string naming one lifetime of the log. It is created when the
-// channel is first used by Head or Append (never by Read), is as durable
-// as a record, and changes only when the channel's log is lost or reset
-// (for the Badger store: its directory is lost); offsets then start again
-// at 1 under a new epoch, never equal to an earlier one, so a client's old
-// offset is never mistaken for a new one.
+// The epoch is a non-empty string naming one lifetime of the log. It is
+// created when the channel is first used by Head or Append (never by
+// Read), is as durable as a record, and changes only when the channel's
+// log is lost or reset (for the Badger store: its directory is lost);
+// offsets then start again at 1 under a new epoch, never equal to an
+// earlier one, so a client's old offset is never mistaken for a new one.
 //
 // # Durability
 //
@@ -47,12 +46,12 @@ import (
 //
 // # Visibility
 //
-// Once Append has returned a record's offset, and before the feed reports
-// it, Head reports a head of at least that offset and Read returns the
-// record (unless retention removed it). The core relies on this when a
+// A record is visible — Head reports a head of at least its offset, and
+// Read returns it unless retention removed it — before its Append returns
+// and before the feed reports it. The core relies on this when a
 // subscription hands over from reading the log to the live feed: it
-// registers for the feed, then reads the head; every record beyond that
-// head is reported to the feed after the registration.
+// registers for the feed, then reads the head, so every record beyond
+// that head is reported after the registration.
 //
 // # The commit feed
 //
@@ -76,8 +75,8 @@ import (
 // it (Append and a channel's first Head queue for the committer; Close
 // waits for it to finish) and would deadlock. Read, Channels, the state
 // methods and Head of a channel that exists answer while the receiver
-// runs. The slice passed to the receiver and the records in it are only
-// valid during the call: the engine reuses them.
+// runs. The slice passed to the receiver is only valid during the call
+// (the engine reuses it): the receiver copies what it keeps.
 //
 // # Retention
 //
