@@ -155,12 +155,12 @@ func (s *Server) History(ctx context.Context, id Identity, channel string, since
 	if err := s.authorize(id, ActionHistory, channel); err != nil {
 		return HistoryPage{}, err
 	}
-	page, err := s.log.Read(ctx, channel, since, limit)
+	page, err := s.engine.Read(ctx, channel, since, limit)
 	if err != nil {
 		return HistoryPage{}, err
 	}
 	if page.Epoch == "" { // first use: give the channel its epoch
-		pos, err := s.log.Head(ctx, channel)
+		pos, err := s.engine.Head(ctx, channel)
 		if err != nil {
 			return HistoryPage{}, err
 		}
@@ -207,7 +207,7 @@ func (s *Server) handleChannels(w http.ResponseWriter, r *http.Request) {
 		s.WriteError(w, r, err)
 		return
 	}
-	infos, err := s.log.Channels(r.Context(), q.Get("after"), int(limit))
+	infos, err := s.engine.Channels(r.Context(), q.Get("after"), int(limit))
 	if err != nil {
 		s.WriteError(w, r, err)
 		return

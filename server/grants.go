@@ -9,16 +9,9 @@ import (
 	"sort"
 	"strings"
 	"sync"
-)
 
-// State is the store's small keyed state, where grants (and later bans and
-// last-seen times) live; *store.Store implements it.
-type State interface {
-	PutState(ctx context.Context, key string, value []byte) error
-	GetState(ctx context.Context, key string) (value []byte, ok bool, err error)
-	DeleteState(ctx context.Context, key string) error
-	ScanState(ctx context.Context, prefix string, fn func(key string, value []byte) error) error
-}
+	"github.com/heraldrt/herald/store"
+)
 
 // actionSet is a set of actions, one bit each.
 type actionSet uint8
@@ -76,7 +69,7 @@ func grantKey(user, channel string) string {
 }
 
 // loadGrants reads every stored grant.
-func loadGrants(ctx context.Context, st State) (*grantSet, error) {
+func loadGrants(ctx context.Context, st store.Engine) (*grantSet, error) {
 	g := &grantSet{users: make(map[string]*userGrants)}
 	err := st.ScanState(ctx, grantPrefix, func(key string, value []byte) error {
 		userEsc, channel, ok := strings.Cut(strings.TrimPrefix(key, grantPrefix), "/")
@@ -209,12 +202,12 @@ func (s *Server) SetGrant(ctx context.Context, user, channel string, actions act
 	}
 	var err error
 	if actions == 0 {
-		err = s.state.DeleteState(ctx, grantKey(user, channel))
+		err = s.engine.DeleteState(ctx, grantKey(user, channel))
 	} else {
 		b, _ := json.Marshal(struct {
 			Actions []string `json:"actions"`
 		}{actions.names()})
-		err = s.state.PutState(ctx, grantKey(user, channel), b)
+		err = s.engine.PutState(ctx, grantKey(user, channel), b)
 	}
 	if err != nil {
 		return fmt.Errorf("store grant: %w", err)

@@ -73,7 +73,7 @@ func TestGrantsAreDurable(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := New(Config{APIKey: testAPIKey, Rules: seedRules()}, st, st)
+		srv, err := New(Config{APIKey: testAPIKey, Rules: seedRules()}, st)
 		if err != nil {
 			t.Fatal(err)
 		}

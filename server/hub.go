@@ -133,8 +133,8 @@ func (c *channel) remove(sub *subscription) {
 
 // deliver fans a run of stored messages of one channel — consecutive
 // offsets, ascending — out to the channel's subscribers. The caller
-// guarantees that, per channel, runs come in offset order (the store's
-// commit feed does). It never blocks on a session: a full queue closes
+// guarantees that, per channel, runs come in offset order (the engine's
+// commit feed does, by contract). It never blocks on a session: a full queue closes
 // that session as a slow consumer.
 func (h *hub) deliver(run []*Message) {
 	c := h.lookup(run[0].Channel)

@@ -193,7 +193,7 @@ type bans struct {
 
 func (s *Server) loadBans(ctx context.Context) error {
 	s.bans.until = make(map[string]time.Time)
-	return s.state.ScanState(ctx, banPrefix, func(key string, value []byte) error {
+	return s.engine.ScanState(ctx, banPrefix, func(key string, value []byte) error {
 		user, err := url.PathUnescape(strings.TrimPrefix(key, banPrefix))
 		if err != nil {
 			return fmt.Errorf("ban key %q: %w", key, err)
@@ -232,7 +232,7 @@ func (s *Server) Ban(ctx context.Context, user string, d time.Duration) (time.Ti
 	}
 	until := s.now().Add(d).UTC()
 	b, _ := until.MarshalText()
-	if err := s.state.PutState(ctx, banPrefix+url.PathEscape(user), b); err != nil {
+	if err := s.engine.PutState(ctx, banPrefix+url.PathEscape(user), b); err != nil {
 		return time.Time{}, fmt.Errorf("store ban: %w", err)
 	}
 	s.bans.mu.Lock()
@@ -246,7 +246,7 @@ func (s *Server) Ban(ctx context.Context, user string, d time.Duration) (time.Ti
 
 // Unban lifts a ban.
 func (s *Server) Unban(ctx context.Context, user string) error {
-	if err := s.state.DeleteState(ctx, banPrefix+url.PathEscape(user)); err != nil {
+	if err := s.engine.DeleteState(ctx, banPrefix+url.PathEscape(user)); err != nil {
 		return fmt.Errorf("remove ban: %w", err)
 	}
 	s.bans.mu.Lock()

@@ -213,7 +213,7 @@ func (s *Server) storeLastSeen(user string, at time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	b, _ := at.UTC().MarshalText()
-	if err := s.state.PutState(ctx, lastSeenPrefix+url.PathEscape(user), b); err != nil {
+	if err := s.engine.PutState(ctx, lastSeenPrefix+url.PathEscape(user), b); err != nil {
 		s.logger.Warn("store last-seen", "user", user, "err", err)
 	}
 }
@@ -396,7 +396,7 @@ func (s *Server) User(ctx context.Context, id Identity, user string) (UserStatus
 		out.LastSeen = &t
 		return out, nil
 	}
-	b, ok, err := s.state.GetState(ctx, lastSeenPrefix+url.PathEscape(user))
+	b, ok, err := s.engine.GetState(ctx, lastSeenPrefix+url.PathEscape(user))
 	if err != nil {
 		return UserStatus{}, err
 	}

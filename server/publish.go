@@ -138,7 +138,7 @@ func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (
 
 	rec := store.Record{ID: msgID, Time: now, Payload: payload, IdempotencyKey: req.IdempotencyKey}
 	start := time.Now()
-	res, err := s.log.Append(ctx, req.Channel, rec)
+	res, err := s.engine.Append(ctx, req.Channel, rec)
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("publish to %q: %w", req.Channel, err)
 	}

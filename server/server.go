@@ -15,27 +15,12 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Log is the durable channel log the core runs on; *store.Store
-// implements it, and a distributed engine can stand behind it later.
-//
-// Contract: Append returns once the record is durable, with offsets
-// contiguous per channel; the implementation reports every stored record,
-// in commit order, to Server.Committed (store.Options.OnCommit). Head
-// creates a channel's epoch the first time it is asked.
-type Log interface {
-	Append(ctx context.Context, channel string, rec store.Record) (store.Appended, error)
-	Read(ctx context.Context, channel string, after uint64, limit int) (store.Page, error)
-	Head(ctx context.Context, channel string) (store.Position, error)
-	Channels(ctx context.Context, after string, limit int) ([]store.ChannelInfo, error)
-}
-
 // Server is the channel core: it authenticates and authorises, runs the
 // publish pipeline, holds the hub and the sessions, and serves the HTTP
 // API. Transports call it; it knows nothing of them.
 type Server struct {
 	cfg    Config
-	log    Log
-	state  State
+	engine store.Engine // channel logs, commit feed, small state
 	logger *slog.Logger
 	hub    *hub
 	rules  *rules
@@ -60,21 +45,25 @@ type Server struct {
 	verifier *verifier // user-token keys, loaded once by New
 }
 
-// New returns a Server on log and state (usually the same *store.Store).
-// Connect the log's commit feed to Server.Committed before publishing.
-func New(cfg Config, log Log, state State) (*Server, error) {
+// New returns a Server on engine, which it takes for its own: New sets
+// itself as the engine's commit feed receiver (store.Engine.Feed), the
+// only source of the live fan-out, so an engine serves one Server and
+// fails New if it already feeds another. Records appended before New are
+// not fanned out (nobody is subscribed yet). The caller shuts the Server
+// down before closing the engine.
+func New(cfg Config, engine store.Engine) (*Server, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("server config: %w", err)
 	}
-	if log == nil || state == nil {
-		return nil, fmt.Errorf("server: nil log or state")
+	if engine == nil {
+		return nil, fmt.Errorf("server: nil engine")
 	}
 	rules, err := compileRules(cfg.Rules, cfg.History, cfg.Tokens)
 	if err != nil {
 		return nil, fmt.Errorf("server config: %w", err)
 	}
-	grants, err := loadGrants(context.Background(), state)
+	grants, err := loadGrants(context.Background(), engine)
 	if err != nil {
 		return nil, err
 	}
@@ -82,14 +71,13 @@ func New(cfg Config, log Log, state State) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server config: %w", err)
 	}
-	ids, err := loadSessionIDs(context.Background(), state)
+	ids, err := loadSessionIDs(context.Background(), engine)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
 		cfg:      cfg,
-		log:      log,
-		state:    state,
+		engine:   engine,
 		logger:   cfg.Logger,
 		hub:      newHub(cfg.MaxPending, cfg.Logger),
 		rules:    rules,
@@ -106,6 +94,9 @@ func New(cfg Config, log Log, state State) (*Server, error) {
 		return nil, fmt.Errorf("load bans: %w", err)
 	}
 	cfg.warnUndeclaredTokens()
+	if err := engine.Feed(s.committed); err != nil {
+		return nil, fmt.Errorf("server: take the engine's commit feed: %w", err)
+	}
 	s.startPresence()
 	s.ready.Store(true)
 	return s, nil
@@ -116,14 +107,20 @@ func (s *Server) now() time.Time { return s.cfg.Now() }
 // Config returns the server's configuration with defaults applied.
 func (s *Server) Config() Config { return s.cfg }
 
-// Committed is the store's commit feed (store.Options.OnCommit): it fans
-// out every stored message, per channel in offset order. It runs on the
-// store's committer goroutine and never blocks on a client.
+// committed is the engine's commit feed receiver (store.Engine.Feed): it
+// fans out every stored message. The engine calls it one batch at a time,
+// with each channel's records in ascending, contiguous offsets across
+// calls, and its commits may wait for it: it never blocks on a client.
 //
 // A batch's messages are fanned out a channel at a time, as one run per
 // session: each session queues the run under one lock and is woken once,
-// so its writer sends the run in one write instead of one per message.
-func (s *Server) Committed(batch []store.Committed) {
+// so its writer sends the run in one write instead of one per message. A
+// run holds consecutive offsets by construction: should the engine break
+// its contract (or a record cannot be decoded), a record that does not
+// follow its channel's run starts a new run, and the hub's check on each
+// subscription drops what the session already has and fails a session
+// that would see a gap, instead of papering over it.
+func (s *Server) committed(batch []store.Committed) {
 	now := time.Now()              // real time: the latency metric is about the machine, not Config.Now
 	var runs map[string][]*Message // per channel, in offset order
 	for i := range batch {
@@ -141,7 +138,12 @@ func (s *Server) Committed(batch []store.Committed) {
 		if runs == nil {
 			runs = make(map[string][]*Message)
 		}
-		runs[c.Channel] = append(runs[c.Channel], m)
+		run := runs[c.Channel]
+		if n := len(run); n > 0 && run[n-1].Offset+1 != c.Offset {
+			s.hub.deliver(run)
+			run = nil
+		}
+		runs[c.Channel] = append(run, m)
 	}
 	for _, run := range runs {
 		s.hub.deliver(run)

@@ -7,6 +7,8 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+
+	"github.com/heraldrt/herald/store"
 )
 
 // Session ids name one client identity across its connections: the id a
@@ -49,7 +51,7 @@ type sessionIDs struct {
 }
 
 // loadSessionIDs reads the MAC key from st, creating it on first use.
-func loadSessionIDs(ctx context.Context, st State) (sessionIDs, error) {
+func loadSessionIDs(ctx context.Context, st store.Engine) (sessionIDs, error) {
 	key, ok, err := st.GetState(ctx, sessionKeyState)
 	if err != nil {
 		return sessionIDs{}, fmt.Errorf("load session key: %w", err)

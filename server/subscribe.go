@@ -79,7 +79,7 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 		sub.batch = r.cfg.Batch
 	}
 	ch.add(sub)
-	head, err := s.log.Head(ctx, req.Channel)
+	head, err := s.engine.Head(ctx, req.Channel)
 	if err != nil {
 		ch.remove(sub)
 		s.hub.release(ch)
@@ -194,7 +194,7 @@ func (s *Server) drop(sess *Session, sub *subscription) {
 // that the subscription went live: everything up to the hand-over was
 // appended, and later messages arrive through the queue.
 func (s *Server) catchUp(ctx context.Context, sub *subscription, dst []Item, pageSize int) (_ []Item, done bool, _ error) {
-	page, err := s.log.Read(ctx, sub.name, sub.since, pageSize)
+	page, err := s.engine.Read(ctx, sub.name, sub.since, pageSize)
 	if err != nil {
 		return dst, false, fmt.Errorf("read %q after %d: %w", sub.name, sub.since, err)
 	}

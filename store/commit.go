@@ -11,7 +11,7 @@ type committer struct {
 	batch     []*request
 	touched   []*channel          // channels in the current batch, in order of first request
 	seen      map[string]*request // idempotency key → first request with it in the batch
-	committed []Committed         // the OnCommit argument
+	committed []Committed         // the feed receiver's argument
 }
 
 // commitLoop is the committer goroutine: take every queued append, write
@@ -35,7 +35,10 @@ func (s *Store) commitLoop() {
 }
 
 // commitBatch writes c.batch, then publishes the new heads, answers every
-// request and calls OnCommit, in that order. On failure it rolls the
+// request and calls the feed's receiver, in that order: a record is
+// visible to Head and Read before its Append returns and before it is fed.
+// The receiver is called right here, on the committer goroutine, with no
+// hand-off, so its calls never overlap and follow batch order. On failure it rolls the
 // batch's channels back to their committed heads and answers every request
 // with the error.
 func (s *Store) commitBatch(c *committer) {
@@ -68,12 +71,15 @@ func (s *Store) commitBatch(c *committer) {
 	clear(c.seen)
 
 	// Collect the feed before answering: an answered request is recycled.
+	// The receiver is loaded once per batch, so a batch is reported whole
+	// or, if it was collected before Feed, not at all.
+	receive := s.feed.Load()
 	c.committed = c.committed[:0]
 	for _, r := range c.batch {
 		switch {
 		case r.create:
 			r.res = Appended{Offset: r.ch.head, Epoch: r.ch.epoch}
-		case !r.res.Duplicate && s.opts.OnCommit != nil:
+		case !r.res.Duplicate && receive != nil:
 			c.committed = append(c.committed, Committed{
 				Channel: r.ch.name,
 				Offset:  r.res.Offset,
@@ -85,8 +91,8 @@ func (s *Store) commitBatch(c *committer) {
 	for _, r := range c.batch {
 		r.done <- nil
 	}
-	if s.opts.OnCommit != nil && len(c.committed) > 0 {
-		s.opts.OnCommit(c.committed)
+	if receive != nil && len(c.committed) > 0 {
+		(*receive)(c.committed)
 		clear(c.committed) // drop payload references until the next batch
 	}
 }

@@ -1,12 +1,20 @@
-// Package store keeps Herald's durable channel logs on Badger.
+// Package store defines Herald's storage contract, Engine, and implements
+// it on Badger with Store.
 //
-// Every channel has a log of records numbered by offset. Offsets start at 1
-// and grow by exactly 1 per appended record, with no gap and no reuse, for
-// the whole lifetime of the channel's epoch. The epoch (12 lowercase hex
-// characters from crypto/rand) is created the first time a channel is used,
-// by Head or Append, is stored with the head offset, and never changes while
-// the Badger directory lives; a lost or reset directory yields new epochs, so
-// old offsets are never mistaken for new ones.
+// Engine is everything the channel core needs from storage: per-channel
+// logs whose offsets start at 1 and grow by exactly 1 per record, each
+// lifetime of a log named by an epoch; Append that answers only once a
+// record is durable; Read, Head and Channels; the commit feed, which
+// reports every stored record once, per channel in offset order, from one
+// call at a time; idempotency keys; and small keyed state (grants, bans,
+// last-seen times, the session key). Its doc comment states each guarantee
+// as a second engine has to provide it, and store/storetest checks them: a
+// new engine gives storetest.Run a Harness that opens it, and passes.
+//
+// The rest of this comment is about Store, the Badger engine. Its epoch is
+// 12 lowercase hex characters from crypto/rand, stored with the head offset;
+// it never changes while the Badger directory lives, and a lost or reset
+// directory yields new epochs.
 //
 // # Invariants
 //
@@ -28,12 +36,14 @@
 // A *Store is safe for concurrent use by any number of goroutines. Appends
 // are queued to one committer goroutine which takes every queued append
 // (up to Options.MaxBatchRecords and Options.MaxBatchBytes), assigns offsets,
-// writes the batch in one Badger transaction, answers the callers and then
-// calls Options.OnCommit, in that order. While a batch is being written and
-// synced, new appends queue for the next one: there is no timer, so a lone
-// append is written at once and a busy store pays one fsync per batch, not
-// per record. OnCommit is therefore called from a single goroutine, batch
-// after batch, and sees each channel's records in ascending offset order.
+// writes the batch in one Badger transaction, publishes the new heads,
+// answers the callers and then calls the commit feed's receiver (Feed), in
+// that order. While a batch is being written and synced, new appends queue
+// for the next one: there is no timer, so a lone append is written at once
+// and a busy store pays one fsync per batch, not per record. The receiver
+// is therefore called from that one goroutine, batch after batch, and sees
+// each channel's records in ascending offset order; the next batch waits
+// for it to return.
 //
 // Head of a known channel and Read take no Badger write path: Head is a
 // memory read, Read is a Badger snapshot read bounded by the head it read

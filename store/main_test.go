@@ -50,6 +50,14 @@ func testLogger(t testing.TB) *slog.Logger {
 // keepAll is a retention that trims nothing in a test's lifetime.
 func keepAll(string) Retention { return Retention{MaxCount: 1 << 40} }
 
+// mustFeed sets receive as s's commit feed receiver.
+func mustFeed(t testing.TB, s *Store, receive func([]Committed)) {
+	t.Helper()
+	if err := s.Feed(receive); err != nil {
+		t.Fatalf("Feed: %v", err)
+	}
+}
+
 func mustAppend(t testing.TB, s *Store, channel string, rec Record) Appended {
 	t.Helper()
 	a, err := s.Append(context.Background(), channel, rec)
@@ -122,7 +130,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// gate blocks the committer inside OnCommit while closed, so a test can
+// gate blocks the committer inside the feed's receiver while closed, so a test can
 // queue several appends and have them committed as one batch.
 type gate struct {
 	mu      sync.Mutex
@@ -136,8 +144,8 @@ func newGate() *gate {
 	return &gate{open: make(chan struct{}), entered: make(chan struct{}, 1)}
 }
 
-// OnCommit records the batch and, the first time, waits for release.
-func (g *gate) OnCommit(batch []Committed) {
+// receive records the batch and, the first time, waits for release.
+func (g *gate) receive(batch []Committed) {
 	g.mu.Lock()
 	for _, c := range batch {
 		c.Record.Payload = append([]byte(nil), c.Record.Payload...)
@@ -168,7 +176,7 @@ func (s *Store) queued() int {
 }
 
 // blockCommitter appends one record to channel "gate" and returns once the
-// committer is held in g's OnCommit.
+// committer is held in g's receive.
 func blockCommitter(t testing.TB, s *Store, g *gate) {
 	t.Helper()
 	go func() { _, _ = s.Append(context.Background(), "gate", Record{Payload: []byte("gate")}) }()

@@ -25,6 +25,10 @@ type Store struct {
 	trimDone   chan struct{} // closed when the trimmer has returned
 	trimMu     sync.Mutex    // serialises trims, so two never race on one channel
 
+	// feed is the commit feed's receiver, set once by Feed; the committer
+	// loads it once per batch.
+	feed atomic.Pointer[func([]Committed)]
+
 	// closed is set first thing by Close; every call checks it under opMu.
 	closed atomic.Bool
 	// opMu is held shared by every call that touches Badger and
@@ -134,6 +138,24 @@ func (s *Store) Head(ctx context.Context, channel string) (Position, error) {
 	return Position{Epoch: res.Epoch, Head: res.Offset}, nil
 }
 
+// Feed sets the commit feed's receiver (see Engine for the contract). The
+// committer calls it after each batch is durable and answered, with the
+// batch's stored records in commit order; records of batches committed
+// before Feed are not reported. A second call returns ErrFeedSet.
+func (s *Store) Feed(receive func([]Committed)) error {
+	if receive == nil {
+		return errors.New("store: nil commit feed receiver")
+	}
+	if !s.enter() {
+		return ErrClosed
+	}
+	defer s.exit()
+	if !s.feed.CompareAndSwap(nil, &receive) {
+		return ErrFeedSet
+	}
+	return nil
+}
+
 // Channels lists the channels whose creation was committed, in byte order
 // of their names, starting after the name after ("" for the start), at most
 // limit of them (limit <= 0 means 1,000).
@@ -196,8 +218,9 @@ func (s *Store) channelNames(after string, limit int) ([]string, error) {
 	return names, nil
 }
 
-// Close commits and answers every append already queued, stops the
-// trimmer, waits for calls in progress and closes Badger. Calls made after
+// Close commits and answers every append already queued (and feeds it:
+// Close returns after the feed's last call), stops the trimmer, waits for
+// calls in progress and closes Badger. Calls made after
 // Close has begun return ErrClosed. Close is idempotent: later calls return
 // the first call's result.
 func (s *Store) Close() error {

@@ -79,15 +79,6 @@ type Options struct {
 	// Defaults 4096 records and 4 MiB.
 	MaxBatchRecords int
 	MaxBatchBytes   int
-	// OnCommit, when set, is called by the committer goroutine after each
-	// batch is durable, with the stored records in commit order (so, per
-	// channel, in ascending offset order with no gaps across calls).
-	// Duplicates (idempotency hits) are not included; records of channels
-	// whose retention keeps nothing (MaxCount 0) are. It must not block for
-	// long: the next batch waits for it to return. It must not call Append,
-	// Head of a channel never used, or Close: they wait for the committer,
-	// which is running OnCommit. The slice is only valid during the call.
-	OnCommit func([]Committed)
 	// Logger receives the store's and Badger's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -106,8 +97,10 @@ type Record struct {
 	// IdempotencyKey, when not empty, makes the append idempotent per
 	// channel for Options.IdempotencyTTL.
 	IdempotencyKey string
-	// Tag is not stored: it is handed back untouched in Committed, so the
-	// caller can attach live-only data to the commit feed.
+	// Tag is not stored: it is handed back untouched in Committed by the
+	// engine that appended the record, so the caller can attach live-only
+	// data to the commit feed. Records appended elsewhere (another node of
+	// a distributed engine) are reported with a nil Tag.
 	Tag any
 }
 
@@ -122,7 +115,8 @@ type Appended struct {
 	Duplicate bool
 }
 
-// Committed is one record made durable, as reported to Options.OnCommit.
+// Committed is one record made durable, as reported to the commit feed
+// (Engine.Feed).
 type Committed struct {
 	Channel string
 	Offset  uint64
@@ -132,7 +126,9 @@ type Committed struct {
 
 // Entry is one stored message read back.
 type Entry struct {
-	Offset  uint64
+	Offset uint64
+	// Time is the record's Time, kept to the nanosecond by the Badger
+	// store and to at least the millisecond by every engine.
 	Time    time.Time
 	Payload []byte
 }

@@ -1,0 +1,163 @@
+package store
+
+import (
+	"context"
+	"errors"
+)
+
+// Engine is the storage contract of Herald's channel core: durable channel
+// logs with contiguous offsets, the ordered feed of what they commit, and a
+// little keyed state. The core (package server) runs on any Engine and on
+// nothing else of this package's implementation. *Store implements it on
+// Badger; a distributed engine (several nodes) implements it as well.
+// Package store/storetest is the conformance suite every Engine passes.
+//
+// Every method is safe for concurrent use. Channel names are opaque bytes:
+// an engine accepts every name of 1 to 255 bytes without a NUL byte and
+// refuses others with an error wrapping ErrBadChannel (the core allows a
+// narrower alphabet). Every method returns an error wrapping ErrClosed once
+// Close has begun.
+//
+// # Offsets and epochs
+//
+// A channel's log numbers its records by offset: the first stored record
+// is 1 and each one after it takes exactly the next offset, with no gap and
+// no reuse, for as long as the channel's epoch lasts; an Append that
+// begins after another to the same channel returned gets a higher offset.
+// The epoch is a non-empty string naming one lifetime of the log. It is
+// created when the channel is first used by Head or Append (never by
+// Read), is as durable as a record, and changes only when the channel's
+// log is lost or reset (for the Badger store: its directory is lost);
+// offsets then start again at 1 under a new epoch, never equal to an
+// earlier one, so a client's old offset is never mistaken for a new one.
+//
+// # Durability
+//
+// Acknowledged means durable: Append returns a nil error only once its
+// record is durable, and Head only once a new channel's epoch is. Durable
+// means at least that the record survives Close and reopen and a crash of
+// the process; what more it survives is the engine's setting (the Badger
+// store: fsynced, surviving power loss, with SyncEachBatch; in the
+// operating system's page cache with NoSync; a distributed engine:
+// replicated). An Append that returns ErrClosed, ErrBadChannel or
+// ErrTooLarge stored nothing. One that returns another error (its
+// context's, a failed commit) may or may not have stored its record: a
+// caller that retries sets Record.IdempotencyKey.
+//
+// # Visibility
+//
+// A record is visible — Head reports a head of at least its offset, and
+// Read returns it unless retention removed it — before its Append returns
+// and before the feed reports it. The core relies on this when a
+// subscription hands over from reading the log to the live feed: it
+// registers for the feed, then reads the head, so every record beyond
+// that head is reported after the registration.
+//
+// # The commit feed
+//
+// Feed sets the receiver of the commit feed, once. From then on, every
+// record the engine stores (by any caller: for a distributed engine, on any
+// node) is passed to the receiver exactly once, after it is durable and
+// visible. Duplicates (idempotency hits) store nothing and are not
+// reported; records of a channel whose retention keeps nothing are stored
+// as offsets only and are reported. The receiver's calls are serialised:
+// one at a time, each returning before the next begins (a happens-before
+// edge), and per channel they carry offsets in ascending order, each
+// exactly one after the previous, across calls. There is no order between
+// an Append returning and its record being reported: either may come
+// first, and callers rely on neither.
+//
+// The receiver runs on the engine's commit path: the Badger store calls it
+// from its committer goroutine after each group-commit batch is durable and
+// its Appends are answered, and writes no new batch until it returns. So it
+// must return quickly and never block on a client; it must not call
+// Append, Head or Close, each of which may wait for the goroutine running
+// it (Append and a channel's first Head queue for the committer; Close
+// waits for it to finish) and would deadlock. Read, Channels, the state
+// methods and Head of a channel that exists answer while the receiver
+// runs. The slice passed to the receiver is only valid during the call
+// (the engine reuses it): the receiver copies what it keeps.
+//
+// # Retention
+//
+// The engine applies each channel's Retention (how it learns it is the
+// engine's option: Options.Retention for the Badger store) on its own
+// schedule. Retention removes only the oldest records, so what a channel
+// keeps is always the contiguous range [First, Head]; First never goes
+// down within an epoch; trimming never changes the head or any offset.
+//
+// # Idempotency
+//
+// A record whose IdempotencyKey was used on the same channel within the
+// engine's window (the Badger store: Options.IdempotencyTTL by Options.Now)
+// is not stored: Append returns the first append's Offset, Epoch and ID
+// with Duplicate set. Of concurrent appends with one key, exactly one is
+// stored. Keys are as durable as records; after the window a key is new
+// again.
+type Engine interface {
+	// Append adds rec to the channel's log and returns its offset and
+	// epoch once it is durable (see Durability above). A zero rec.Time is
+	// set to the engine's clock. A record larger than the engine's limit
+	// (a setting; Options.MaxBatchBytes for the Badger store), counting
+	// len(Payload)+len(ID)+len(IdempotencyKey), is refused with
+	// ErrTooLarge.
+	Append(ctx context.Context, channel string, rec Record) (Appended, error)
+
+	// Read returns the channel's epoch, head and first kept offset, and
+	// its kept records with offsets greater than after, ascending and
+	// contiguous. The head is read first and no record beyond it is
+	// returned, so a caller that continues after the last record (or after
+	// Head when there is none) misses nothing. The page holds every kept
+	// record in (after, Head] up to limit: fewer only when it reaches
+	// Head. limit <= 0 means the engine's default page; a larger limit
+	// may be lowered to the engine's maximum page; both are at least
+	// 1,000. Trimmed reports that records right after after are gone:
+	// after+1 < First and after < Head. A channel never used yields an
+	// empty Page with Epoch "" and First 1, and is not created.
+	Read(ctx context.Context, channel string, after uint64, limit int) (Page, error)
+
+	// Head returns the channel's epoch and head offset (0 before the
+	// first record). The first call for a channel creates its epoch
+	// durably; later calls must be cheap (the core calls Head on every
+	// subscribe).
+	Head(ctx context.Context, channel string) (Position, error)
+
+	// Channels lists the channels created (by Head or Append), in byte
+	// order of their names, starting after the name after ("" for the
+	// start), at most limit of them. limit <= 0 means the engine's default
+	// page; a larger limit may be lowered to its maximum; both are at
+	// least 1,000.
+	Channels(ctx context.Context, after string, limit int) ([]ChannelInfo, error)
+
+	// Feed sets the receiver of the commit feed (see The commit feed
+	// above). It is called once, before the first Append: records
+	// committed before it are not reported. A second call returns an
+	// error wrapping ErrFeedSet and changes nothing.
+	Feed(receive func([]Committed)) error
+
+	// PutState stores value under key, replacing what was there. Keys are
+	// 1 to 1,024 bytes; state is as durable as records and apart from
+	// them (a key is never a channel).
+	PutState(ctx context.Context, key string, value []byte) error
+	// GetState returns the value under key; ok is false when there is none.
+	GetState(ctx context.Context, key string) (value []byte, ok bool, err error)
+	// DeleteState removes key; removing a missing key is not an error.
+	DeleteState(ctx context.Context, key string) error
+	// ScanState calls fn for every key starting with prefix, in byte
+	// order of the keys, until fn returns an error, which ScanState
+	// returns.
+	ScanState(ctx context.Context, prefix string, fn func(key string, value []byte) error) error
+
+	// Close answers every Append already accepted (committing it),
+	// returns after the receiver's last call, and releases the engine.
+	// Later calls of every method return ErrClosed; Close itself is
+	// idempotent.
+	Close() error
+}
+
+// Every *Store is an Engine.
+var _ Engine = (*Store)(nil)
+
+// ErrFeedSet is returned by Feed when the engine already has a receiver:
+// one engine feeds one core.
+var ErrFeedSet = errors.New("store: commit feed receiver already set")
