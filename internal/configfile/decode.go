@@ -1,6 +1,7 @@
 package configfile
 
 import (
+	"encoding"
 	"fmt"
 	"reflect"
 	"regexp"
@@ -22,8 +23,9 @@ type Labeler interface {
 }
 
 var (
-	durationType = reflect.TypeFor[time.Duration]()
-	labelerType  = reflect.TypeFor[Labeler]()
+	durationType        = reflect.TypeFor[time.Duration]()
+	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+	labelerType         = reflect.TypeFor[Labeler]()
 	// yamlLine finds the line in the YAML parser's errors
 	// ("yaml: line 3: mapping values are not allowed in this context").
 	yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -142,6 +144,16 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, p place) {
 	if isNull(n) {
 		return // no value: the default
 	}
+	if reflect.PointerTo(v.Type()).Implements(textUnmarshalerType) {
+		if n.Kind != yaml.ScalarNode {
+			d.fail(n, p, "%s is not a single value", describe(n))
+			return
+		}
+		if err := v.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(n.Value)); err != nil {
+			d.fail(n, p, "%v", err)
+		}
+		return
+	}
 	if v.Type() == durationType {
 		dur, err := time.ParseDuration(n.Value)
 		if n.Kind != yaml.ScalarNode || err != nil {
@@ -210,23 +222,44 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, p place) {
 	}
 }
 
-// field is a settable struct field and its key.
+// field is a settable struct field and its key. index is the field's
+// path from the struct being decoded: several steps when it is reached
+// through an inline struct.
 type field struct {
 	key   string
-	index int
+	index []int
 }
 
 // fieldsOf returns the fields of a struct type that have a yaml key, in
-// order.
+// order. The fields of a struct field tagged `yaml:",inline"` count as the
+// struct's own: a configuration composes the options of several packages
+// into one mapping that way. Two fields with one key are a programming
+// error.
 func fieldsOf(t reflect.Type) []field {
 	var fs []field
 	for i := range t.NumField() {
 		f := t.Field(i)
-		key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if !f.IsExported() || key == "" || key == "-" {
+		key, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if !f.IsExported() || key == "-" {
 			continue
 		}
-		fs = append(fs, field{key: key, index: i})
+		if key == "" && opts == "inline" && f.Type.Kind() == reflect.Struct {
+			for _, in := range fieldsOf(f.Type) {
+				fs = append(fs, field{key: in.key, index: append([]int{i}, in.index...)})
+			}
+			continue
+		}
+		if key == "" {
+			continue
+		}
+		fs = append(fs, field{key: key, index: []int{i}})
+	}
+	seen := make(map[string]bool, len(fs))
+	for _, f := range fs {
+		if seen[f.key] {
+			panic(fmt.Sprintf("configfile: %s declares the key %q twice", t, f.key))
+		}
+		seen[f.key] = true
 	}
 	return fs
 }
@@ -279,18 +312,18 @@ func (d *decoder) pairs(n *yaml.Node, v reflect.Value, p place, fs []field) {
 			continue
 		}
 		seen[k.Value] = k.Line
-		idx := -1
+		var idx []int
 		for _, f := range fs {
 			if f.key == k.Value {
 				idx = f.index
 			}
 		}
-		if idx < 0 {
+		if idx == nil {
 			d.unknown(k, p, fs)
 			continue
 		}
 		d.record(kp, k.Line)
-		d.decode(val, v.Field(idx), kp)
+		d.decode(val, v.FieldByIndex(idx), kp)
 	}
 }
 

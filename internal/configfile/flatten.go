@@ -1,6 +1,7 @@
 package configfile
 
 import (
+	"encoding"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -25,6 +26,13 @@ func Flatten(v any) []Setting {
 }
 
 func flatten(v reflect.Value, key string, out *[]Setting) {
+	if m, ok := v.Interface().(encoding.TextMarshaler); ok && v.Kind() != reflect.Pointer {
+		b, err := m.MarshalText()
+		if err == nil {
+			*out = append(*out, Setting{key, strconv.Quote(string(b))})
+			return
+		}
+	}
 	if v.Type() == durationType {
 		*out = append(*out, Setting{key, FormatDuration(time.Duration(v.Int()))})
 		return
@@ -36,7 +44,7 @@ func flatten(v reflect.Value, key string, out *[]Setting) {
 		}
 	case reflect.Struct:
 		for _, f := range fieldsOf(v.Type()) {
-			flatten(v.Field(f.index), joinKey(key, f.key), out)
+			flatten(v.FieldByIndex(f.index), joinKey(key, f.key), out)
 		}
 	case reflect.Slice:
 		if k := v.Type().Elem().Kind(); k == reflect.Struct || k == reflect.Pointer {
