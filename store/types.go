@@ -43,6 +43,19 @@ func ParseDurability(s string) (Durability, error) {
 	return 0, fmt.Errorf("durability %q: want \"sync\" or \"none\"", s)
 }
 
+// UnmarshalText parses "sync" or "none" (a configuration file's value).
+func (d *Durability) UnmarshalText(b []byte) error {
+	v, err := ParseDurability(string(b))
+	if err != nil {
+		return err
+	}
+	*d = v
+	return nil
+}
+
+// MarshalText writes d as a configuration file spells it.
+func (d Durability) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
 // Retention bounds how much of a channel's log is kept.
 type Retention struct {
 	// MaxCount is the number of newest messages kept. 0 keeps none: appends
@@ -58,23 +71,26 @@ type Retention struct {
 var DefaultRetention = Retention{MaxCount: 1000, MaxAge: 24 * time.Hour}
 
 // Options configures a Store. The zero value of every field but Dir is a
-// sane default; see each field.
+// sane default; see each field. Fields with a yaml tag are settings of the
+// configuration file, under the key of the tag.
 type Options struct {
 	// Dir is the Badger directory. Required unless InMemory.
-	Dir string
+	Dir string `yaml:"data_dir"`
 	// InMemory keeps everything in memory (tests). Nothing survives Close.
 	InMemory bool
 	// Durability defaults to SyncEachBatch.
-	Durability Durability
+	Durability Durability `yaml:"durability"`
 	// Retention returns the retention for a channel. It is called by the
 	// background trimmer and by Append (to skip storing payloads of channels
 	// that keep nothing). Nil means DefaultRetention for every channel.
 	Retention func(channel string) Retention
 	// TrimInterval is how often the background trimmer runs. Default 30s.
+	// (A configuration sets it with the channels' retention, as
+	// history.trim_interval.)
 	TrimInterval time.Duration
 	// IdempotencyTTL is how long an idempotency key is remembered.
 	// Default 24h.
-	IdempotencyTTL time.Duration
+	IdempotencyTTL time.Duration `yaml:"idempotency_window"`
 	// MaxBatchRecords and MaxBatchBytes bound one group-commit batch.
 	// Defaults 4096 records and 4 MiB.
 	MaxBatchRecords int

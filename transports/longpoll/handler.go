@@ -15,16 +15,16 @@ import (
 // documented defaults.
 type Options struct {
 	// DefaultTimeout is a poll's wait when it names none. Default 25s.
-	DefaultTimeout time.Duration
+	DefaultTimeout time.Duration `yaml:"default_timeout"`
 	// MaxTimeout caps the timeout a poll may ask for; keep it under the
 	// idle timeouts of the proxies in front (nginx: 60s). Default 30s.
-	MaxTimeout time.Duration
+	MaxTimeout time.Duration `yaml:"max_timeout"`
 	// Grace is how long past its timeout a session waits for the next
 	// poll before it is closed. Default 10s.
-	Grace time.Duration
+	Grace time.Duration `yaml:"grace"`
 	// MaxMessages bounds the messages of one answer; the rest come with
 	// the next poll, at once. Default 1000.
-	MaxMessages int
+	MaxMessages int `yaml:"max_messages"`
 }
 
 func (o Options) withDefaults() Options {

@@ -18,18 +18,18 @@ import (
 type Options struct {
 	// Heartbeat is the longest quiet time before a comment line is sent,
 	// so proxies keep the stream open. Default 15s.
-	Heartbeat time.Duration
+	Heartbeat time.Duration `yaml:"heartbeat"`
 	// Retry is the reconnection delay suggested to clients (the SSE
 	// retry: field). Default 2s.
-	Retry time.Duration
+	Retry time.Duration `yaml:"retry"`
 	// WriteTimeout bounds one write and flush; a client that cannot take
 	// it is dropped (it resumes from its cursor). Default 10s.
-	WriteTimeout time.Duration
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// Coalesce is the longest an event waits so that the events arriving
 	// meanwhile share its write: a stream writes at most once per Coalesce,
 	// and the first event after a quiet spell goes at once. Under load this
 	// turns one syscall per event into one per batch. Default 5ms.
-	Coalesce time.Duration
+	Coalesce time.Duration `yaml:"coalesce"`
 }
 
 func (o Options) withDefaults() Options {

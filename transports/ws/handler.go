@@ -20,25 +20,25 @@ import (
 // documented defaults.
 type Options struct {
 	// PingInterval is how often the server pings. Default 25s.
-	PingInterval time.Duration
+	PingInterval time.Duration `yaml:"ping_interval"`
 	// PongTimeout is how long past a ping a silent peer is kept. Default 10s.
-	PongTimeout time.Duration
+	PongTimeout time.Duration `yaml:"pong_timeout"`
 	// WriteTimeout bounds one write. Default 10s.
-	WriteTimeout time.Duration
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// AuthTimeout is how long a connection without credentials may take to
 	// send its first frame. Default 10s.
-	AuthTimeout time.Duration
+	AuthTimeout time.Duration `yaml:"auth_timeout"`
 	// MaxFrameBytes bounds a client frame; a larger one closes the
 	// connection with 1009. Default 128 KiB.
-	MaxFrameBytes int64
+	MaxFrameBytes int64 `yaml:"max_frame_bytes"`
 	// MaxBatch bounds the messages of one batch push. Default 256.
-	MaxBatch int
+	MaxBatch int `yaml:"max_batch"`
 	// Coalesce is the longest a message waits so that the messages
 	// arriving meanwhile share its write, as on SSE. Default 5ms.
-	Coalesce time.Duration
+	Coalesce time.Duration `yaml:"coalesce"`
 	// Compression negotiates permessage-deflate. Default off: it costs CPU
 	// per connection and JSON envelopes are small.
-	Compression bool
+	Compression bool `yaml:"compression"`
 }
 
 func (o Options) withDefaults() Options {
