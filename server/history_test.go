@@ -26,3 +26,34 @@ func TestHistoryOfTrimmedRangeSaysReset(t *testing.T) {
 		t.Fatalf("page after a kept offset: %+v %v", page, err)
 	}
 }
+
+// TestHistoryPageLimitsAreTheCores: every path to the history (the API,
+// the WebSocket) gets the same default, bounds and errors, from History.
+func TestHistoryPageLimitsAreTheCores(t *testing.T) {
+	t.Parallel()
+	srv, _ := newTestServer(t, Config{})
+	publishN(t, srv, "long", 1, 1001)
+	cases := []struct {
+		limit *uint64
+		n     int
+		msg   string
+	}{
+		{nil, DefaultHistoryLimit, ""},
+		{limitOf(1), 1, ""},
+		{limitOf(MaxHistoryLimit), MaxHistoryLimit, ""},
+		{limitOf(0), 0, "limit must be at least 1"},
+		{limitOf(MaxHistoryLimit + 1), 0, "limit 1001 is over the limit of 1000"},
+	}
+	for _, tc := range cases {
+		page, err := srv.History(context.Background(), system, HistoryRequest{Channel: "long", Limit: tc.limit})
+		if tc.msg != "" {
+			if e := AsError(err); e.Code != 400 || e.Message != tc.msg {
+				t.Errorf("limit %d: %v, want a 400 %q", *tc.limit, err, tc.msg)
+			}
+			continue
+		}
+		if err != nil || len(page.Messages) != tc.n {
+			t.Errorf("limit %v: %d messages, %v; want %d", tc.limit, len(page.Messages), err, tc.n)
+		}
+	}
+}

@@ -146,6 +146,7 @@ type Observer struct {
 	kinds  uint32 // one bit per EventKind
 	handle func(Event)
 	logger *slog.Logger
+	limit  int // the queue's bound: ObserverQueue
 
 	ready   chan struct{} // one slot: the queue may have events, or it closed
 	done    chan struct{} // closed when the goroutine has returned
@@ -202,7 +203,7 @@ func (o *Observer) push(ev Event) {
 		o.mu.Unlock()
 		return // after Shutdown: nothing is delivered any more
 	}
-	if len(o.queue) >= ObserverQueue {
+	if len(o.queue) >= o.limit {
 		o.mu.Unlock()
 		o.drop()
 		return
@@ -220,7 +221,7 @@ func (o *Observer) drop() {
 		return
 	}
 	o.logger.Warn("observer is not keeping up; its events are dropped", "observer", o.name,
-		"queue", ObserverQueue, "dropped_total", n)
+		"queue", o.limit, "dropped_total", n)
 }
 
 func (o *Observer) signal() {
@@ -269,7 +270,8 @@ func (o *Observer) close() {
 
 // observers is the Server's set of observers.
 type observers struct {
-	logger *slog.Logger
+	logger   *slog.Logger
+	queueLen int // the bound of new observers' queues, when not ObserverQueue (tests)
 	// wanted has one bit per EventKind some observer wants: the one
 	// check an emitter makes before it builds an event.
 	wanted atomic.Uint32
@@ -292,8 +294,11 @@ func (s *Server) Observe(name string, handle func(Event), kinds ...EventKind) (*
 	if name == "" || handle == nil || len(kinds) == 0 {
 		return nil, errors.New("observe: an observer needs a name, a handler and at least one kind")
 	}
-	o := &Observer{name: name, handle: handle, logger: s.logger,
+	o := &Observer{name: name, handle: handle, logger: s.logger, limit: ObserverQueue,
 		ready: make(chan struct{}, 1), done: make(chan struct{})}
+	if s.obs.queueLen > 0 {
+		o.limit = s.obs.queueLen // a test's smaller bound
+	}
 	for _, k := range kinds {
 		if k == 0 || k >= numEventKinds {
 			return nil, fmt.Errorf("observe: observer %q: %s is not a kind of event", name, k)

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
@@ -43,6 +44,41 @@ func TestMetricsCountRefusalsAndNeedTheirToken(t *testing.T) {
 	for _, m := range []string{"\ngo_goroutines ", "\nprocess_cpu_seconds_total "} {
 		if !strings.Contains(body, m) {
 			t.Errorf("metrics lack %q", strings.TrimSpace(m))
+		}
+	}
+}
+
+// TestMetricsCountLifeEventsBeforeTheScrape: sessions opened and closed
+// and moderation actions are counted from the core's life events; a
+// scrape right after them shows them all.
+func TestMetricsCountLifeEventsBeforeTheScrape(t *testing.T) {
+	t.Parallel()
+	f := newAPI(t, server.Config{Dev: true})
+	for range 3 {
+		openSession(t, f.srv, []string{"a"}).Close(server.ReasonClientGone)
+	}
+	held := openSession(t, f.srv, []string{"a"})
+	defer held.Close(server.ReasonClientGone)
+	if _, err := f.srv.Moderation().Disconnect("18"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.srv.Moderation().Ban(context.Background(), "18", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	code, _, body := f.call(t, "GET", "/metrics", "", "", nil)
+	if code != 200 {
+		t.Fatalf("metrics: %d %s", code, body)
+	}
+	for _, line := range []string{
+		`herald_sessions_opened_total{transport="test"} 4`,
+		`herald_sessions_closed_total{reason="client_gone",transport="test"} 3`,
+		`herald_sessions{transport="test"} 1`,
+		`herald_moderation_total{action="disconnect"} 1`,
+		`herald_moderation_total{action="ban"} 1`,
+		`herald_observer_events_dropped_total{observer="metrics"} 0`,
+	} {
+		if !strings.Contains(body, "\n"+line+"\n") {
+			t.Errorf("metrics lack %s", line)
 		}
 	}
 }
