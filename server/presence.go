@@ -20,9 +20,10 @@ import (
 //
 // The presence package holds the state and says what happened; this file
 // feeds it (sessions joining, leaving, connecting) and announces its
-// events as ephemeral messages on the channels. One goroutine, owned by
-// the Server and stopped by Shutdown, advances its clock: it fires the
-// leaves held back by the grace period and the states past their time.
+// events as ephemeral messages on the channels and as life events to the
+// observers. One goroutine, owned by the Server and stopped by Shutdown,
+// advances its clock: it fires the leaves held back by the grace period
+// and the states past their time.
 
 // Server events about presence.
 const (

@@ -11,8 +11,9 @@ import (
 // or a series of polls. It owns its subscriptions and its outbound queue;
 // publishing and authorising belong to the Server.
 //
-// One writer at a time — the transport's, or a Pump's — calls Drain and
-// writes what Drain returns. Subscribe, Unsubscribe and Close may be
+// One writer at a time — the transport's goroutine, or a writer it
+// starts on demand (Notify) — calls Drain and writes what Drain returns.
+// When it writes is the session's Pacing. Subscribe, Unsubscribe and Close may be
 // called from any goroutine.
 type Session struct {
 	// ID is the session id clients see ("s_…").
