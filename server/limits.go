@@ -21,8 +21,15 @@ type limiterSet struct {
 	burst int
 	max   int
 
-	mu sync.Mutex // guards m
+	mu sync.Mutex // guards m and latest
 	m  map[string]*rate.Limiter
+	// latest is the latest time any bucket was asked at. Callers read
+	// the clock before they take mu, so their times can arrive out of
+	// order; rate.Limiter takes an earlier time as its new last update
+	// and credits the same interval again on the next call, so a steady
+	// flood of slightly reordered requests would be let through above
+	// the limit. Times are clamped to never go back.
+	latest time.Time
 }
 
 func newLimiterSet(limit rate.Limit, burst, max int) *limiterSet {
@@ -40,6 +47,11 @@ func (l *limiterSet) forget(key string) {
 func (l *limiterSet) allow(key string, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if now.Before(l.latest) {
+		now = l.latest
+	} else {
+		l.latest = now
+	}
 	lim := l.m[key]
 	if lim == nil {
 		if len(l.m) >= l.max {

@@ -302,3 +302,33 @@ func TestEveryRefusalWith429SaysWhenToRetry(t *testing.T) {
 		}
 	}
 }
+
+// Concurrent callers read the clock before they reach the limiter, so
+// their times arrive slightly out of order. An earlier time must not
+// make the bucket credit the same interval again: the burst, then the
+// rate, whatever the order.
+func TestLimiterHoldsWhenTimesArriveOutOfOrder(t *testing.T) {
+	t.Parallel()
+	l := newLimiterSet(1, 1, 10) // 1 per second, burst 1
+	t0 := time.Unix(1_000_000, 0)
+	if ok, _ := l.allow("k", t0.Add(time.Second)); !ok {
+		t.Fatal("the first request is refused")
+	}
+	accepted := 0
+	for i := 0; i < 10; i++ {
+		// An older request, then one at the same latest time: no time
+		// passed beyond t0+1s, so nothing more may pass.
+		if ok, _ := l.allow("k", t0.Add(500*time.Millisecond)); ok {
+			accepted++
+		}
+		if ok, _ := l.allow("k", t0.Add(time.Second)); ok {
+			accepted++
+		}
+	}
+	if accepted != 0 {
+		t.Fatalf("%d more requests accepted with no time passing beyond the first", accepted)
+	}
+	if ok, _ := l.allow("k", t0.Add(2*time.Second)); !ok {
+		t.Fatal("a request a second later is refused")
+	}
+}
