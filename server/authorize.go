@@ -65,32 +65,31 @@ func parseAction(s string) (Action, bool) {
 }
 
 // authorize is the one decision point for every request path: the API,
-// SSE and every later transport ask it. The API key may do anything.
-// Otherwise the first rule matching the channel decides; no rule means
-// denied (in dev mode: open). A denied request without credentials is a
-// 401, with credentials a 403. Errors name the channel and the action,
-// never the rule or anyone else.
-func (s *Server) authorize(id Identity, action Action, channel string) error {
+// SSE and every later transport ask it, with the channel's rule looked up
+// once for the request. The API key may do anything. Otherwise the first
+// rule matching the channel decides; no rule means denied (in dev mode:
+// open). A denied request without credentials is a 401, with credentials
+// a 403. Errors name the channel and the action, never the rule or anyone
+// else.
+func (s *Server) authorize(id Identity, action Action, cr *channelRule) error {
 	if id.System {
 		return nil
 	}
-	if isSystem, err := userChannelDecision(id, action, channel); isSystem {
+	if isSystem, err := userChannelDecision(id, action, cr.channel); isSystem {
 		return err
 	}
-	var caps captures
-	r := s.rules.match(channel, &caps)
-	if r == nil {
-		if s.cfg.Dev {
+	if r := cr.rule; r == nil {
+		if s.rules.dev {
 			return nil
 		}
 	} else {
 		for i := range r.actions[action] {
-			if s.allows(&r.actions[action][i], id, action, channel, &caps) {
+			if allows(&r.actions[action][i], id, action, cr, s.grants.set) {
 				return nil
 			}
 		}
 	}
-	return denied(id, action, channel)
+	return denied(id, action, cr.channel)
 }
 
 // denied is the refusal of action on channel: a 401 without credentials,
@@ -102,8 +101,10 @@ func denied(id Identity, action Action, channel string) error {
 	return forbiddenf(channel, "not allowed to %s channel %q", action.phrase(), channel)
 }
 
-// allows reports whether principal p covers id for action on channel.
-func (s *Server) allows(p *principal, id Identity, action Action, channel string, caps *captures) bool {
+// allows reports whether principal p covers id for action on the channel
+// of cr; grants are the dynamic grants.
+func allows(p *principal, id Identity, action Action, cr *channelRule, grants *grantSet) bool {
+	channel, caps := cr.channel, &cr.caps
 	switch p.kind {
 	case pSystem:
 		return id.System
@@ -112,7 +113,7 @@ func (s *Server) allows(p *principal, id Identity, action Action, channel string
 	case pAuthenticated:
 		return !id.Anonymous
 	case pGrant:
-		return !id.Anonymous && (claimsChannel(id.Channels, channel) || s.grants.allows(id.User, channel, action))
+		return !id.Anonymous && (claimsChannel(id.Channels, channel) || grants.allows(id.User, channel, action))
 	case pRole:
 		for _, role := range id.Roles {
 			if p.value.equals(role, caps) {

@@ -89,7 +89,10 @@ func (s *Server) Broadcast(ctx context.Context, id Identity, req BroadcastReques
 		if !id.System {
 			return BroadcastResult{}, newError(http.StatusForbidden, ErrForbidden, "a broadcast to every user needs the API key")
 		}
-		channels = s.connectedUserChannels(req.Filter)
+		for _, u := range s.sessions.users(req.Filter) {
+			channels = append(channels, UserChannel(u))
+		}
+		slices.Sort(channels)
 	case len(req.Filter) > 0:
 		return BroadcastResult{}, invalidf("filter applies to a broadcast to users (\"users\": true)")
 	case len(channels) == 0:
@@ -118,53 +121,4 @@ func (s *Server) Broadcast(ctx context.Context, id Identity, req BroadcastReques
 	}
 	wg.Wait()
 	return out, nil
-}
-
-// connectedUserChannels returns the system channels of the users with an
-// open session whose token attributes match filter (each key's values
-// contain the wanted value), sorted.
-func (s *Server) connectedUserChannels(filter map[string]string) []string {
-	s.mu.Lock()
-	seen := make(map[string]bool)
-	for _, sess := range s.sessions {
-		id := sess.Identity()
-		if !member(id) || seen[id.User] {
-			continue
-		}
-		match := true
-		for k, v := range filter {
-			if !slices.Contains(id.Attrs[k], v) {
-				match = false
-				break
-			}
-		}
-		if match {
-			seen[id.User] = true
-		}
-	}
-	s.mu.Unlock()
-	out := make([]string, 0, len(seen))
-	for u := range seen {
-		out = append(out, UserChannel(u))
-	}
-	slices.Sort(out)
-	return out
-}
-
-func (s *Server) handleBroadcast(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.apiIdentity(w, r)
-	if !ok {
-		return
-	}
-	var req BroadcastRequest
-	if err := s.decodeBody(w, r, &req); err != nil {
-		s.WriteError(w, r, err)
-		return
-	}
-	res, err := s.Broadcast(r.Context(), id, req)
-	if err != nil {
-		s.WriteError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, res, s.logger)
 }

@@ -39,31 +39,9 @@ type Message struct {
 	// cursor caches the one-channel resume cursor after this message; see
 	// cursorAfter.
 	cursor atomic.Pointer[string]
-	// frames caches transports' encodings of the message; see Frame.
-	frames [numFrameSlots]atomic.Pointer[[]byte]
-}
-
-// FrameSlot names a transport's cached encoding of a message.
-type FrameSlot uint8
-
-// The frame slots. A transport that frames every message the same way for
-// every subscriber caches that frame in its slot, so a message fanned out
-// to a thousand sessions is encoded once, not a thousand times.
-const (
-	FrameSSE FrameSlot = iota
-	numFrameSlots
-)
-
-// Frame returns m's encoding in slot, building it with build on first use.
-// Concurrent first uses may both build; one result wins and both are
-// equal, so that is harmless. Never modify the result.
-func (m *Message) Frame(slot FrameSlot, build func(*Message) []byte) []byte {
-	if f := m.frames[slot].Load(); f != nil {
-		return *f
-	}
-	f := build(m)
-	m.frames[slot].Store(&f)
-	return f
+	// frames caches transports' encodings of the message, one slot per
+	// registered transport; see Transport.Frame.
+	frames [frameSlots]atomic.Pointer[[]byte]
 }
 
 // cursorAfter returns the encoded cursor that resumes a one-channel stream
@@ -78,8 +56,11 @@ func (m *Message) cursorAfter() string {
 	return c
 }
 
-// timeFormat is how envelopes write times: RFC 3339, UTC, milliseconds.
-const timeFormat = "2006-01-02T15:04:05.000Z07:00"
+// TimeFormat is how the server writes times, in envelopes and answers:
+// RFC 3339, UTC, milliseconds.
+const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+const timeFormat = TimeFormat
 
 // Stored payload formats, told apart by their first byte.
 const (

@@ -58,6 +58,33 @@ func invalidf(format string, args ...any) *Error {
 // parameters with the same errors as the core.
 func Invalidf(format string, args ...any) *Error { return invalidf(format, args...) }
 
+// Errorf returns an *Error with the HTTP status code, wrapping the
+// sentinel of that status: for the HTTP API and the transports, which
+// refuse what is theirs to refuse (a route, a method, credentials) with
+// the same errors as the core.
+func Errorf(code int, format string, args ...any) *Error {
+	kind := ErrInternal
+	switch code {
+	case http.StatusBadRequest:
+		kind = ErrInvalid
+	case http.StatusUnauthorized:
+		kind = ErrUnauthorized
+	case http.StatusForbidden:
+		kind = ErrForbidden
+	case http.StatusNotFound:
+		kind = ErrNotFound
+	case http.StatusMethodNotAllowed:
+		kind = ErrMethodNotAllowed
+	case http.StatusRequestEntityTooLarge:
+		kind = ErrTooLarge
+	case http.StatusTooManyRequests:
+		kind = ErrRateLimited
+	case http.StatusServiceUnavailable:
+		kind = ErrUnavailable
+	}
+	return newError(code, kind, format, args...)
+}
+
 func unauthorizedf(format string, args ...any) *Error {
 	return newError(http.StatusUnauthorized, ErrUnauthorized, format, args...)
 }

@@ -43,21 +43,21 @@ func TestExclusionFollowsTheSessionAcrossReconnects(t *testing.T) {
 		reconnect func(t *testing.T, srv *Server, old *Session, cursor string) *Session
 	}{
 		{"by the cursor (SSE Last-Event-ID, poll cursor)", false, func(t *testing.T, srv *Server, _ *Session, cursor string) *Session {
-			sess, _, err := srv.Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}, Cursor: cursor})
+			sess, _, err := srv.Transport("test").Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}, Cursor: cursor})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return sess
 		}},
 		{"by the session and a since (a client that kept offsets)", false, func(t *testing.T, srv *Server, old *Session, _ string) *Session {
-			sess, _, err := srv.Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}, Session: old.ID, Positions: []*Position{{Since: 0}}})
+			sess, _, err := srv.Transport("test").Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}, Session: old.ID, Positions: []*Position{{Since: 0}}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return sess
 		}},
 		{"by the session on a socket (WebSocket ?session= and since)", false, func(t *testing.T, srv *Server, old *Session, _ string) *Session {
-			sess, err := srv.NewSession(user("17"), "ws", "", old.ID)
+			sess, err := srv.Transport("ws").NewSession(user("17"), "", old.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -67,7 +67,7 @@ func TestExclusionFollowsTheSessionAcrossReconnects(t *testing.T) {
 			return sess
 		}},
 		{"by the cursor while the old connection still looks open", true, func(t *testing.T, srv *Server, _ *Session, cursor string) *Session {
-			sess, _, err := srv.Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}, Cursor: cursor})
+			sess, _, err := srv.Transport("test").Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}, Cursor: cursor})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -77,7 +77,7 @@ func TestExclusionFollowsTheSessionAcrossReconnects(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			srv := roomServer(t)
-			old, _, err := srv.Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}, Positions: []*Position{{Since: 0}}})
+			old, _, err := srv.Transport("test").Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}, Positions: []*Position{{Since: 0}}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -118,7 +118,7 @@ func TestASessionOfSomeoneElseIsNotContinued(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	srv := roomServer(t)
-	theirs, _, err := srv.Open(ctx, user("18"), OpenRequest{Channels: []string{"room"}, Positions: []*Position{{Since: 0}}})
+	theirs, _, err := srv.Transport("test").Open(ctx, user("18"), OpenRequest{Channels: []string{"room"}, Positions: []*Position{{Since: 0}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestASessionOfSomeoneElseIsNotContinued(t *testing.T) {
 	publishN(t, srv, "room", 1, 2)
 	// User 17 brings user 18's cursor: the positions apply (a cursor only
 	// moves one's own stream), the session does not.
-	mine, _, err := srv.Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}, Cursor: cursor})
+	mine, _, err := srv.Transport("test").Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}, Cursor: cursor})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestASessionOfSomeoneElseIsNotContinued(t *testing.T) {
 	got := collect(t, mine).waitFor(t, "the replay", countOffsets("room", 2))
 	assertRange(t, offsets(got)["room"], 1, 2)
 	// Nor on a socket.
-	ws, err := srv.NewSession(user("17"), "ws", "", theirs.ID)
+	ws, err := srv.Transport("ws").NewSession(user("17"), "", theirs.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,16 +154,16 @@ func TestPublishNamesOnlyOwnSessions(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	srv := roomServer(t)
-	mine, _, err := srv.Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}})
+	mine, _, err := srv.Transport("test").Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed, _, err := srv.Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}})
+	closed, _, err := srv.Transport("test").Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	closed.Close(ReasonClientGone)
-	theirs, _, err := srv.Open(ctx, user("18"), OpenRequest{Channels: []string{"room"}})
+	theirs, _, err := srv.Transport("test").Open(ctx, user("18"), OpenRequest{Channels: []string{"room"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,11 +210,11 @@ func TestExcludeSenderPassesOverThePublishingSessionOnly(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	srv := roomServer(t)
-	tab1, _, err := srv.Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}})
+	tab1, _, err := srv.Transport("test").Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tab2, _, err := srv.Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}})
+	tab2, _, err := srv.Transport("test").Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,16 +239,16 @@ func TestCursorOnlyPollsAreOneSession(t *testing.T) {
 	ctx := context.Background()
 	srv := roomServer(t)
 	const keep = time.Minute
-	first, err := srv.Poll(ctx, user("17"), PollRequest{Channels: []string{"room"}})
+	first, err := srv.Transport("poll").Attach(ctx, user("17"), AttachRequest{Channels: []string{"room"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cursor := first.Cursor()
-	srv.Release(first, cursor, keep)
+	first.Park(cursor, keep)
 	for i := 1; i <= 100; i++ {
 		publishN(t, srv, "room", i, i)
 		// The client keeps only the cursor: no session is passed.
-		sess, err := srv.Poll(ctx, user("17"), PollRequest{Channels: []string{"room"}, Cursor: cursor})
+		sess, err := srv.Transport("poll").Attach(ctx, user("17"), AttachRequest{Channels: []string{"room"}, Cursor: cursor})
 		if err != nil {
 			t.Fatalf("poll %d: %v", i, err)
 		}
@@ -261,7 +261,7 @@ func TestCursorOnlyPollsAreOneSession(t *testing.T) {
 			t.Fatalf("poll %d got %v", i, o)
 		}
 		cursor = sess.Cursor()
-		srv.Release(sess, cursor, keep)
+		sess.Park(cursor, keep)
 		if n := srv.Sessions(); n != 1 {
 			t.Fatalf("after poll %d: %d sessions", i, n)
 		}

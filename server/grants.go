@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"sort"
 	"strings"
@@ -193,52 +192,102 @@ func validateGrantTarget(user, channel string) error {
 	return ValidateChannel(channel)
 }
 
-// SetGrant stores user's actions on channel (replacing what was granted
+// Grants is the dynamic access users hold to channels — the principal
+// grant of the rules — kept in memory and stored durably, effective at
+// once. The Server owns it; Server.Grants hands it out.
+type Grants struct {
+	srv *Server
+	set *grantSet
+}
+
+// Grants returns the server's dynamic grants.
+func (s *Server) Grants() *Grants { return s.grants }
+
+// Set gives g.User the actions g.Actions on g.Channel (an exact name, or a
+// prefix ending in *), replacing what was granted there; no actions means
+// all four. It returns the grant as stored.
+func (g *Grants) Set(ctx context.Context, grant Grant) (Grant, error) {
+	actions, err := grantActions(grant)
+	if err != nil {
+		return Grant{}, err
+	}
+	return g.put(ctx, grant, actions)
+}
+
+// Revoke takes the actions g.Actions (all when none are given) away from
+// g.User on g.Channel and returns what is left granted there.
+// Subscriptions the change no longer allows end with a
+// herald.unsubscribed notice.
+func (g *Grants) Revoke(ctx context.Context, grant Grant) (Grant, error) {
+	remove, err := grantActions(grant)
+	if err != nil {
+		return Grant{}, err
+	}
+	return g.put(ctx, grant, g.set.get(grant.User, grant.Channel)&^remove)
+}
+
+// List returns user's grants, sorted by channel.
+func (g *Grants) List(user string) ([]Grant, error) {
+	if user == "" {
+		return nil, invalidf("user is required")
+	}
+	return g.set.list(user), nil
+}
+
+// grantActions checks a grant's user and channel and returns its actions
+// (all four when none are named).
+func grantActions(grant Grant) (actionSet, error) {
+	if err := validateGrantTarget(grant.User, grant.Channel); err != nil {
+		return 0, err
+	}
+	if len(grant.Actions) == 0 {
+		return allActions, nil
+	}
+	return parseActions(grant.Actions)
+}
+
+func (g *Grants) put(ctx context.Context, grant Grant, actions actionSet) (Grant, error) {
+	if err := g.store(ctx, grant.User, grant.Channel, actions); err != nil {
+		return Grant{}, err
+	}
+	return Grant{User: grant.User, Channel: grant.Channel, Actions: actions.names()}, nil
+}
+
+// store stores user's actions on channel (replacing what was granted
 // there; none removes the grant), effective at once. Subscriptions the
 // change no longer allows end with a herald.unsubscribed notice.
-func (s *Server) SetGrant(ctx context.Context, user, channel string, actions actionSet) error {
+func (g *Grants) store(ctx context.Context, user, channel string, actions actionSet) error {
 	if err := validateGrantTarget(user, channel); err != nil {
 		return err
 	}
+	engine := g.srv.engine
 	var err error
 	if actions == 0 {
-		err = s.engine.DeleteState(ctx, grantKey(user, channel))
+		err = engine.DeleteState(ctx, grantKey(user, channel))
 	} else {
 		b, _ := json.Marshal(struct {
 			Actions []string `json:"actions"`
 		}{actions.names()})
-		err = s.engine.PutState(ctx, grantKey(user, channel), b)
+		err = engine.PutState(ctx, grantKey(user, channel), b)
 	}
 	if err != nil {
 		return fmt.Errorf("store grant: %w", err)
 	}
-	s.grants.set(user, channel, actions)
-	s.recheckUser(user)
+	g.set.set(user, channel, actions)
+	for _, sess := range g.srv.sessions.ofUser(user) {
+		sess.recheck()
+	}
 	return nil
 }
 
-// recheckUser ends every subscription of user's sessions that the rules
-// no longer allow.
-func (s *Server) recheckUser(user string) {
-	s.mu.Lock()
-	var mine []*Session
-	for _, sess := range s.sessions {
-		if sess.Identity().User == user && !sess.Identity().System {
-			mine = append(mine, sess)
-		}
-	}
-	s.mu.Unlock()
-	for _, sess := range mine {
-		s.recheck(sess)
-	}
-}
-
-// recheck revokes the subscriptions of sess its identity no longer allows.
-func (s *Server) recheck(sess *Session) {
-	id := sess.Identity()
-	for _, ch := range sess.Channels() {
-		if s.authorize(id, ActionSubscribe, ch) != nil {
-			s.revoke(sess, ch)
+// recheck revokes the subscriptions the session's identity no longer
+// allows.
+func (s *Session) recheck() {
+	id := s.Identity()
+	for _, ch := range s.Channels() {
+		cr := s.srv.rules.lookup(ch)
+		if s.srv.authorize(id, ActionSubscribe, &cr) != nil {
+			s.revoke(ch)
 		}
 	}
 }
@@ -246,93 +295,21 @@ func (s *Server) recheck(sess *Session) {
 // revoke ends one subscription: the client gets herald.unsubscribed after
 // the last message of the channel it was sent; a session left with no
 // channel is closed with reason revoked.
-func (s *Server) revoke(sess *Session, channel string) {
-	if !s.Unsubscribe(sess, channel) {
+func (s *Session) revoke(channel string) {
+	srv := s.srv
+	if !srv.Unsubscribe(s, channel) {
 		return
 	}
-	s.logger.Info("subscription revoked", "session", sess.ID, "user", sess.Identity().User, "channel", channel)
+	srv.logger.Info("subscription revoked", "session", s.ID, "user", s.Identity().User, "channel", channel)
 	b := []byte(`"event":"` + EventUnsubscribed + `","data":{"reason":"revoked"},"time":"`)
-	b = s.now().UTC().AppendFormat(b, timeFormat)
+	b = srv.now().UTC().AppendFormat(b, timeFormat)
 	b = append(b, `"}`...)
 	m := &Message{Channel: channel, Event: EventUnsubscribed, Raw: buildEnvelope(channel, 0, "", b)}
-	if !sess.q.push(Item{Kind: KindUnsubscribed, Msg: m}) {
-		sess.fail(ReasonSlowConsumer)
+	if !s.q.push(Item{Kind: KindUnsubscribed, Msg: m}) {
+		s.fail(ReasonSlowConsumer)
 		return
 	}
-	if sess.fixed && len(sess.Channels()) == 0 {
-		sess.fail(ReasonRevoked)
+	if s.fixed && len(s.Channels()) == 0 {
+		s.fail(ReasonRevoked)
 	}
-}
-
-func (s *Server) requireSystem(w http.ResponseWriter, r *http.Request, what string) bool {
-	id, ok := s.apiIdentity(w, r)
-	if !ok {
-		return false
-	}
-	if !id.System {
-		s.WriteError(w, r, newError(http.StatusForbidden, ErrForbidden, "%s needs the API key", what))
-		return false
-	}
-	return true
-}
-
-// readGrant reads the body of POST and DELETE /api/grants: the API key,
-// a valid user and channel, and the actions (all four when none are
-// given).
-func (s *Server) readGrant(w http.ResponseWriter, r *http.Request) (Grant, actionSet, bool) {
-	if !s.requireSystem(w, r, "managing grants") {
-		return Grant{}, 0, false
-	}
-	var g Grant
-	err := s.decodeBody(w, r, &g)
-	if err == nil {
-		err = validateGrantTarget(g.User, g.Channel)
-	}
-	actions := allActions
-	if err == nil && len(g.Actions) > 0 {
-		actions, err = parseActions(g.Actions)
-	}
-	if err != nil {
-		s.WriteError(w, r, err)
-		return Grant{}, 0, false
-	}
-	return g, actions, true
-}
-
-// handlePostGrant sets a user's actions on a channel.
-func (s *Server) handlePostGrant(w http.ResponseWriter, r *http.Request) {
-	if g, actions, ok := s.readGrant(w, r); ok {
-		s.writeGrant(w, r, g, actions)
-	}
-}
-
-// handleDeleteGrant takes actions (all when none are given) away.
-func (s *Server) handleDeleteGrant(w http.ResponseWriter, r *http.Request) {
-	if g, remove, ok := s.readGrant(w, r); ok {
-		s.writeGrant(w, r, g, s.grants.get(g.User, g.Channel)&^remove)
-	}
-}
-
-func (s *Server) writeGrant(w http.ResponseWriter, r *http.Request, g Grant, actions actionSet) {
-	if err := s.SetGrant(r.Context(), g.User, g.Channel, actions); err != nil {
-		s.WriteError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, Grant{User: g.User, Channel: g.Channel, Actions: actions.names()}, s.logger)
-}
-
-func (s *Server) handleListGrants(w http.ResponseWriter, r *http.Request) {
-	if !s.requireSystem(w, r, "listing grants") {
-		return
-	}
-	user := r.URL.Query().Get("user")
-	if user == "" {
-		s.WriteError(w, r, invalidf("user is required: GET /api/grants?user=<id>"))
-		return
-	}
-	grants := s.grants.list(user)
-	writeJSON(w, http.StatusOK, struct {
-		User   string  `json:"user"`
-		Grants []Grant `json:"grants"`
-	}{user, grants}, s.logger)
 }

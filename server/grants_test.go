@@ -11,60 +11,6 @@ import (
 	"github.com/heraldrt/herald/store"
 )
 
-func TestGrantsAPIIsForTheAPIKeyAndValidates(t *testing.T) {
-	t.Parallel()
-	f := newAPI(t, Config{Rules: seedRules()})
-	userTok, _ := MintToken(testSecret, Claims{RegisteredClaims: registered("17")})
-	cases := []struct {
-		name, method, auth, body string
-		code                     int
-		msg                      string
-	}{
-		{"user may not grant", "POST", userTok, `{"user":"17","channel":"chat_room_1"}`, 403, "needs the API key"},
-		{"anonymous", "POST", "", `{"user":"17","channel":"chat_room_1"}`, 401, "credentials"},
-		{"no user", "POST", testAPIKey, `{"channel":"chat_room_1"}`, 400, "user is required"},
-		{"bad channel", "POST", testAPIKey, `{"user":"1","channel":"chat room"}`, 400, `" " at position 5`},
-		{"bad action", "POST", testAPIKey, `{"user":"1","channel":"a","actions":["read"]}`, 400, `action "read" is unknown`},
-		{"delete bad action", "DELETE", testAPIKey, `{"user":"1","channel":"a","actions":["x"]}`, 400, `action "x"`},
-	}
-	for _, tc := range cases {
-		var e apiError
-		code, _, raw := f.call(t, tc.method, "/api/grants", tc.auth, tc.body, &e)
-		if code != tc.code || !strings.Contains(e.Error.Message, tc.msg) {
-			t.Errorf("%s: %d %s", tc.name, code, raw)
-		}
-	}
-	var g Grant
-	if code, _, raw := f.call(t, "POST", "/api/grants", testAPIKey, `{"user":"17","channel":"chat_room_1","actions":["subscribe","history"]}`, &g); code != 200 ||
-		strings.Join(g.Actions, ",") != "subscribe,history" {
-		t.Fatalf("grant: %d %s", code, raw)
-	}
-	f.call(t, "POST", "/api/grants", testAPIKey, `{"user":"17","channel":"chat_room_2*"}`, &g)
-	if strings.Join(g.Actions, ",") != "subscribe,publish,history,presence" {
-		t.Fatalf("default actions %v", g.Actions)
-	}
-	var list struct {
-		User   string  `json:"user"`
-		Grants []Grant `json:"grants"`
-	}
-	f.call(t, "GET", "/api/grants?user=17", testAPIKey, "", &list)
-	if len(list.Grants) != 2 || list.Grants[0].Channel != "chat_room_1" || list.Grants[1].Channel != "chat_room_2*" {
-		t.Fatalf("list %+v", list)
-	}
-	f.call(t, "DELETE", "/api/grants", testAPIKey, `{"user":"17","channel":"chat_room_1","actions":["history"]}`, &g)
-	if strings.Join(g.Actions, ",") != "subscribe" {
-		t.Fatalf("after partial delete %v", g.Actions)
-	}
-	f.call(t, "DELETE", "/api/grants", testAPIKey, `{"user":"17","channel":"chat_room_2*"}`, &g)
-	f.call(t, "GET", "/api/grants?user=17", testAPIKey, "", &list)
-	if len(list.Grants) != 1 {
-		t.Fatalf("after delete %+v", list)
-	}
-	if code, _, _ := f.call(t, "GET", "/api/grants", testAPIKey, "", nil); code != 400 {
-		t.Fatalf("list without user: %d", code)
-	}
-}
-
 func TestGrantsAreDurable(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -81,16 +27,16 @@ func TestGrantsAreDurable(t *testing.T) {
 		return srv, st
 	}
 	srv, st := open()
-	if err := srv.SetGrant(context.Background(), "a/b user", "chat_room_5", 1<<ActionSubscribe|1<<ActionPublish); err != nil {
+	if err := srv.grants.store(context.Background(), "a/b user", "chat_room_5", 1<<ActionSubscribe|1<<ActionPublish); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
 	srv, st = open()
 	defer st.Close()
-	if err := srv.authorize(user("a/b user"), ActionPublish, "chat_room_5"); err != nil {
+	if err := authorizeOn(srv, user("a/b user"), ActionPublish, "chat_room_5"); err != nil {
 		t.Fatalf("grant lost across restart: %v", err)
 	}
-	if err := srv.authorize(user("a/b user"), ActionHistory, "chat_room_5"); err == nil {
+	if err := authorizeOn(srv, user("a/b user"), ActionHistory, "chat_room_5"); err == nil {
 		t.Fatal("an action that was not granted is allowed")
 	}
 }
@@ -100,11 +46,11 @@ func TestRevokedGrantEndsLiveSubscriptions(t *testing.T) {
 	srv, _ := newTestServer(t, Config{Rules: seedRules()})
 	ctx := context.Background()
 	for _, ch := range []string{"chat_room_1", "chat_room_2"} {
-		if err := srv.SetGrant(ctx, "21", ch, allActions); err != nil {
+		if err := srv.grants.store(ctx, "21", ch, allActions); err != nil {
 			t.Fatal(err)
 		}
 	}
-	sess, _, err := srv.Open(ctx, user("21"), OpenRequest{Channels: []string{"chat_room_1", "chat_room_2"}})
+	sess, _, err := srv.Transport("test").Open(ctx, user("21"), OpenRequest{Channels: []string{"chat_room_1", "chat_room_2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +58,7 @@ func TestRevokedGrantEndsLiveSubscriptions(t *testing.T) {
 	publishN(t, srv, "chat_room_1", 1, 1)
 	c.waitFor(t, "the first message", countOffsets("chat_room_1", 1))
 
-	if err := srv.SetGrant(ctx, "21", "chat_room_1", 0); err != nil {
+	if err := srv.grants.store(ctx, "21", "chat_room_1", 0); err != nil {
 		t.Fatal(err)
 	}
 	items := c.waitFor(t, "the notice", func(it []Item) bool {
@@ -129,7 +75,7 @@ func TestRevokedGrantEndsLiveSubscriptions(t *testing.T) {
 		t.Fatalf("revoked channel still delivered: %v", got)
 	}
 	// Revoking the last channel closes the session.
-	if err := srv.SetGrant(ctx, "21", "chat_room_2", 0); err != nil {
+	if err := srv.grants.store(ctx, "21", "chat_room_2", 0); err != nil {
 		t.Fatal(err)
 	}
 	<-sess.Done()
@@ -142,7 +88,7 @@ func TestExcludedSessionSkipsButItsCursorMovesOn(t *testing.T) {
 	t.Parallel()
 	srv, _ := newTestServer(t, Config{Rules: []RuleConfig{{Pattern: "room", Subscribe: []string{"authenticated"}, Publish: []string{"authenticated"}}}})
 	ctx := context.Background()
-	me, _, err := srv.Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}})
+	me, _, err := srv.Transport("test").Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +109,7 @@ func TestExcludedSessionSkipsButItsCursorMovesOn(t *testing.T) {
 		t.Fatalf("second item %+v", items[1])
 	}
 	// Resuming from the skip's cursor does not bring the message back.
-	again, _, err := srv.Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}, Cursor: items[0].Cursor})
+	again, _, err := srv.Transport("test").Open(ctx, user("17"), OpenRequest{Channels: []string{"room"}, Cursor: items[0].Cursor})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +123,7 @@ func TestSessionClosesWhenItsTokenExpires(t *testing.T) {
 	srv, _ := newTestServer(t, Config{Dev: true})
 	id := user("17")
 	id.Expires = srv.now().Add(50 * time.Millisecond)
-	sess, _, err := srv.Open(context.Background(), id, OpenRequest{Channels: []string{"a"}})
+	sess, _, err := srv.Transport("test").Open(context.Background(), id, OpenRequest{Channels: []string{"a"}})
 	if err != nil {
 		t.Fatal(err)
 	}

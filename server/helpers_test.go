@@ -186,3 +186,12 @@ func head(s []uint64) []uint64 {
 	}
 	return s
 }
+
+// authorizeOn is authorize for a channel whose rule is looked up here.
+func authorizeOn(srv *Server, id Identity, action Action, channel string) error {
+	cr := srv.rules.lookup(channel)
+	return srv.authorize(id, action, &cr)
+}
+
+// limitOf is a history page limit.
+func limitOf(n uint64) *uint64 { return &n }

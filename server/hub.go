@@ -3,13 +3,16 @@ package server
 import (
 	"log/slog"
 	"sync"
+	"time"
 )
 
 // Lock order, outermost first (never take an outer lock while holding an
 // inner one):
 //
 //	hub shard (hubShard.mu) → channel (channel.mu) → session (Session.mu) → queue (queue.mu)
-//	Server.mu (the session registry) → Session.mu
+//	registry (registry.mu) → Session.mu
+//	any of them → an observer's queue (Observer.mu), which is held only
+//	to append an event and takes no other lock
 //
 // No lock is held across I/O: store reads and network writes happen with
 // none of them held. Helpers that expect a lock to be held end in "Locked".
@@ -23,6 +26,8 @@ type hub struct {
 	shards     [numShards]hubShard
 	maxPending int // bound of a catching-up subscription's buffer
 	logger     *slog.Logger
+	obs        *observers // told when a channel is occupied and vacated
+	now        func() time.Time
 }
 
 type hubShard struct {
@@ -39,8 +44,8 @@ type channel struct {
 	subs []*subscription
 }
 
-func newHub(maxPending int, logger *slog.Logger) *hub {
-	h := &hub{maxPending: maxPending, logger: logger}
+func newHub(maxPending int, logger *slog.Logger, obs *observers, now func() time.Time) *hub {
+	h := &hub{maxPending: maxPending, logger: logger, obs: obs, now: now}
 	for i := range h.shards {
 		h.shards[i].channels = make(map[string]*channel)
 	}
@@ -63,7 +68,9 @@ func fnv64a(s string) uint64 {
 }
 
 // acquire returns the channel, creating it, and takes a reference that
-// release gives back.
+// release gives back. A channel created is occupied; it is told to the
+// observers under the shard's lock, so that they hear of a channel's
+// occupations and vacations in the order they happen.
 func (h *hub) acquire(name string) *channel {
 	sh := h.shard(name)
 	sh.mu.Lock()
@@ -71,6 +78,9 @@ func (h *hub) acquire(name string) *channel {
 	if c == nil {
 		c = &channel{name: name}
 		sh.channels[name] = c
+		if h.obs.want(ChannelOccupied) {
+			h.obs.emit(Event{Kind: ChannelOccupied, At: h.now(), Channel: name})
+		}
 	}
 	c.refs++
 	sh.mu.Unlock()
@@ -84,6 +94,9 @@ func (h *hub) release(c *channel) {
 	c.refs--
 	if c.refs == 0 && sh.channels[c.name] == c {
 		delete(sh.channels, c.name)
+		if h.obs.want(ChannelVacated) {
+			h.obs.emit(Event{Kind: ChannelVacated, At: h.now(), Channel: c.name})
+		}
 	}
 	sh.mu.Unlock()
 }

@@ -70,16 +70,13 @@ func (s *Server) Authenticate(r *http.Request) (Identity, error) {
 	if !ok {
 		return Identity{Anonymous: true}, nil
 	}
-	return s.identify(tok)
+	return s.Identify(tok)
 }
 
 // Identify checks a bearer token given outside the HTTP request (the
 // WebSocket auth and refresh ops): the API key is System, a valid user JWT
-// is that user; anything else is a 401 *Error.
-func (s *Server) Identify(tok string) (Identity, error) { return s.identify(tok) }
-
-// identify checks a token: the API key or a user JWT.
-func (s *Server) identify(tok string) (Identity, error) {
+// is that user; anything else is a 401 *Error, and a banned user a 403.
+func (s *Server) Identify(tok string) (Identity, error) {
 	if s.cfg.APIKey != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.APIKey)) == 1 {
 		return Identity{System: true}, nil
 	}
@@ -87,26 +84,26 @@ func (s *Server) identify(tok string) (Identity, error) {
 	id, ok := s.tokens.get(tok, now)
 	if !ok {
 		var err error
-		if id, err = s.identifyJWT(tok); err != nil {
+		if id, err = s.verifier.identity(tok, s.now); err != nil {
 			return Identity{}, err
 		}
 		s.tokens.put(tok, id, now)
 	}
-	if until := s.banned(id.User); !until.IsZero() {
+	if until := s.moderation.banned(id.User); !until.IsZero() {
 		return Identity{}, newError(http.StatusForbidden, ErrForbidden, "user %q is banned until %s", id.User, until.Format(timeFormat))
 	}
 	return id, nil
 }
 
-// identifyJWT verifies a user token and reads its claims.
-func (s *Server) identifyJWT(tok string) (Identity, error) {
-	if !s.verifier.enabled() {
+// identity verifies a user token and reads its claims.
+func (v *verifier) identity(tok string, now func() time.Time) (Identity, error) {
+	if !v.enabled() {
 		return Identity{}, unauthorizedf("the token is not the API key and user tokens are not enabled (no JWT secret or public key is configured)")
 	}
 	if strings.Count(tok, ".") != 2 {
 		return Identity{}, unauthorizedf("the token is neither the API key nor a user token (JWT)")
 	}
-	c, err := s.verify(tok)
+	c, err := v.verify(tok, now)
 	if err != nil {
 		return Identity{}, err
 	}
@@ -157,10 +154,6 @@ func (s *Server) identifyJWT(tok string) (Identity, error) {
 //     not understand, such as unencoded payloads, must fail).
 //   - exp, nbf and iat are checked against the server clock with the
 //     configured leeway; sub is required.
-func (s *Server) verify(tok string) (Claims, error) {
-	return s.verifier.verify(tok, s.now)
-}
-
 func (v *verifier) verify(tok string, now func() time.Time) (Claims, error) {
 	if !v.enabled() {
 		return Claims{}, unauthorizedf("user tokens are not enabled (no JWT secret or public key is configured)")

@@ -40,7 +40,9 @@ func identityServer(t testing.TB, cfg Config) *Server {
 	if err != nil {
 		t.Fatalf("newVerifier: %v", err)
 	}
-	return &Server{cfg: cfg, verifier: v}
+	s := &Server{cfg: cfg, verifier: v}
+	s.moderation = &Moderation{srv: s} // no bans
+	return s
 }
 
 // claimsAt returns valid claims for sub at the fake clock, with mods
@@ -247,7 +249,7 @@ func TestUserTokenVerification(t *testing.T) {
 			if srv == nil {
 				t.Fatalf("no server %q", tc.server)
 			}
-			id, err := srv.identify(tc.tok)
+			id, err := srv.Identify(tc.tok)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatalf("identify: %v", err)
@@ -281,7 +283,7 @@ func TestUserTokenClaimsBecomeTheIdentity(t *testing.T) {
 		signed(t, jwt.SigningMethodHS256, []byte(testSecret), "", c),
 		signed(t, jwt.SigningMethodES256, k.ecA, "ea", c),
 	} {
-		id, err := srv.identify(tok)
+		id, err := srv.Identify(tok)
 		if err != nil {
 			t.Fatalf("identify: %v", err)
 		}
@@ -330,7 +332,7 @@ func TestUserTokenTimesUseTheServerClockAndLeeway(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			id, err := tc.srv.identify(tc.tok)
+			id, err := tc.srv.Identify(tc.tok)
 			if tc.want == "" {
 				if err != nil || id.User != "17" {
 					t.Fatalf("identify: %+v, %v", id, err)
@@ -348,14 +350,14 @@ func TestUserTokenTimesUseTheServerClockAndLeeway(t *testing.T) {
 func TestUserTokensDisabledWithoutKeys(t *testing.T) {
 	t.Parallel()
 	srv := identityServer(t, Config{APIKey: testAPIKey})
-	id, err := srv.identify(testAPIKey)
+	id, err := srv.Identify(testAPIKey)
 	if err != nil || !id.System {
 		t.Fatalf("API key: %+v, %v", id, err)
 	}
 	tok := signed(t, jwt.SigningMethodHS256, []byte(testSecret), "", claimsAt("17"))
-	_, err = srv.identify(tok)
+	_, err = srv.Identify(tok)
 	wantUnauthorized(t, err, tok, "the token is not the API key and user tokens are not enabled")
-	if _, err := srv.verify(tok); err == nil {
+	if _, err := srv.verifier.verify(tok, srv.now); err == nil {
 		t.Fatal("verify accepted a token with no keys configured")
 	}
 }
@@ -442,7 +444,7 @@ func TestFuzzIdentifySeedsAreRealTokens(t *testing.T) {
 		{"claims_wrong_types", "token claim"},
 	} {
 		tok := readFuzzSeed(t, tc.seed)
-		id, err := srv.identify(tok)
+		id, err := srv.Identify(tok)
 		if tc.want == "" {
 			if err != nil || id.User != "fuzz-user" {
 				t.Errorf("%s: %+v, %v", tc.seed, id, err)
@@ -466,7 +468,7 @@ func FuzzIdentify(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, tok string) {
-		id, err := srv.identify(tok)
+		id, err := srv.Identify(tok)
 		if err != nil {
 			var e *Error
 			if !errors.As(err, &e) || e.Code != http.StatusUnauthorized || !errors.Is(err, ErrUnauthorized) {
@@ -501,18 +503,18 @@ func TestCachedTokensStillExpireAndBansStillApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 2; i++ { // the second one comes from the cache
-		if id, err := srv.identify(tok); err != nil || id.User != "17" {
+		if id, err := srv.Identify(tok); err != nil || id.User != "17" {
 			t.Fatalf("identify #%d: %+v %v", i, id, err)
 		}
 	}
-	if _, err := srv.Ban(context.Background(), "17", time.Second); err != nil {
+	if _, err := srv.Moderation().Ban(context.Background(), "17", time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := srv.identify(tok); AsError(err).Code != 403 {
+	if _, err := srv.Identify(tok); AsError(err).Code != 403 {
 		t.Fatalf("a cached token of a banned user: %v", err)
 	}
 	clk.Advance(2 * time.Minute)
-	if _, err := srv.identify(tok); AsError(err).Code != 401 || !strings.Contains(err.Error(), "expired") {
+	if _, err := srv.Identify(tok); AsError(err).Code != 401 || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("a cached token past its expiry: %v", err)
 	}
 }

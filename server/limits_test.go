@@ -3,12 +3,9 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -57,7 +54,7 @@ func TestPublishRateLimitFromTheRule(t *testing.T) {
 		t.Fatalf("a refill of one token served two: %v", err)
 	}
 	// Nothing refused was stored.
-	page, _ := srv.History(ctx, system, "chat_room_1", 0, 100)
+	page, _ := srv.History(ctx, system, HistoryRequest{Channel: "chat_room_1", Since: 0, Limit: limitOf(100)})
 	if page.Head != 15 {
 		t.Fatalf("head %d, want 15 (3 + 1 + 10 + 1)", page.Head)
 	}
@@ -68,7 +65,7 @@ func TestNewSessionsPerIPAreRateLimited(t *testing.T) {
 	clk := newClock()
 	srv, _ := newTestServer(t, Config{Dev: true, Now: clk.Now, ConnectsPerSecond: 1, ConnectsBurst: 2})
 	open := func(addr string) error {
-		sess, _, err := srv.Open(context.Background(), system, OpenRequest{Channels: []string{"a"}, RemoteAddr: addr})
+		sess, _, err := srv.Transport("test").Open(context.Background(), system, OpenRequest{Channels: []string{"a"}, RemoteAddr: addr})
 		if err == nil {
 			sess.Close(ReasonClientGone)
 		}
@@ -106,7 +103,7 @@ func TestSubscriberAndSessionCaps(t *testing.T) {
 	defer a.Close(ReasonClientGone)
 	b := openAs(t, srv, userWith("2"), "small")
 	defer b.Close(ReasonClientGone)
-	_, _, err := srv.Open(context.Background(), userWith("3"), OpenRequest{Channels: []string{"small"}})
+	_, _, err := srv.Transport("test").Open(context.Background(), userWith("3"), OpenRequest{Channels: []string{"small"}})
 	if e := AsError(err); e.Code != 429 || !strings.Contains(e.Message, `channel "small" has 2 subscribers, the limit is 2`) {
 		t.Fatalf("third subscriber: %v", err)
 	}
@@ -146,7 +143,7 @@ func TestBanAndDisconnect(t *testing.T) {
 	b := openAs(t, srv, userWith("17"), "room")
 	other := openAs(t, srv, userWith("18"), "room")
 	defer other.Close(ReasonClientGone)
-	if n := srv.DisconnectUser("17", ReasonKicked); n != 2 {
+	if n, err := srv.Moderation().Disconnect("17"); err != nil || n != 2 {
 		t.Fatalf("disconnected %d sessions", n)
 	}
 	<-a.Done()
@@ -161,7 +158,7 @@ func TestBanAndDisconnect(t *testing.T) {
 	}
 
 	c := openAs(t, srv, userWith("17"), "room")
-	until, err := srv.Ban(context.Background(), "17", time.Hour)
+	until, err := srv.Moderation().Ban(context.Background(), "17", time.Hour)
 	if err != nil || !until.Equal(clk.Now().Add(time.Hour)) {
 		t.Fatalf("ban: %v %v", until, err)
 	}
@@ -170,7 +167,7 @@ func TestBanAndDisconnect(t *testing.T) {
 		t.Fatalf("reason %s", c.Reason())
 	}
 	c.Close(ReasonClientGone)
-	if _, err := srv.identify(tok); AsError(err).Code != 403 || !strings.Contains(err.Error(), "banned until") {
+	if _, err := srv.Identify(tok); AsError(err).Code != 403 || !strings.Contains(err.Error(), "banned until") {
 		t.Fatalf("banned token: %v", err)
 	}
 	srv.Shutdown()
@@ -179,14 +176,14 @@ func TestBanAndDisconnect(t *testing.T) {
 	srv, st = open() // the ban is stored
 	defer st.Close()
 	defer srv.Shutdown()
-	if _, err := srv.identify(tok); AsError(err).Code != 403 {
+	if _, err := srv.Identify(tok); AsError(err).Code != 403 {
 		t.Fatalf("ban lost across a restart: %v", err)
 	}
 	clk.Advance(time.Hour)
-	if _, err := srv.identify(tok); err != nil {
+	if _, err := srv.Identify(tok); err != nil {
 		t.Fatalf("after the ban: %v", err)
 	}
-	if _, err := srv.Ban(context.Background(), "17", 0); AsError(err).Code != 400 {
+	if _, err := srv.Moderation().Ban(context.Background(), "17", 0); AsError(err).Code != 400 {
 		t.Fatalf("a ban of 0: %v", err)
 	}
 }
@@ -219,10 +216,10 @@ func TestBroadcastToChannelsAndToUsers(t *testing.T) {
 	}
 	// A user reads only their own system channel; nobody but the API key
 	// writes to one.
-	if err := srv.authorize(active, ActionSubscribe, "herald.user.18"); AsError(err).Code != 403 {
+	if err := authorizeOn(srv, active, ActionSubscribe, "herald.user.18"); AsError(err).Code != 403 {
 		t.Fatalf("another user's channel: %v", err)
 	}
-	if err := srv.authorize(active, ActionPublish, "herald.user.17"); AsError(err).Code != 403 {
+	if err := authorizeOn(srv, active, ActionPublish, "herald.user.17"); AsError(err).Code != 403 {
 		t.Fatalf("publish to one's own system channel: %v", err)
 	}
 	if _, err := srv.Broadcast(ctx, active, BroadcastRequest{Users: true, Data: json.RawMessage(`1`)}); AsError(err).Code != 403 {
@@ -230,130 +227,6 @@ func TestBroadcastToChannelsAndToUsers(t *testing.T) {
 	}
 	if UserChannel("auth0|abc") == "herald.user.auth0|abc" || ValidateChannel(UserChannel("auth0|abc")) != nil {
 		t.Fatalf("user channel of an odd id: %q", UserChannel("auth0|abc"))
-	}
-}
-
-func TestBatchRuleHoldsMessagesUpToItsTimeoutOrSize(t *testing.T) {
-	t.Parallel()
-	srv, _ := newTestServer(t, Config{Rules: []RuleConfig{{Pattern: "ticks", Subscribe: []string{"authenticated"},
-		// A hold far longer than a few publishes take, so what is
-		// published together is held together however busy the machine.
-		Batch: &BatchConfig{Size: 5, Timeout: 2 * time.Second}}}})
-	sess := openAs(t, srv, userWith("1"), "ticks")
-	var group Group
-	var mu sync.Mutex
-	var writes []int
-	wrote := make(chan struct{}, 16)
-	pump := NewPump(sess, &group, PumpOptions{Coalesce: time.Millisecond}, func(k TurnKind) int {
-		if k == TurnClose {
-			return 0
-		}
-		items := sess.Drain(nil)
-		n := 0
-		for _, it := range items {
-			if it.Kind == KindMessage {
-				n++
-			}
-		}
-		if n > 0 {
-			mu.Lock()
-			writes = append(writes, n)
-			mu.Unlock()
-			wrote <- struct{}{}
-		}
-		return len(items)
-	})
-	if !pump.Start() {
-		t.Fatal("pump refused")
-	}
-	defer func() {
-		sess.Close(ReasonClientGone)
-		if err := group.Wait(context.Background()); err != nil {
-			t.Error(err)
-		}
-	}()
-	// The first message after a quiet spell goes at once.
-	publishN(t, srv, "ticks", 1, 1)
-	<-wrote
-	// Five more within the hold go in one write, as soon as five are queued.
-	publishN(t, srv, "ticks", 2, 6)
-	<-wrote
-	// Two more: held until the timeout, then written together.
-	publishN(t, srv, "ticks", 7, 8)
-	<-wrote
-	mu.Lock()
-	defer mu.Unlock()
-	if len(writes) != 3 || writes[0] != 1 || writes[1] != 5 || writes[2] != 2 {
-		t.Fatalf("writes %v, want [1 5 2]", writes)
-	}
-}
-
-func TestMetricsCountRefusalsAndNeedTheirToken(t *testing.T) {
-	t.Parallel()
-	f := newAPI(t, Config{MetricsToken: "metrics-token", Rules: []RuleConfig{{Pattern: "r", Publish: []string{"authenticated"},
-		RateLimit: &RateLimitConfig{Limit: 1, Window: time.Hour}}}})
-	tok, _ := MintToken(testSecret, Claims{RegisteredClaims: registered("17")})
-	for i := 0; i < 3; i++ {
-		f.call(t, "POST", "/api/publish", tok, `{"channel":"r","data":1}`, nil)
-	}
-	get := func(auth string) (int, string) {
-		req, _ := http.NewRequest("GET", f.hs.URL+"/metrics", nil)
-		if auth != "" {
-			req.Header.Set("Authorization", "Bearer "+auth)
-		}
-		resp, err := f.hs.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
-	if code, _ := get(""); code != 401 {
-		t.Fatalf("metrics without the token: %d", code)
-	}
-	code, body := get("metrics-token")
-	if code != 200 || !strings.Contains(body, `herald_rate_limited_total{kind="publish"} 2`) ||
-		!strings.Contains(body, "herald_messages_published_total 1") {
-		t.Fatalf("metrics: %d\n%s", code, body)
-	}
-	// Go's runtime and process metrics (the README promises them).
-	for _, m := range []string{"\ngo_goroutines ", "\nprocess_cpu_seconds_total "} {
-		if !strings.Contains(body, m) {
-			t.Errorf("metrics lack %q", strings.TrimSpace(m))
-		}
-	}
-}
-
-func TestModerationRoutes(t *testing.T) {
-	t.Parallel()
-	f := newAPI(t, Config{Dev: true})
-	userTok, _ := MintToken(testSecret, Claims{RegisteredClaims: registered("17")})
-	cases := []struct {
-		method, path, auth, body string
-		code                     int
-		msg                      string
-	}{
-		{"POST", "/api/disconnect", userTok, `{"user":"18"}`, 403, "needs the API key"},
-		{"POST", "/api/disconnect", testAPIKey, `{}`, 400, "user is required"},
-		{"POST", "/api/disconnect", testAPIKey, `{"user":"18"}`, 200, ""},
-		{"POST", "/api/ban", testAPIKey, `{"user":"18","duration":"soon"}`, 400, `duration "soon"`},
-		{"POST", "/api/ban", testAPIKey, `{"user":"18","duration":"-1h"}`, 400, "positive duration"},
-		{"POST", "/api/ban", testAPIKey, `{"user":"18","duration":"1h"}`, 200, ""},
-		{"DELETE", "/api/ban", userTok, `{"user":"18"}`, 403, "needs the API key"},
-		{"DELETE", "/api/ban", testAPIKey, `{"user":"18"}`, 200, ""},
-		{"POST", "/api/broadcast", testAPIKey, `{"data":1}`, 400, "name the channels"},
-		{"POST", "/api/broadcast", testAPIKey, `{"users":true,"channels":["a"],"data":1}`, 400, "not both"},
-		{"POST", "/api/broadcast", testAPIKey, `{"channels":["a"],"filter":{"x":"y"},"data":1}`, 400, "filter applies"},
-		{"POST", "/api/broadcast", userTok, `{"users":true,"data":1}`, 403, "needs the API key"},
-	}
-	for _, tc := range cases {
-		var e apiError
-		code, _, raw := f.call(t, tc.method, tc.path, tc.auth, tc.body, nil)
-		_ = json.Unmarshal([]byte(raw), &e)
-		if code != tc.code || (tc.msg != "" && !strings.Contains(e.Error.Message, tc.msg)) {
-			t.Errorf("%s %s %s: %d %s", tc.method, tc.path, tc.body, code, raw)
-		}
 	}
 }
 
@@ -383,24 +256,24 @@ func TestEveryRefusalWith429SaysWhenToRetry(t *testing.T) {
 		retry time.Duration // exact when set
 	}{
 		{"subscribers per channel", func() error {
-			_, _, err := srv.Open(ctx, userWith("18"), OpenRequest{Channels: []string{"capped"}})
+			_, _, err := srv.Transport("test").Open(ctx, userWith("18"), OpenRequest{Channels: []string{"capped"}})
 			return err
 		}(), subscriberRetryAfter},
 		{"sessions per user", func() error {
-			_, err := srv.NewSession(ada, "test", "", "")
+			_, err := srv.Transport("test").NewSession(ada, "", "")
 			return err
 		}(), 0},
 		{"requests in flight", func() error {
 			for range maxInflightPerUser {
-				if _, err := srv.enterUser(ada); err != nil {
+				if _, err := srv.EnterUser(ada); err != nil {
 					return err
 				}
 			}
-			_, err := srv.enterUser(ada)
+			_, err := srv.EnterUser(ada)
 			return err
 		}(), 0},
 		{"ops per connection", twice(func() error { return srv.AllowOp(held) }), 0},
-		{"connections per IP", twice(func() error { return srv.allowConnect("203.0.113.9:5000") }), 0},
+		{"connections per IP", twice(func() error { return srv.limits.allowConnect("203.0.113.9:5000", srv.now()) }), 0},
 		{"publishes per user", twice(func() error {
 			_, err := srv.Publish(ctx, ada, PublishRequest{Channel: "capped", Data: json.RawMessage(`1`)})
 			return err
@@ -416,7 +289,7 @@ func TestEveryRefusalWith429SaysWhenToRetry(t *testing.T) {
 			continue
 		}
 		rec := httptest.NewRecorder()
-		srv.WriteError(rec, httptest.NewRequest("GET", "/", nil), tc.err)
+		WriteError(rec, httptest.NewRequest("GET", "/", nil), tc.err, srv.logger)
 		var body struct {
 			Error struct {
 				RetryAfter int `json:"retry_after"`
@@ -427,5 +300,35 @@ func TestEveryRefusalWith429SaysWhenToRetry(t *testing.T) {
 			rec.Header().Get("Retry-After") != strconv.Itoa(secs) {
 			t.Errorf("%s: answered %d %s with Retry-After %q, want %d s in both", tc.name, rec.Code, rec.Body, rec.Header().Get("Retry-After"), secs)
 		}
+	}
+}
+
+// Concurrent callers read the clock before they reach the limiter, so
+// their times arrive slightly out of order. An earlier time must not
+// make the bucket credit the same interval again: the burst, then the
+// rate, whatever the order.
+func TestLimiterHoldsWhenTimesArriveOutOfOrder(t *testing.T) {
+	t.Parallel()
+	l := newLimiterSet(1, 1, 10) // 1 per second, burst 1
+	t0 := time.Unix(1_000_000, 0)
+	if ok, _ := l.allow("k", t0.Add(time.Second)); !ok {
+		t.Fatal("the first request is refused")
+	}
+	accepted := 0
+	for i := 0; i < 10; i++ {
+		// An older request, then one at the same latest time: no time
+		// passed beyond t0+1s, so nothing more may pass.
+		if ok, _ := l.allow("k", t0.Add(500*time.Millisecond)); ok {
+			accepted++
+		}
+		if ok, _ := l.allow("k", t0.Add(time.Second)); ok {
+			accepted++
+		}
+	}
+	if accepted != 0 {
+		t.Fatalf("%d more requests accepted with no time passing beyond the first", accepted)
+	}
+	if ok, _ := l.allow("k", t0.Add(2*time.Second)); !ok {
+		t.Fatal("a request a second later is refused")
 	}
 }

@@ -20,9 +20,10 @@ import (
 //
 // The presence package holds the state and says what happened; this file
 // feeds it (sessions joining, leaving, connecting) and announces its
-// events as ephemeral messages on the channels. One goroutine, owned by
-// the Server and stopped by Shutdown, advances its clock: it fires the
-// leaves held back by the grace period and the states past their time.
+// events as ephemeral messages on the channels and as life events to the
+// observers. One goroutine, owned by the Server and stopped by Shutdown,
+// advances its clock: it fires the leaves held back by the grace period
+// and the states past their time.
 
 // Server events about presence.
 const (
@@ -36,7 +37,10 @@ const (
 // lastSeenPrefix keys a user's last-seen time in the store's small state.
 const lastSeenPrefix = "lastseen/"
 
-type presenceState struct {
+// presenceWiring feeds the tracker and announces what it says. Owned by
+// the Server, which starts it in New and stops it in Shutdown.
+type presenceWiring struct {
+	srv     *Server
 	tracker *presence.Tracker
 	kick    chan struct{} // one slot: a deadline may have come nearer
 	stop    chan struct{}
@@ -49,37 +53,38 @@ type presenceState struct {
 	onlineAt map[string]time.Time // users come online, for status channels they join soon
 }
 
-func (s *Server) startPresence() {
-	p := &s.presence
-	p.tracker = presence.New(presence.Options{Grace: s.cfg.PresenceGrace, MaxStateTTL: s.cfg.SignalMaxTTL})
-	p.kick = make(chan struct{}, 1)
-	p.stop = make(chan struct{})
-	p.done = make(chan struct{})
-	p.limiters = newLimiterSet(rate.Limit(s.cfg.SignalRate), s.cfg.SignalBurst, maxLimiterKeys)
-	p.onlineAt = make(map[string]time.Time)
-	go s.presenceLoop()
+// startPresence starts the presence clock of s.
+func startPresence(s *Server) *presenceWiring {
+	p := &presenceWiring{
+		srv:      s,
+		tracker:  presence.New(presence.Options{Grace: s.cfg.PresenceGrace, MaxStateTTL: s.cfg.SignalMaxTTL}),
+		kick:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		limiters: newLimiterSet(rate.Limit(s.cfg.SignalRate), s.cfg.SignalBurst, maxLimiterKeys),
+		onlineAt: make(map[string]time.Time),
+	}
+	go p.loop() // owned: stopped and waited for by stop (Shutdown)
+	return p
 }
 
-// stopPresence stops the presence goroutine; users still online are
-// recorded as last seen now. Idempotent.
-func (s *Server) stopPresence() {
-	p := &s.presence
+// halt stops the presence goroutine. Idempotent.
+func (p *presenceWiring) halt() {
 	p.once.Do(func() {
 		close(p.stop)
 		<-p.done
 	})
 }
 
-// presenceLoop advances the tracker's clock when its next deadline comes.
-func (s *Server) presenceLoop() {
-	p := &s.presence
+// loop advances the tracker's clock when its next deadline comes.
+func (p *presenceWiring) loop() {
 	defer close(p.done)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		wait := time.Hour
 		if next, ok := p.tracker.Next(); ok {
-			wait = max(next.Sub(s.now()), 0)
+			wait = max(next.Sub(p.srv.now()), 0)
 		}
 		timer.Reset(wait)
 		select {
@@ -87,148 +92,154 @@ func (s *Server) presenceLoop() {
 			return
 		case <-p.kick:
 		case <-timer.C:
-			s.presenceTick()
+			p.tick()
 		}
 	}
 }
 
-// presenceTick fires what is due now. Tests with a fake clock call it.
-func (s *Server) presenceTick() {
-	s.announce(s.presence.tracker.Advance(s.now()))
+// tick fires what is due now. Tests with a fake clock call it.
+func (p *presenceWiring) tick() {
+	p.announce(p.tracker.Advance(p.srv.now()), "", nil)
 }
 
-func (s *Server) kickPresence() {
+func (p *presenceWiring) kickClock() {
 	select {
-	case s.presence.kick <- struct{}{}:
+	case p.kick <- struct{}{}:
 	default:
 	}
-}
-
-// channelPresence returns a channel's presence options: its rule's, or,
-// in dev mode on a channel no rule covers, presence without join/leave.
-func (s *Server) channelPresence(channel string) (on, joinLeave, status bool) {
-	var caps captures
-	if r := s.rules.match(channel, &caps); r != nil {
-		return r.cfg.Presence, r.cfg.JoinLeave, r.cfg.Status
-	}
-	return s.cfg.Dev, false, false
 }
 
 // member reports whether sessions of id take part in presence: users do;
 // the API key and anonymous clients do not.
 func member(id Identity) bool { return id.User != "" && !id.System && !id.Anonymous }
 
-func (s *Server) joinPresence(sess *Session, channel string) {
+// join enters a new subscription's user in its channel, on a channel
+// whose rule (matched when it subscribed) keeps presence.
+func (p *presenceWiring) join(sess *Session, sub *subscription) {
 	id := sess.Identity()
-	if on, _, _ := s.channelPresence(channel); !on || !member(id) {
+	if on, _, _ := p.srv.rules.presence(sub.rule); !on || !member(id) {
 		return
 	}
-	attrs := make(map[string]string, len(s.cfg.PresenceAttrs))
-	for _, k := range s.cfg.PresenceAttrs {
+	attrs := make(map[string]string, len(p.srv.cfg.PresenceAttrs))
+	for _, k := range p.srv.cfg.PresenceAttrs {
 		if v := id.Attrs[k]; len(v) > 0 {
 			attrs[k] = v[0]
 		}
 	}
-	s.announceFrom(s.presence.tracker.Join(s.now(), channel, id.User, sess.ID, attrs), sess.ID)
+	evs := p.tracker.Join(p.srv.now(), sub.name, id.User, sess.ID, attrs)
+	p.announce(evs, sess.ID, &channelRule{channel: sub.name, rule: sub.rule})
 }
 
-func (s *Server) leavePresence(sess *Session, channel string) {
+// leave takes an ended subscription's session out of its channel: the
+// user leaves once the grace has passed without another of theirs.
+func (p *presenceWiring) leave(sess *Session, sub *subscription) {
 	id := sess.Identity()
-	if on, _, _ := s.channelPresence(channel); !on || !member(id) {
+	if on, _, _ := p.srv.rules.presence(sub.rule); !on || !member(id) {
 		return
 	}
-	s.presence.tracker.Leave(s.now(), channel, id.User, sess.ID)
-	s.kickPresence()
+	p.tracker.Leave(p.srv.now(), sub.name, id.User, sess.ID)
+	p.kickClock()
 }
 
-func (s *Server) connectPresence(sess *Session) {
+func (p *presenceWiring) connect(sess *Session) {
 	if id := sess.Identity(); member(id) {
-		s.announce(s.presence.tracker.Connect(s.now(), id.User, sess.ID))
+		p.announce(p.tracker.Connect(p.srv.now(), id.User, sess.ID), "", nil)
 	}
 }
 
-func (s *Server) disconnectPresence(sess *Session) {
+func (p *presenceWiring) disconnect(sess *Session) {
 	if id := sess.Identity(); member(id) {
-		s.presence.tracker.Disconnect(s.now(), id.User, sess.ID)
-		s.kickPresence()
+		p.tracker.Disconnect(p.srv.now(), id.User, sess.ID)
+		p.kickClock()
 	}
 }
 
 // announce turns presence events into ephemeral messages on their
-// channels, and records online and last-seen times.
-func (s *Server) announce(evs []presence.Event) { s.announceFrom(evs, "") }
-
-// announceFrom is announce for events a session caused: its own join is
-// not sent back to it.
-func (s *Server) announceFrom(evs []presence.Event, session string) {
+// channels and life events for the observers, and records online and
+// last-seen times. Events a session caused name it as session: its own
+// join is not sent back to it. known, when not nil, is the rule of a
+// channel already matched (a join's), which its events need not match
+// again.
+func (p *presenceWiring) announce(evs []presence.Event, session string, known *channelRule) {
+	s := p.srv
 	for _, e := range evs {
-		_, joinLeave, status := s.channelPresence(e.Channel)
+		var r *rule
+		if known != nil && known.channel == e.Channel {
+			r = known.rule
+		} else if e.Channel != "" {
+			r = s.rules.lookup(e.Channel).rule
+		}
+		_, joinLeave, status := s.rules.presence(r)
 		switch e.Kind {
 		case presence.Joined:
 			if joinLeave {
-				s.deliverPresence(e.Channel, EventJoin, memberData(e.Member, false), session)
+				p.deliver(e.Channel, EventJoin, memberData(e.Member, false), session)
 			}
-			if status && s.cameOnline(e.Member.User, e.At) {
-				s.deliverPresence(e.Channel, EventOnline, userData(e.Member.User, e.At), session)
+			if status && p.cameOnline(e.Member.User, e.At) {
+				p.deliver(e.Channel, EventOnline, userData(e.Member.User, e.At), session)
 			}
+			p.observe(UserJoined, e)
 		case presence.Left:
 			if joinLeave {
-				s.deliverPresence(e.Channel, EventLeave, memberData(e.Member, false), "")
+				p.deliver(e.Channel, EventLeave, memberData(e.Member, false), "")
 			}
 			// Offline once no session of the user is left anywhere (the
 			// user's own offline deadline may come a moment later).
-			if _, sessions := s.presence.tracker.User(e.Member.User); status && sessions == 0 {
-				s.deliverPresence(e.Channel, EventOffline, userData(e.Member.User, e.At), "")
+			if _, sessions := p.tracker.User(e.Member.User); status && sessions == 0 {
+				p.deliver(e.Channel, EventOffline, userData(e.Member.User, e.At), "")
 			}
-			s.forgetMember(e.Member.User, e.Channel)
+			p.limiters.forget(e.Member.User + "\x00" + e.Channel)
+			p.observe(UserLeft, e)
 		case presence.StateChanged:
-			s.deliverPresence(e.Channel, EventState, memberData(e.Member, true), "")
+			p.deliver(e.Channel, EventState, memberData(e.Member, true), "")
+			p.observe(StateChanged, e)
 		case presence.Online:
-			s.presence.mu.Lock()
-			s.presence.onlineAt[e.Member.User] = e.At
-			s.presence.mu.Unlock()
+			p.mu.Lock()
+			p.onlineAt[e.Member.User] = e.At
+			p.mu.Unlock()
+			p.observe(UserOnline, e)
 		case presence.Offline:
-			s.presence.mu.Lock()
-			delete(s.presence.onlineAt, e.Member.User)
-			s.presence.mu.Unlock()
-			s.storeLastSeen(e.Member.User, e.At)
+			p.mu.Lock()
+			delete(p.onlineAt, e.Member.User)
+			p.mu.Unlock()
+			p.storeLastSeen(e.Member.User, e.At)
+			p.observe(UserOffline, e)
 		}
 	}
+}
+
+// observe tells the observers of a presence event.
+func (p *presenceWiring) observe(kind EventKind, e presence.Event) {
+	obs := &p.srv.obs
+	if !obs.want(kind) {
+		return
+	}
+	ev := Event{Kind: kind, At: e.At, User: e.Member.User, Channel: e.Channel}
+	if kind == StateChanged {
+		ev.State = e.Member.State
+		if ev.State == nil {
+			ev.State = json.RawMessage("null")
+		}
+	}
+	obs.emit(ev)
 }
 
 // cameOnline reports whether user came online within the grace period
 // before at: their first joins announce herald.online.
-func (s *Server) cameOnline(user string, at time.Time) bool {
-	s.presence.mu.Lock()
-	defer s.presence.mu.Unlock()
-	t, ok := s.presence.onlineAt[user]
-	return ok && at.Sub(t) <= s.cfg.PresenceGrace
+func (p *presenceWiring) cameOnline(user string, at time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.onlineAt[user]
+	return ok && at.Sub(t) <= p.srv.cfg.PresenceGrace
 }
 
-func (s *Server) forgetMember(user, channel string) {
-	s.presence.limiters.forget(user + "\x00" + channel)
-}
-
-func (s *Server) storeLastSeen(user string, at time.Time) {
+func (p *presenceWiring) storeLastSeen(user string, at time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	b, _ := at.UTC().MarshalText()
-	if err := s.engine.PutState(ctx, lastSeenPrefix+url.PathEscape(user), b); err != nil {
-		s.logger.Warn("store last-seen", "user", user, "err", err)
+	if err := p.srv.engine.PutState(ctx, lastSeenPrefix+url.PathEscape(user), b); err != nil {
+		p.srv.logger.Warn("store last-seen", "user", user, "err", err)
 	}
-}
-
-// onlineUsers returns the distinct users among sessions.
-func (s *Server) onlineUsers(sessions []*Session) []string {
-	seen := make(map[string]bool)
-	var users []string
-	for _, sess := range sessions {
-		if id := sess.Identity(); member(id) && !seen[id.User] {
-			seen[id.User] = true
-			users = append(users, id.User)
-		}
-	}
-	return users
 }
 
 // PresenceMember is a member as the API and the events show it.
@@ -267,18 +278,18 @@ func userData(user string, at time.Time) []byte {
 	return b
 }
 
-// deliverPresence sends a server event to a channel's live subscribers,
-// but exclude.
-func (s *Server) deliverPresence(channel, event string, data []byte, exclude string) {
+// deliver sends a server event to a channel's live subscribers, but
+// exclude.
+func (p *presenceWiring) deliver(channel, event string, data []byte, exclude string) {
 	b := make([]byte, 0, len(data)+96)
 	b = append(b, `"event":"`...)
 	b = append(b, event...)
 	b = append(b, `","data":`...)
 	b = append(b, data...)
 	b = append(b, `,"time":"`...)
-	b = s.now().UTC().AppendFormat(b, timeFormat)
+	b = p.srv.now().UTC().AppendFormat(b, timeFormat)
 	b = append(b, `"}`...)
-	s.hub.deliverEphemeral(&Message{Channel: channel, Event: event, Raw: buildEnvelope(channel, 0, "", b), presence: true, excludeSession: exclude})
+	p.srv.hub.deliverEphemeral(&Message{Channel: channel, Event: event, Raw: buildEnvelope(channel, 0, "", b), presence: true, excludeSession: exclude})
 }
 
 // presenceOff is the one answer to a presence query or signal on a
@@ -302,10 +313,11 @@ func (s *Server) Presence(id Identity, channel string, stats bool) (PresenceInfo
 	if err := ValidateChannel(channel); err != nil {
 		return PresenceInfo{}, err
 	}
-	if err := s.authorize(id, ActionPresence, channel); err != nil {
+	cr := s.rules.lookup(channel)
+	if err := s.authorize(id, ActionPresence, &cr); err != nil {
 		return PresenceInfo{}, err
 	}
-	if on, _, _ := s.channelPresence(channel); !on {
+	if on, _, _ := s.rules.presence(cr.rule); !on {
 		return PresenceInfo{}, presenceOff(channel)
 	}
 	info := PresenceInfo{Channel: channel}
@@ -340,9 +352,10 @@ func (s *Server) Signal(id Identity, req SignalRequest) error {
 	if err := ValidateChannel(req.Channel); err != nil {
 		return err
 	}
-	if on, _, _ := s.channelPresence(req.Channel); !on {
+	cr := s.rules.lookup(req.Channel)
+	if on, _, _ := s.rules.presence(cr.rule); !on {
 		// Only who may subscribe learns how the channel's rule is set.
-		if err := s.authorize(id, ActionSubscribe, req.Channel); err != nil {
+		if err := s.authorize(id, ActionSubscribe, &cr); err != nil {
 			return err
 		}
 		return presenceOff(req.Channel)
@@ -357,7 +370,7 @@ func (s *Server) Signal(id Identity, req SignalRequest) error {
 	now := s.now()
 	if !presence.Clears(req.State) {
 		if ok, retry := s.presence.limiters.allow(id.User+"\x00"+req.Channel, now); !ok {
-			s.metrics.rateLimited.WithLabelValues("signal").Inc()
+			s.stats.rateLimited.WithLabelValues("signal").Inc()
 			return rateLimited(req.Channel, retry, "signals on channel %q are limited to %g per second", req.Channel, s.cfg.SignalRate)
 		}
 	}
@@ -370,8 +383,8 @@ func (s *Server) Signal(id Identity, req SignalRequest) error {
 	case err != nil:
 		return err
 	}
-	s.announce(evs)
-	s.kickPresence()
+	s.presence.announce(evs, "", &cr)
+	s.presence.kickClock()
 	return nil
 }
 

@@ -49,7 +49,7 @@ func userWith(sub string, attrs ...string) Identity {
 
 func openAs(t *testing.T, srv *Server, id Identity, channel string) *Session {
 	t.Helper()
-	sess, _, err := srv.Open(context.Background(), id, OpenRequest{Transport: "test", Channels: []string{channel}})
+	sess, _, err := srv.Transport("test").Open(context.Background(), id, OpenRequest{Channels: []string{channel}})
 	if err != nil {
 		t.Fatalf("open %s as %s: %v", channel, id.User, err)
 	}
@@ -117,7 +117,7 @@ func TestJoinAndLeaveAreDebouncedAcrossSessions(t *testing.T) {
 	tab2 := openAs(t, srv, ada, "chat_room_7")
 	tab1.Close(ReasonClientGone)
 	clk.Advance(10 * time.Second)
-	srv.presenceTick()
+	srv.presence.tick()
 	if got := presenceSeen(t, srv, watcher, "chat_room_7"); got != "" {
 		t.Fatalf("a second tab and a closed first one: %q", got)
 	}
@@ -126,18 +126,18 @@ func TestJoinAndLeaveAreDebouncedAcrossSessions(t *testing.T) {
 	clk.Advance(2 * time.Second)
 	tab3 := openAs(t, srv, ada, "chat_room_7")
 	clk.Advance(10 * time.Second)
-	srv.presenceTick()
+	srv.presence.tick()
 	if got := presenceSeen(t, srv, watcher, "chat_room_7"); got != "" {
 		t.Fatalf("quick reconnect flapped: %q", got)
 	}
 	tab3.Close(ReasonClientGone)
 	clk.Advance(4 * time.Second)
-	srv.presenceTick()
+	srv.presence.tick()
 	if got := presenceSeen(t, srv, watcher, "chat_room_7"); got != "" {
 		t.Fatalf("left before the grace ran out: %q", got)
 	}
 	clk.Advance(2 * time.Second)
-	srv.presenceTick()
+	srv.presence.tick()
 	if got := presenceSeen(t, srv, watcher, "chat_room_7"); got != "herald.leave:17(Ada)" {
 		t.Fatalf("after the grace: %q", got)
 	}
@@ -161,7 +161,7 @@ func TestTypingExpiresByItselfAndSignalsAreBounded(t *testing.T) {
 		t.Fatalf("typing: %q", got)
 	}
 	clk.Advance(3 * time.Second)
-	srv.presenceTick()
+	srv.presence.tick()
 	if got := presenceSeen(t, srv, watcher, "chat_room_7"); got != "herald.state:17=null" {
 		t.Fatalf("typing did not clear itself: %q", got)
 	}
@@ -229,7 +229,7 @@ func TestPresenceQueriesAndOnlineStatus(t *testing.T) {
 	leftAt := clk.Now()
 	laptop.Close(ReasonClientGone)
 	clk.Advance(6 * time.Second)
-	srv.presenceTick()
+	srv.presence.tick()
 	if got := presenceSeen(t, srv, watcher, "team_blue"); got != "herald.offline:5" {
 		t.Fatalf("status channel on disconnect: %q", got)
 	}
@@ -255,7 +255,7 @@ func TestOfflineReachesEveryStatusChannelOfTheUser(t *testing.T) {
 	}
 	first := collect(t, openAs(t, srv, userWith("6", "team", "0"), "team_0"))
 	last := collect(t, openAs(t, srv, userWith("7", "team", "7"), "team_7"))
-	sess, _, err := srv.Open(context.Background(), user, OpenRequest{Channels: teams})
+	sess, _, err := srv.Transport("test").Open(context.Background(), user, OpenRequest{Channels: teams})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestOfflineReachesEveryStatusChannelOfTheUser(t *testing.T) {
 	presenceSeen(t, srv, last, "team_7")
 	sess.Close(ReasonClientGone)
 	clk.Advance(6 * time.Second)
-	srv.presenceTick()
+	srv.presence.tick()
 	for _, c := range []struct {
 		col *collector
 		ch  string

@@ -52,7 +52,7 @@ type PublishResult struct {
 // excluded one — and applies exclude_sender. A user may name only sessions
 // of its own, open or not: an id that is not the caller's is refused the
 // same way whether or not it exists.
-func (s *Server) checkSender(id Identity, req *PublishRequest) error {
+func checkSender(ids sessionIDs, id Identity, req *PublishRequest) error {
 	if req.ExcludeSender {
 		switch {
 		case req.Session == "":
@@ -65,10 +65,10 @@ func (s *Server) checkSender(id Identity, req *PublishRequest) error {
 	if id.System {
 		return nil
 	}
-	if req.Session != "" && !s.ownsSession(id, req.Session) {
+	if req.Session != "" && !ids.owns(id, req.Session) {
 		return forbiddenf(req.Channel, "session must be one of your own sessions")
 	}
-	if req.ExcludeSession != "" && !s.ownsSession(id, req.ExcludeSession) {
+	if req.ExcludeSession != "" && !ids.owns(id, req.ExcludeSession) {
 		return forbiddenf(req.Channel, "exclude_session must be one of your own sessions")
 	}
 	return nil
@@ -93,17 +93,18 @@ func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (
 	}
 	// Permission and rate first: a refused publish costs no more than it
 	// must (a flood is mostly refusals).
-	if err := s.authorize(id, ActionPublish, req.Channel); err != nil {
+	cr := s.rules.lookup(req.Channel)
+	if err := s.authorize(id, ActionPublish, &cr); err != nil {
 		return PublishResult{}, err
 	}
-	if err := s.allowPublish(id, req.Channel); err != nil {
+	if err := s.limits.allowPublish(id, &cr, s.now()); err != nil {
 		return PublishResult{}, err
 	}
 	data, err := compactData(req.Data, s.cfg.MaxDataBytes)
 	if err != nil {
 		return PublishResult{}, err
 	}
-	if err := s.checkSender(id, &req); err != nil {
+	if err := checkSender(s.ids, id, &req); err != nil {
 		return PublishResult{}, err
 	}
 
@@ -124,7 +125,7 @@ func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (
 
 	if req.Ephemeral {
 		_, _, tail, _ := decodePayload(payload)
-		s.metrics.published.Inc()
+		s.stats.published.Inc()
 		m := &Message{
 			at:             time.Now(),
 			Channel:        req.Channel,
@@ -142,9 +143,9 @@ func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (
 	if err != nil {
 		return PublishResult{}, fmt.Errorf("publish to %q: %w", req.Channel, err)
 	}
-	s.metrics.appendTime.Observe(time.Since(start).Seconds())
+	s.stats.appendTime.Observe(time.Since(start).Seconds())
 	if !res.Duplicate {
-		s.metrics.published.Inc()
+		s.stats.published.Inc()
 	}
 	return PublishResult{
 		Channel:   req.Channel,

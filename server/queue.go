@@ -37,8 +37,8 @@ type Item struct {
 	// Raw is the frame of a KindFrame item.
 	Raw []byte
 	// Cursor and CursorSession make up the stream's resume cursor after
-	// this item, set by Session.Drain on sessions made by Server.Open (SSE,
-	// poll) for message, skip and reset items: Cursor holds the positions
+	// this item, set by Session.Drain on sessions made by Transport.Open
+	// (SSE, poll) for message, skip and reset items: Cursor holds the positions
 	// (shared by every subscriber of a one-channel stream, so it is encoded
 	// once per message) and CursorSession the session the cursor names.
 	// Write them with AppendCursor.

@@ -325,6 +325,34 @@ type rule struct {
 // rules is the compiled channels: list.
 type rules struct {
 	list []*rule
+	// dev opens the channels no rule matches (Config.Dev).
+	dev bool
+}
+
+// channelRule is the rule a channel matched, with its captures. A request
+// looks it up once and carries it through every decision about the
+// channel: authorize, the limits, batching, presence.
+type channelRule struct {
+	channel string
+	rule    *rule // nil: no rule matches
+	caps    captures
+}
+
+// lookup matches channel against the rules, once.
+func (rs *rules) lookup(channel string) channelRule {
+	cr := channelRule{channel: channel}
+	cr.rule = rs.match(channel, &cr.caps)
+	return cr
+}
+
+// presence returns the presence options of a channel whose rule is r: the
+// rule's, or, in dev mode on a channel no rule covers, presence without
+// join/leave.
+func (rs *rules) presence(r *rule) (on, joinLeave, status bool) {
+	if r != nil {
+		return r.cfg.Presence, r.cfg.JoinLeave, r.cfg.Status
+	}
+	return rs.dev, false, false
 }
 
 // compileRules compiles and checks every rule, reporting every problem

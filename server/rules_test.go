@@ -41,10 +41,10 @@ func TestSeedPermissionSets(t *testing.T) {
 	t.Parallel()
 	srv, _ := newTestServer(t, Config{Rules: seedRules()})
 	ctx := context.Background()
-	if err := srv.SetGrant(ctx, "21", "chat_room_9", allActions); err != nil {
+	if err := srv.grants.store(ctx, "21", "chat_room_9", allActions); err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.SetGrant(ctx, "22", "chat_room_9", 1<<ActionSubscribe); err != nil {
+	if err := srv.grants.store(ctx, "22", "chat_room_9", 1<<ActionSubscribe); err != nil {
 		t.Fatal(err)
 	}
 	anon := Identity{Anonymous: true}
@@ -104,7 +104,7 @@ func TestSeedPermissionSets(t *testing.T) {
 		{"no rule, system", system, ActionSubscribe, "misc", 0},
 	}
 	for _, tc := range cases {
-		err := srv.authorize(tc.id, tc.action, tc.channel)
+		err := authorizeOn(srv, tc.id, tc.action, tc.channel)
 		got := 0
 		if err != nil {
 			got = AsError(err).Code
@@ -147,7 +147,7 @@ func TestDenialsSayTheActionInPlainWords(t *testing.T) {
 		{anon, ActionSubscribe, UserChannel("17"), 401, `credentials are required to subscribe to channel "herald.user.17"`},
 	}
 	for _, tc := range cases {
-		e := AsError(srv.authorize(tc.id, tc.action, tc.channel))
+		e := AsError(authorizeOn(srv, tc.id, tc.action, tc.channel))
 		if e.Code != tc.code || e.Message != tc.want {
 			t.Errorf("%s %s as user %q: %d %q, want %d %q", tc.action, tc.channel, tc.id.User, e.Code, e.Message, tc.code, tc.want)
 		}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -10,16 +11,15 @@ import (
 // or a series of polls. It owns its subscriptions and its outbound queue;
 // publishing and authorising belong to the Server.
 //
-// One writer at a time — the transport's, or a Pump's — calls Drain and
-// writes what Drain returns. Subscribe, Unsubscribe and Close may be
+// One writer at a time — the transport's goroutine, or a writer it
+// starts on demand (Notify) — calls Drain and writes what Drain returns.
+// When it writes is the session's Pacing. Subscribe, Unsubscribe and Close may be
 // called from any goroutine.
 type Session struct {
 	// ID is the session id clients see ("s_…").
 	ID string
-	// Transport names the transport ("sse", "ws", "poll"), for logs and
-	// metrics.
-	Transport string
 
+	transport  *Transport // the transport that opened it
 	srv        *Server
 	q          *queue
 	done       chan struct{}
@@ -30,10 +30,12 @@ type Session struct {
 	// fixed sessions (SSE, poll) have the channels they were opened with
 	// and end when the last one is revoked; others (WebSocket) subscribe
 	// and unsubscribe as they go.
-	fixed   bool
-	release sync.Once
+	fixed bool
+	// detachable sessions outlive their connections (park.go).
+	detachable bool
+	release    sync.Once
 
-	pollMu sync.Mutex // held by the long poll being served (poll.go)
+	parkMu sync.Mutex // held by the connection attached to a detachable session (park.go)
 
 	mu         sync.Mutex  // guards the fields below
 	identity   Identity    // who the session acts as; Refresh replaces it
@@ -42,7 +44,7 @@ type Session struct {
 	catchingUp []*subscription // in subscription order
 	closed     bool
 	reason     Reason
-	poll       pollState
+	park       parkState
 }
 
 // subscription is one session's interest in one channel.
@@ -71,32 +73,13 @@ type subscription struct {
 	// pos is the client's position on this channel, for its cursor.
 	// Guarded by sess.mu.
 	pos cursorEntry
-	// batch is the channel rule's batch option (nil: none).
-	batch *BatchConfig
+	// rule is the channel's rule, matched once when the subscription was
+	// made (nil: no rule matches).
+	rule *rule
 }
 
-// Batch returns how the session's writer batches under its channels'
-// batch rules: hold messages up to the smallest batch.timeout, and send at
-// once when the smallest batch.size is queued. ok is false when a channel
-// has no batch rule (the transport's own coalescing applies).
-func (s *Session) Batch() (hold time.Duration, size int, ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, sub := range s.subs {
-		b := sub.batch
-		if b == nil {
-			return 0, 0, false
-		}
-		if !ok || b.Timeout < hold {
-			hold = b.Timeout
-		}
-		if !ok || b.Size < size {
-			size = b.Size
-		}
-		ok = true
-	}
-	return hold, size, ok
-}
+// Transport returns the name of the transport that opened the session.
+func (s *Session) Transport() string { return s.transport.name }
 
 // Queued returns how many items wait in the session's queue.
 func (s *Session) Queued() int {
@@ -176,7 +159,21 @@ func (s *Session) fail(reason Reason) {
 	s.cancel()
 	close(s.done)
 	s.q.signal() // an on-demand writer learns of the close this way
-	s.srv.sessionClosed(s, reason)
+	s.srv.logger.Log(context.Background(), closeLogLevel(reason), "session closed", "session", s.ID,
+		"transport", s.transport.name, "user", s.Identity().User, "reason", reason.String())
+	if obs := &s.srv.obs; obs.want(SessionClosed) {
+		obs.emit(Event{Kind: SessionClosed, At: s.srv.now(), Session: s.ID, Transport: s.transport.name,
+			User: s.Identity().User, Reason: reason})
+	}
+}
+
+// closeLogLevel is the level of the log line of a session closed for
+// reason: a warning for what an operator should look into.
+func closeLogLevel(reason Reason) slog.Level {
+	if reason == ReasonSlowConsumer || reason == ReasonInternal {
+		return slog.LevelWarn
+	}
+	return slog.LevelDebug
 }
 
 // Close ends the session (the first reason given wins) and unregisters its
@@ -188,17 +185,17 @@ func (s *Session) Close(reason Reason) {
 		if s.expiry != nil {
 			s.expiry.Stop()
 		}
-		if s.poll.expiry != nil {
-			s.poll.expiry.Stop()
+		if s.park.expiry != nil {
+			s.park.expiry.Stop()
 		}
 		subs := s.subs
 		s.subs, s.catchingUp = nil, nil
 		s.mu.Unlock()
-		s.srv.disconnectPresence(s) // first: the user's offline is due no later than the leaves
+		s.srv.presence.disconnect(s) // first: the user's offline is due no later than the leaves
 		for _, sub := range subs {
 			s.srv.drop(s, sub)
 		}
-		s.srv.forget(s)
+		s.srv.sessions.forget(s)
 	})
 }
 
@@ -239,7 +236,7 @@ func (s *Session) DrainLimit(dst []Item, max int) []Item {
 	if sub != nil && page > 0 {
 		var done bool
 		var err error
-		dst, done, err = s.srv.catchUp(s.ctx, sub, dst, page)
+		dst, done, err = sub.catchUp(s.ctx, dst, page)
 		if err != nil {
 			if s.ctx.Err() == nil {
 				s.srv.logger.Error("catch-up read failed", "session", s.ID, "channel", sub.name, "err", err)
@@ -268,7 +265,7 @@ func (s *Session) DrainLimit(dst []Item, max int) []Item {
 		if m := dst[start].Msg; m != nil {
 			first = m.at
 		}
-		s.srv.metrics.observeDelivery(n, first)
+		s.srv.stats.observeDelivery(n, first)
 	}
 	return dst
 }

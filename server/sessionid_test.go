@@ -64,7 +64,7 @@ func TestSessionKeySurvivesARestart(t *testing.T) {
 	srv, st = open()
 	defer st.Close()
 	defer srv.Shutdown()
-	if !srv.ownsSession(user("17"), id) {
+	if !srv.ids.owns(user("17"), id) {
 		t.Fatal("a session id minted before the restart is not recognised after it")
 	}
 	if _, ok, err := st.GetState(context.Background(), sessionKeyState); !ok || err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // Position is where a client stands on one channel: the last offset it
@@ -47,7 +48,15 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	if err := ValidateChannel(req.Channel); err != nil {
 		return SubscribeResult{}, err
 	}
-	if err := s.authorize(sess.Identity(), ActionSubscribe, req.Channel); err != nil {
+	cr := s.rules.lookup(req.Channel)
+	return s.subscribe(ctx, sess, req, &cr)
+}
+
+// subscribe is Subscribe on a valid channel whose rule is looked up: the
+// one match of the subscribe, carried through authorisation, the
+// subscriber cap, batching and presence.
+func (s *Server) subscribe(ctx context.Context, sess *Session, req SubscribeRequest, cr *channelRule) (SubscribeResult, error) {
+	if err := s.authorize(sess.Identity(), ActionSubscribe, cr); err != nil {
 		return SubscribeResult{}, err
 	}
 	sess.mu.Lock()
@@ -64,7 +73,7 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	}
 	sess.mu.Unlock()
 
-	if err := s.checkCapacity(req.Channel); err != nil {
+	if err := checkCapacity(s.hub, cr); err != nil {
 		return SubscribeResult{}, err
 	}
 
@@ -73,11 +82,7 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	// sub.pending; everything up to the head is in the store. The union
 	// has no gap; the drainer drops the overlap.
 	ch := s.hub.acquire(req.Channel)
-	sub := &subscription{sess: sess, ch: ch, name: req.Channel, index: -1, muted: req.Ack != nil}
-	var caps captures
-	if r := s.rules.match(req.Channel, &caps); r != nil {
-		sub.batch = r.cfg.Batch
-	}
+	sub := &subscription{sess: sess, ch: ch, name: req.Channel, index: -1, muted: req.Ack != nil, rule: cr.rule}
 	ch.add(sub)
 	head, err := s.engine.Head(ctx, req.Channel)
 	if err != nil {
@@ -137,7 +142,7 @@ func (s *Server) Subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	sess.subs = append(sess.subs, sub)
 	sess.catchingUp = append(sess.catchingUp, sub)
 	sess.mu.Unlock()
-	s.joinPresence(sess, req.Channel)
+	s.presence.join(sess, sub)
 	sess.q.signal()
 	return res, nil
 }
@@ -187,14 +192,15 @@ func (s *Server) Unsubscribe(sess *Session, channel string) bool {
 func (s *Server) drop(sess *Session, sub *subscription) {
 	sub.ch.remove(sub)
 	s.hub.release(sub.ch)
-	s.leavePresence(sess, sub.name)
+	s.presence.leave(sess, sub)
 }
 
 // catchUp appends the next page of sub's history to dst. done reports
 // that the subscription went live: everything up to the hand-over was
 // appended, and later messages arrive through the queue.
-func (s *Server) catchUp(ctx context.Context, sub *subscription, dst []Item, pageSize int) (_ []Item, done bool, _ error) {
-	page, err := s.engine.Read(ctx, sub.name, sub.since, pageSize)
+func (sub *subscription) catchUp(ctx context.Context, dst []Item, pageSize int) (_ []Item, done bool, _ error) {
+	srv := sub.sess.srv
+	page, err := srv.engine.Read(ctx, sub.name, sub.since, pageSize)
 	if err != nil {
 		return dst, false, fmt.Errorf("read %q after %d: %w", sub.name, sub.since, err)
 	}
@@ -212,7 +218,7 @@ func (s *Server) catchUp(ctx context.Context, sub *subscription, dst []Item, pag
 		sub.since = page.First - 1
 	}
 	if reason != "" {
-		dst = append(dst, s.resetItem(sub.name, page.Epoch, reason, sub.since, page.Head))
+		dst = append(dst, resetItem(sub.name, page.Epoch, reason, sub.since, page.Head, srv.now()))
 	}
 	for _, e := range page.Entries {
 		m, err := newMessage(sub.name, e.Offset, page.Epoch, e.Payload)
@@ -271,7 +277,7 @@ const (
 // resetItem builds a herald.reset: the client's position on channel is no
 // longer covered by the history; what is kept follows, starting after
 // offset to.
-func (s *Server) resetItem(channel, epoch, reason string, to, head uint64) Item {
+func resetItem(channel, epoch, reason string, to, head uint64, now time.Time) Item {
 	b := make([]byte, 0, 160)
 	b = append(b, `"event":"`+EventReset+`","data":{"reason":"`...)
 	b = append(b, reason...)
@@ -282,7 +288,7 @@ func (s *Server) resetItem(channel, epoch, reason string, to, head uint64) Item 
 	b = append(b, `,"head":`...)
 	b = strconv.AppendUint(b, head, 10)
 	b = append(b, `},"time":"`...)
-	b = s.now().UTC().AppendFormat(b, timeFormat)
+	b = now.UTC().AppendFormat(b, timeFormat)
 	b = append(b, `"}`...)
 	m := &Message{
 		Channel: channel,

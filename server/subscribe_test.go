@@ -14,8 +14,8 @@ import (
 
 func openSession(t testing.TB, srv *Server, channels []string, positions []*Position, cursor string) (*Session, OpenInfo) {
 	t.Helper()
-	sess, info, err := srv.Open(context.Background(), system, OpenRequest{
-		Transport: "test", Channels: channels, Positions: positions, Cursor: cursor,
+	sess, info, err := srv.Transport("test").Open(context.Background(), system, OpenRequest{
+		Channels: channels, Positions: positions, Cursor: cursor,
 	})
 	if err != nil {
 		t.Fatalf("open %v: %v", channels, err)
@@ -259,7 +259,7 @@ func TestEphemeralMessagesAreLiveOnlyAndExcludeSessionIsHonoured(t *testing.T) {
 			t.Fatal("excluded session got the ephemeral message")
 		}
 	}
-	page, err := srv.History(ctx, system, "room", 0, 10)
+	page, err := srv.History(ctx, system, HistoryRequest{Channel: "room", Since: 0, Limit: limitOf(10)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func TestOpenRefusesBadInputBeforeCreatingAnything(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := srv.Open(context.Background(), tc.id, tc.req)
+			_, _, err := srv.Transport("test").Open(context.Background(), tc.id, tc.req)
 			e := AsError(err)
 			if err == nil || e.Code != tc.code || !strings.Contains(e.Message, tc.message) {
 				t.Fatalf("err = %v (code %d), want %d containing %q", err, e.Code, tc.code, tc.message)
@@ -311,7 +311,7 @@ func TestShutdownClosesSessionsWithReconnect(t *testing.T) {
 	if r := sess.Reason(); r != ReasonShutdown || !r.Reconnect() {
 		t.Fatalf("reason %s", r)
 	}
-	if _, _, err := srv.Open(context.Background(), system, OpenRequest{Channels: []string{"a"}}); AsError(err).Code != 503 {
+	if _, _, err := srv.Transport("test").Open(context.Background(), system, OpenRequest{Channels: []string{"a"}}); AsError(err).Code != 503 {
 		t.Fatalf("open during shutdown: %v", err)
 	}
 }
@@ -329,7 +329,7 @@ func TestSinceZeroReadsFromTheOldestKept(t *testing.T) {
 	if _, err := st.Trim(ctx, "trimmed", store.Retention{MaxCount: 4}); err != nil {
 		t.Fatal(err)
 	}
-	page, err := srv.History(ctx, system, "trimmed", 0, 100)
+	page, err := srv.History(ctx, system, HistoryRequest{Channel: "trimmed", Since: 0, Limit: limitOf(100)})
 	if err != nil || page.Reset || len(page.Messages) != 4 || page.Next != 10 || !strings.Contains(string(page.Messages[0]), `"offset":7,`) {
 		t.Fatalf("history since 0: reset %v, %d messages, next %d, %v; want offsets 7..10 without reset", page.Reset, len(page.Messages), page.Next, err)
 	}
@@ -364,7 +364,7 @@ func TestSubscribeReplyKeepsItsPlaceAmongReplies(t *testing.T) {
 	srv, _ := newTestServer(t, Config{CatchUpPage: 2})
 	publishN(t, srv, "earlier", 1, 9)
 	publishN(t, srv, "room", 1, 5)
-	sess, err := srv.NewSession(system, "test", "", "")
+	sess, err := srv.Transport("test").NewSession(system, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}

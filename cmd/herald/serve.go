@@ -17,6 +17,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/server/httpapi"
 	"github.com/heraldrt/herald/transports/longpoll"
 	"github.com/heraldrt/herald/transports/sse"
 	"github.com/heraldrt/herald/transports/ws"
@@ -55,8 +56,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("config: %w", err)
 	}
 
+	api, err := httpapi.New(srv)
+	if err != nil {
+		return err
+	}
 	router := httprouter.New()
-	srv.Routes(router)
+	api.Routes(router)
 	router.Handler(http.MethodGet, "/sse", sseHandler)
 	router.Handler(http.MethodGet, "/ws", wsHandler)
 	router.Handler(http.MethodGet, "/poll", pollHandler)
@@ -68,7 +73,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	ln := &notifyListener{Listener: inner, closed: make(chan struct{})}
 	httpSrv := &http.Server{
-		Handler:           srv.CORS(router),
+		Handler:           api.CORS(router),
 		ReadHeaderTimeout: cfg.file.Limits.ReadHeaderTimeout,
 		IdleTimeout:       cfg.file.Limits.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,

@@ -1,6 +1,7 @@
 // Package servertest runs a real Herald core — server.Open on an
-// in-memory store — behind an httptest server, for the tests of the
-// transports: no mocks, a real core, a random loopback port.
+// in-memory store — with its HTTP API (server/httpapi) behind an httptest
+// server, for the tests of the transports: no mocks, a real core, a
+// random loopback port.
 package servertest
 
 import (
@@ -11,6 +12,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/server/httpapi"
 	"github.com/heraldrt/herald/store"
 )
 
@@ -38,10 +40,14 @@ func Start(t testing.TB, cfg server.Config, so store.Options, mount Mount) *Fixt
 	if err != nil {
 		t.Fatal(err)
 	}
+	api, err := httpapi.New(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := httprouter.New()
-	srv.Routes(r)
+	api.Routes(r)
 	wait := mount(srv, r)
-	hs := httptest.NewServer(srv.CORS(r))
+	hs := httptest.NewServer(api.CORS(r))
 	t.Cleanup(func() {
 		srv.Shutdown()
 		hs.CloseClientConnections()

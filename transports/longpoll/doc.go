@@ -4,10 +4,15 @@
 //
 // Each poll answers at once when anything is newer than its cursor, else
 // waits up to its timeout and answers with an empty list. The core keeps
-// the poll's session between polls (queued, bounded), so the handler is a
-// thin adapter: parse, ask the core for the session, wait on it, write the
-// JSON answer, release it.
+// the poll's session between polls (queued, bounded): a detachable session
+// the handler attaches to (server.Transport.Attach) and parks after
+// answering (server.Session.Park). So the handler is a thin adapter:
+// parse, attach, wait on the session as its pacing says (a channel's batch
+// rule), write the JSON answer, park.
 //
 // A waiting poll costs its request's goroutine, one timer and its
 // session: no goroutine or timer per channel.
+//
+// It imports server (the core) only, never the HTTP API or another
+// transport.
 package longpoll

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -71,6 +72,8 @@ func (o Options) Validate() error { return o.withDefaults().validate() }
 // Handler serves GET and POST /poll.
 type Handler struct {
 	srv  *server.Server
+	t    *server.Transport // "poll": attaches the polls to their sessions
+	log  *slog.Logger
 	opts Options
 }
 
@@ -80,7 +83,7 @@ func New(srv *server.Server, opts Options) (*Handler, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	return &Handler{srv: srv, opts: opts}, nil
+	return &Handler{srv: srv, t: srv.Transport("poll"), log: srv.Config().Logger, opts: opts}, nil
 }
 
 // request is a poll, from the query (GET) or a JSON body (POST, for many
@@ -129,24 +132,25 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request) (request, time.D
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id, err := h.srv.Authenticate(r)
 	if err != nil {
-		h.srv.WriteError(w, r, err)
+		server.WriteError(w, r, err, h.log)
 		return
 	}
 	req, timeout, err := h.parse(w, r)
 	if err != nil {
-		h.srv.WriteError(w, r, err)
+		server.WriteError(w, r, err, h.log)
 		return
 	}
 	positions, err := server.ParsePositions(req.Since, req.Epoch, len(req.Channels))
 	if err != nil {
-		h.srv.WriteError(w, r, err)
+		server.WriteError(w, r, err, h.log)
 		return
 	}
-	sess, err := h.srv.Poll(r.Context(), id, server.PollRequest{
+	// A poll session outlives the request: it is parked between polls.
+	sess, err := h.t.Attach(r.Context(), id, server.AttachRequest{
 		Session: req.Session, Channels: req.Channels, Cursor: req.Cursor, Positions: positions, RemoteAddr: r.RemoteAddr,
 	})
 	if err != nil {
-		h.srv.WriteError(w, r, err)
+		server.WriteError(w, r, err, h.log)
 		return
 	}
 	items := h.wait(r, sess, timeout)
@@ -159,7 +163,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	default:
 	}
-	h.srv.Release(sess, cursor, timeout+h.opts.Grace)
+	sess.Park(cursor, timeout+h.opts.Grace)
 	if r.Context().Err() != nil {
 		return // the client left; the next poll's cursor says what it got
 	}
@@ -193,23 +197,25 @@ wait:
 		}
 	}
 	// A channel's batch rule makes the answer wait, up to its timeout
-	// after the first message, for its size.
-	var hold <-chan time.Time
-	if d, size, ok := sess.Batch(); ok && len(items) < size {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		hold = t.C
-		for hold != nil && len(items) < min(size, h.opts.MaxMessages) {
-			select {
-			case <-sess.Ready():
-				items = sess.DrainLimit(items, h.opts.MaxMessages-len(items))
-			case <-hold:
-				hold = nil
-			case <-sess.Done():
-				hold = nil
-			case <-r.Context().Done():
-				return items
-			}
+	// after the first message, for its size (the session's pacing, with no
+	// wait of the poll's own).
+	pacing := sess.Pacing(0)
+	first := time.Now()
+hold:
+	for len(items) < h.opts.MaxMessages {
+		due, wait := pacing.Due(first, len(items), time.Now())
+		if due {
+			break
+		}
+		timer.Reset(wait)
+		select {
+		case <-sess.Ready():
+			items = sess.DrainLimit(items, h.opts.MaxMessages-len(items))
+		case <-timer.C:
+		case <-sess.Done():
+			break hold
+		case <-r.Context().Done():
+			return items
 		}
 	}
 	for len(items) < h.opts.MaxMessages {

@@ -357,9 +357,12 @@ func TestAWaitingPollIsToldWhyItsSessionEnded(t *testing.T) {
 		end  func(*server.Server) error
 		want string
 	}{
-		{"disconnected", func(srv *server.Server) error { srv.DisconnectUser("17", server.ReasonKicked); return nil },
+		{"disconnected", func(srv *server.Server) error { _, err := srv.Moderation().Disconnect("17"); return err },
 			`{"reason":"disconnected","reconnect":false}`},
-		{"banned", func(srv *server.Server) error { _, err := srv.Ban(context.Background(), "17", time.Hour); return err },
+		{"banned", func(srv *server.Server) error {
+			_, err := srv.Moderation().Ban(context.Background(), "17", time.Hour)
+			return err
+		},
 			`{"reason":"banned","reconnect":false}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -46,7 +46,7 @@ func appendEvent(b []byte, event string, data []byte, id string) []byte {
 
 // eventHead is the part of a message's SSE event that every subscriber
 // shares: event: and data: lines, without the id: line and the blank line
-// that end it. It is built once per message (server.Message.Frame).
+// that end it. It is built once per message (server.Transport.Frame).
 func eventHead(m *server.Message) []byte {
 	ev := appendEvent(make([]byte, 0, len(m.Raw)+len(m.Event)+32), m.Event, m.Raw, "")
 	return ev[:len(ev)-1] // drop the blank line; appendEvent ends with it

@@ -105,15 +105,27 @@ func FuzzEventFraming(f *testing.F) {
 	})
 }
 
+// TestCachedEventHeadFramesLikeAppendEvent: a message's event head is
+// encoded once, cached in the message by the transport's frame slot, and
+// frames every delivery exactly as appendEvent does.
 func TestCachedEventHeadFramesLikeAppendEvent(t *testing.T) {
 	t.Parallel()
+	f := newFixture(t, server.Config{}, Options{})
+	sse := f.srv.Transport("sse")
+	built := 0
+	head := func(m *server.Message) []byte {
+		return sse.Frame(m, func(m *server.Message) []byte { built++; return eventHead(m) })
+	}
 	m := &server.Message{Channel: "a", Offset: 1, Event: "message_sent", Raw: []byte(`{"channel":"a","offset":1}`)}
 	for _, cursor := range []string{"CUR", ""} {
 		items := []server.Item{{Kind: server.KindMessage, Msg: m, Cursor: cursor}, {Kind: server.KindMessage, Msg: m, Cursor: cursor}}
-		got := string(appendItems(nil, items))
+		got := string(appendItems(nil, items, head))
 		one := string(appendEvent(nil, m.Event, m.Raw, cursor))
 		if got != one+one {
 			t.Fatalf("cursor %q: cached framing %q, want %q", cursor, got, one+one)
 		}
+	}
+	if built != 1 {
+		t.Fatalf("the event head was built %d times for four deliveries, want once", built)
 	}
 }

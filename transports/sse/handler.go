@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/transports/internal/writer"
 )
 
 // Options configures the SSE handler. Zero fields take the documented
@@ -28,7 +30,8 @@ type Options struct {
 	// Coalesce is the longest an event waits so that the events arriving
 	// meanwhile share its write: a stream writes at most once per Coalesce,
 	// and the first event after a quiet spell goes at once. Under load this
-	// turns one syscall per event into one per batch. Default 5ms.
+	// turns one syscall per event into one per batch. Default 5ms
+	// (writer.DefaultCoalesce).
 	Coalesce time.Duration `yaml:"coalesce"`
 }
 
@@ -43,7 +46,7 @@ func (o Options) withDefaults() Options {
 		o.WriteTimeout = 10 * time.Second
 	}
 	if o.Coalesce == 0 {
-		o.Coalesce = 5 * time.Millisecond
+		o.Coalesce = writer.DefaultCoalesce
 	}
 	return o
 }
@@ -76,8 +79,10 @@ func (o Options) Validate() error { return o.withDefaults().validate() }
 // Handler serves GET /sse.
 type Handler struct {
 	srv     *server.Server
+	t       *server.Transport // "sse": opens the sessions, caches the frames
+	log     *slog.Logger
 	opts    Options
-	streams server.Group // two per open stream: its writer and its watcher
+	streams writer.Group // two per open stream: its writer and its watcher
 }
 
 // New returns the SSE handler for srv.
@@ -86,7 +91,7 @@ func New(srv *server.Server, opts Options) (*Handler, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	return &Handler{srv: srv, opts: opts}, nil
+	return &Handler{srv: srv, t: srv.Transport("sse"), log: srv.Config().Logger, opts: opts}, nil
 }
 
 // setHeaders writes the SSE response headers: the content type, no caching
@@ -102,22 +107,21 @@ func setHeaders(h http.Header) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id, err := h.srv.Authenticate(r)
 	if err != nil {
-		h.srv.WriteError(w, r, err)
+		server.WriteError(w, r, err, h.log)
 		return
 	}
 	q := r.URL.Query()
 	channels := q["channel"]
 	positions, err := server.ParsePositions(q["since"], q["epoch"], len(channels))
 	if err != nil {
-		h.srv.WriteError(w, r, err)
+		server.WriteError(w, r, err, h.log)
 		return
 	}
 	cursor := r.Header.Get("Last-Event-ID")
 	if cursor == "" {
 		cursor = q.Get("cursor")
 	}
-	sess, info, err := h.srv.Open(r.Context(), id, server.OpenRequest{
-		Transport:  "sse",
+	sess, info, err := h.t.Open(r.Context(), id, server.OpenRequest{
 		RemoteAddr: r.RemoteAddr,
 		Channels:   channels,
 		Cursor:     cursor,
@@ -125,14 +129,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Positions:  positions,
 	})
 	if err != nil {
-		h.srv.WriteError(w, r, err)
+		server.WriteError(w, r, err, h.log)
 		return
 	}
 
 	connected, err := json.Marshal(info)
 	if err != nil {
 		sess.Close(server.ReasonInternal)
-		h.srv.WriteError(w, r, err)
+		server.WriteError(w, r, err, h.log)
 		return
 	}
 	// Take the connection over from net/http: the stream writes its own
@@ -142,7 +146,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	conn, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		sess.Close(server.ReasonInternal)
-		h.srv.WriteError(w, r, fmt.Errorf("sse: streaming needs an HTTP/1.x connection: %w", err))
+		server.WriteError(w, r, fmt.Errorf("sse: streaming needs an HTTP/1.x connection: %w", err), h.log)
 		return
 	}
 	if rw.Reader.Buffered() > 0 {
@@ -153,7 +157,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setHeaders(w.Header())
-	st := &stream{conn: conn, chunked: r.ProtoAtLeast(1, 1), opts: h.opts, sess: sess}
+	st := &stream{conn: conn, chunked: r.ProtoAtLeast(1, 1), opts: h.opts, sess: sess, t: h.t}
 	buf := appendResponseHead(nil, r, w.Header())
 	skip := len(buf)
 	buf = append(buf, "00000000\r\n"...)
@@ -169,7 +173,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sess.Close(server.ReasonShutdown)
 		return
 	}
-	pump := server.NewPump(sess, &h.streams, server.PumpOptions{Coalesce: h.opts.Coalesce, Heartbeat: h.opts.Heartbeat}, st.turn)
+	pump := writer.NewPump(sess, &h.streams, writer.Options{Coalesce: h.opts.Coalesce, Heartbeat: h.opts.Heartbeat}, st.turn)
 	if !pump.Start() {
 		st.conn.Close() // shutting down; the watcher ends with the connection
 		sess.Close(server.ReasonShutdown)
@@ -199,7 +203,7 @@ func appendResponseHead(b []byte, r *http.Request, h http.Header) []byte {
 }
 
 // stream is one open SSE response on a hijacked connection. No goroutine
-// waits for an idle stream to have something to write: a server.Pump
+// waits for an idle stream to have something to write: a writer.Pump
 // starts a writer when the session has something, which runs the stream's
 // turns. The watch goroutine reads, to notice at once when the client
 // goes. Both are owned by the Handler.
@@ -208,6 +212,7 @@ type stream struct {
 	chunked bool
 	opts    Options
 	sess    *server.Session
+	t       *server.Transport
 
 	// The writer's, used by one writer at a time.
 	buf   []byte
@@ -226,22 +231,22 @@ func (st *stream) watch() {
 	}
 }
 
-// turn is one writer turn (server.Pump): it writes the queued events, or
+// turn is one writer turn (writer.Pump): it writes the queued events, or
 // a heartbeat comment, or — when the session has closed — the last events
 // and why. It returns the events written, or -1 when the stream is over.
-func (st *stream) turn(kind server.TurnKind) int {
-	if kind == server.TurnClose {
+func (st *stream) turn(kind writer.TurnKind) int {
+	if kind == writer.TurnClose {
 		st.finish()
 		return 0
 	}
 	st.items = st.sess.Drain(st.items[:0])
 	n := len(st.items)
-	if n == 0 && kind != server.TurnHeartbeat {
+	if n == 0 && kind != writer.TurnHeartbeat {
 		return 0
 	}
 	b := st.frameStart()
 	if n > 0 {
-		b = appendItems(b, st.items)
+		b = appendItems(b, st.items, st.head)
 		clear(st.items) // drop message references until the next turn
 	} else {
 		b = appendComment(b, "")
@@ -260,7 +265,7 @@ func (st *stream) turn(kind server.TurnKind) int {
 func (st *stream) finish() {
 	if reason := st.sess.Reason(); reason.Told() {
 		st.items = st.sess.Drain(st.items[:0])
-		b := appendItems(st.frameStart(), st.items)
+		b := appendItems(st.frameStart(), st.items, st.head)
 		b = appendEvent(b, server.EventDisconnect, server.DisconnectData(reason), "")
 		if st.write(b, 0) == nil {
 			st.end()
@@ -270,8 +275,13 @@ func (st *stream) finish() {
 	st.sess.Close(server.ReasonClientGone) // releases the subscriptions
 }
 
-// appendItems frames every item as an SSE event.
-func appendItems(b []byte, items []server.Item) []byte {
+// head returns the part of m's event every subscriber shares, encoded
+// once per message and cached in it (server.Transport.Frame).
+func (st *stream) head(m *server.Message) []byte { return st.t.Frame(m, eventHead) }
+
+// appendItems frames every item as an SSE event; head gives a message's
+// shared event head (eventHead, or its cached copy).
+func appendItems(b []byte, items []server.Item, head func(*server.Message) []byte) []byte {
 	for i := range items {
 		it := &items[i]
 		switch {
@@ -289,7 +299,7 @@ func appendItems(b []byte, items []server.Item) []byte {
 			}
 			continue
 		}
-		b = append(b, it.Msg.Frame(server.FrameSSE, eventHead)...)
+		b = append(b, head(it.Msg)...)
 		if it.Cursor != "" {
 			b = append(b, "id: "...)
 			b = it.AppendCursor(b) // base64url, ".", a session id: no line break to drop

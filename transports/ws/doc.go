@@ -18,4 +18,8 @@
 // cannot write within the write timeout is dropped too. Either way the
 // session is closed and its subscriptions freed; the client resumes from
 // its offsets.
+//
+// It imports server (the core) and transports/internal/writer (the
+// on-demand writer it shares with SSE), never the HTTP API or another
+// transport.
 package ws

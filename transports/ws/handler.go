@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/transports/internal/writer"
 )
 
 // Options configures the WebSocket handler. Zero fields take the
@@ -34,7 +35,8 @@ type Options struct {
 	// MaxBatch bounds the messages of one batch push. Default 256.
 	MaxBatch int `yaml:"max_batch"`
 	// Coalesce is the longest a message waits so that the messages
-	// arriving meanwhile share its write, as on SSE. Default 5ms.
+	// arriving meanwhile share its write, as on SSE. Default 5ms
+	// (writer.DefaultCoalesce).
 	Coalesce time.Duration `yaml:"coalesce"`
 	// Compression negotiates permessage-deflate. Default off: it costs CPU
 	// per connection and JSON envelopes are small.
@@ -57,7 +59,7 @@ func (o Options) withDefaults() Options {
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 256
 	}
-	def(&o.Coalesce, 5*time.Millisecond)
+	def(&o.Coalesce, writer.DefaultCoalesce)
 	return o
 }
 
@@ -94,9 +96,10 @@ func (o Options) Validate() error { return o.withDefaults().validate() }
 // Handler serves GET /ws.
 type Handler struct {
 	srv      *server.Server
+	t        *server.Transport // "ws": opens the sessions
 	opts     Options
 	upgrader websocket.Upgrader
-	conns    server.Group // two per connection: its reader and its writer
+	conns    writer.Group // two per connection: its reader and its writer
 }
 
 // New returns the WebSocket handler for srv. Origins are checked against
@@ -106,7 +109,7 @@ func New(srv *server.Server, opts Options) (*Handler, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	h := &Handler{srv: srv, opts: opts}
+	h := &Handler{srv: srv, t: srv.Transport("ws"), opts: opts}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  opts.WriteTimeout,
 		CheckOrigin:       originChecker(srv.Config().AllowedOrigins),
@@ -179,7 +182,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if auth != nil && auth.Session != "" {
 		resume = auth.Session
 	}
-	sess, err := h.srv.NewSession(id, "ws", r.RemoteAddr, resume)
+	sess, err := h.t.NewSession(id, r.RemoteAddr, resume)
 	if err != nil {
 		if errors.Is(err, server.ErrShuttingDown) {
 			c.closeWith(websocket.CloseServiceRestart, "server shutting down")
@@ -204,7 +207,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sess.Close(server.ReasonShutdown)
 		return
 	}
-	pump := server.NewPump(sess, &h.conns, server.PumpOptions{
+	pump := writer.NewPump(sess, &h.conns, writer.Options{
 		Coalesce: h.opts.Coalesce, Heartbeat: h.opts.PingInterval, Steady: true,
 	}, c.turn)
 	if !pump.Start() {

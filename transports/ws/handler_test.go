@@ -354,7 +354,8 @@ func TestHostileInputGetsClearErrorsAndHurtsNobodyElse(t *testing.T) {
 		{`{"id":6,"op":"publish","channel":"a","event":"herald.x","data":1}`, "400 event name \"herald.x\" is reserved"},
 		{`{"id":7,"op":"subscribe","channel":7}`, `400 field "channel" must be string`},
 		{`[1,2]`, "400 frame is not a JSON object"},
-		{`{"id":8,"op":"history","channel":"a","limit":5000}`, "400 limit 5000"},
+		{`{"id":8,"op":"history","channel":"a","limit":5000}`, "400 limit 5000 is over the limit of 1000"},
+		{`{"id":9,"op":"history","channel":"a","limit":0}`, "400 limit must be at least 1"},
 	} {
 		if err := c.ws.WriteMessage(websocket.TextMessage, []byte(tc.frame)); err != nil {
 			t.Fatal(err)

@@ -201,18 +201,15 @@ func (c *conn) publish(req request) []byte {
 		Epoch: res.Epoch, MessageID: res.ID, Duplicate: res.Duplicate, Ephemeral: res.Ephemeral})
 }
 
+// history reads a page of a channel's history; the core checks since and
+// limit, as it does for the API.
 func (c *conn) history(req request) []byte {
-	var since, limit uint64 = 0, 100
+	var since uint64
 	if req.Since != nil {
 		since = *req.Since
 	}
-	if req.Limit != nil {
-		limit = *req.Limit
-		if limit < 1 || limit > 1000 {
-			return badRequest(req.ID, "limit %d: want 1 to 1000", limit)
-		}
-	}
-	page, err := c.h.srv.History(c.sess.Context(), c.sess.Identity(), req.Channel, since, int(limit))
+	page, err := c.h.srv.History(c.sess.Context(), c.sess.Identity(),
+		server.HistoryRequest{Channel: req.Channel, Since: since, Limit: req.Limit})
 	if err != nil {
 		return errorReply(req.ID, err)
 	}

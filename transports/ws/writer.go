@@ -7,15 +7,16 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/transports/internal/writer"
 )
 
-// turn is one writer turn (server.Pump); the pump's writer is the only
+// turn is one writer turn (writer.Pump); the pump's writer is the only
 // goroutine that writes data frames. It writes the queued items as
 // frames, a ping on a heartbeat turn, or — when the session has closed —
 // the last items, a disconnect push and the close frame. It returns the
 // items written, or -1 when the connection is over.
-func (c *conn) turn(kind server.TurnKind) int {
-	if kind == server.TurnClose {
+func (c *conn) turn(kind writer.TurnKind) int {
+	if kind == writer.TurnClose {
 		reason := c.sess.Reason()
 		if code, tell := closeCode(reason); tell {
 			c.items = c.sess.Drain(c.items[:0])
@@ -26,7 +27,7 @@ func (c *conn) turn(kind server.TurnKind) int {
 		c.ws.Close()
 		return 0
 	}
-	if kind == server.TurnHeartbeat {
+	if kind == writer.TurnHeartbeat {
 		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.h.opts.WriteTimeout)); err != nil {
 			return c.broken(err)
 		}

@@ -1,70 +1,21 @@
-package server
+package httpapi
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 
-	"github.com/julienschmidt/httprouter"
-
-	"github.com/heraldrt/herald/store"
+	"github.com/heraldrt/herald/server"
 )
-
-type apiFixture struct {
-	srv *Server
-	hs  *httptest.Server
-}
-
-func newAPI(t *testing.T, cfg Config) *apiFixture {
-	t.Helper()
-	srv, _ := newTestServer(t, cfg)
-	r := httprouter.New()
-	srv.Routes(r)
-	hs := httptest.NewServer(srv.CORS(r))
-	t.Cleanup(hs.Close)
-	return &apiFixture{srv: srv, hs: hs}
-}
-
-// call sends a request and decodes the JSON answer into out (when not nil).
-func (f *apiFixture) call(t *testing.T, method, path, auth, body string, out any) (int, http.Header, string) {
-	t.Helper()
-	req, _ := http.NewRequest(method, f.hs.URL+path, strings.NewReader(body))
-	if auth != "" {
-		req.Header.Set("Authorization", "Bearer "+auth)
-	}
-	resp, err := f.hs.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: %d %s: %v", method, path, resp.StatusCode, raw, err)
-		}
-	}
-	return resp.StatusCode, resp.Header, string(raw)
-}
-
-type apiError struct {
-	Error struct {
-		Code       int    `json:"code"`
-		Message    string `json:"message"`
-		Channel    string `json:"channel"`
-		RetryAfter int    `json:"retry_after"`
-	} `json:"error"`
-}
 
 func TestPublishAcknowledgesWithOffsetEpochAndID(t *testing.T) {
 	t.Parallel()
-	f := newAPI(t, Config{})
-	var res PublishResult
+	f := newAPI(t, server.Config{})
+	var res server.PublishResult
 	for i := 1; i <= 3; i++ {
 		code, _, raw := f.call(t, "POST", "/api/publish", testAPIKey,
 			`{"channel":"chat_room_7","event":"message_sent","data":{"text":"hi"}}`, &res)
@@ -72,7 +23,7 @@ func TestPublishAcknowledgesWithOffsetEpochAndID(t *testing.T) {
 			t.Fatalf("publish #%d: %d %s", i, code, raw)
 		}
 	}
-	var page HistoryPage
+	var page server.HistoryPage
 	f.call(t, "GET", "/api/history?channel=chat_room_7", testAPIKey, "", &page)
 	var env struct {
 		Channel string          `json:"channel"`
@@ -95,7 +46,7 @@ func TestPublishAcknowledgesWithOffsetEpochAndID(t *testing.T) {
 
 func TestPublishRejectsBadInputWithAClearError(t *testing.T) {
 	t.Parallel()
-	f := newAPI(t, Config{MaxDataBytes: 100, MaxBodyBytes: 1000})
+	f := newAPI(t, server.Config{MaxDataBytes: 100, MaxBodyBytes: 1000})
 	cases := []struct {
 		name, auth, body string
 		code             int
@@ -128,7 +79,7 @@ func TestPublishRejectsBadInputWithAClearError(t *testing.T) {
 		})
 	}
 	// Nothing was stored by any of them.
-	var page HistoryPage
+	var page server.HistoryPage
 	f.call(t, "GET", "/api/history?channel=a", testAPIKey, "", &page)
 	if page.Head != 0 {
 		t.Fatalf("bad publishes stored %d messages", page.Head)
@@ -137,15 +88,15 @@ func TestPublishRejectsBadInputWithAClearError(t *testing.T) {
 
 func TestIdempotencyKeyReturnsTheFirstResult(t *testing.T) {
 	t.Parallel()
-	f := newAPI(t, Config{})
+	f := newAPI(t, server.Config{})
 	body := `{"channel":"orders","data":{"id":9},"idempotency_key":"order-9-created"}`
-	var first, again PublishResult
+	var first, again server.PublishResult
 	f.call(t, "POST", "/api/publish", testAPIKey, body, &first)
 	f.call(t, "POST", "/api/publish", testAPIKey, body, &again)
 	if first.Offset != 1 || again.Offset != 1 || again.ID != first.ID || !again.Duplicate {
 		t.Fatalf("first %+v, again %+v", first, again)
 	}
-	var page HistoryPage
+	var page server.HistoryPage
 	f.call(t, "GET", "/api/history?channel=orders", testAPIKey, "", &page)
 	if page.Head != 1 || len(page.Messages) != 1 {
 		t.Fatalf("history head %d, %d messages", page.Head, len(page.Messages))
@@ -154,12 +105,12 @@ func TestIdempotencyKeyReturnsTheFirstResult(t *testing.T) {
 
 func TestHistoryPagesAscendingAndReportsReset(t *testing.T) {
 	t.Parallel()
-	f := newAPI(t, Config{})
+	f := newAPI(t, server.Config{})
 	publishN(t, f.srv, "log", 1, 25)
 	var got []uint64
 	since := uint64(0)
 	for pages := 0; ; pages++ {
-		var page HistoryPage
+		var page server.HistoryPage
 		code, _, raw := f.call(t, "GET", fmt.Sprintf("/api/history?channel=log&since=%d&limit=10", since), testAPIKey, "", &page)
 		if code != 200 || page.Head != 25 || page.Reset {
 			t.Fatalf("page: %d %s", code, raw)
@@ -198,35 +149,15 @@ func TestHistoryPagesAscendingAndReportsReset(t *testing.T) {
 	}
 }
 
-func TestHistoryOfTrimmedRangeSaysReset(t *testing.T) {
-	t.Parallel()
-	srv, st := newTestServer(t, Config{})
-	publishN(t, srv, "short", 1, 10)
-	if _, err := st.Trim(context.Background(), "short", store.Retention{MaxCount: 4}); err != nil {
-		t.Fatal(err)
-	}
-	page, err := srv.History(context.Background(), system, "short", 2, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !page.Reset || page.Head != 10 || len(page.Messages) != 4 || page.Next != 10 {
-		t.Fatalf("page %+v", page)
-	}
-	page, err = srv.History(context.Background(), system, "short", 7, 100)
-	if err != nil || page.Reset || len(page.Messages) != 3 {
-		t.Fatalf("page after a kept offset: %+v %v", page, err)
-	}
-}
-
 func TestChannelsListsStoredChannelsWithSubscribers(t *testing.T) {
 	t.Parallel()
-	f := newAPI(t, Config{})
+	f := newAPI(t, server.Config{})
 	publishN(t, f.srv, "b_channel", 1, 2)
 	publishN(t, f.srv, "a_channel", 1, 1)
-	sess, _ := openSession(t, f.srv, []string{"b_channel"}, nil, "")
-	defer sess.Close(ReasonClientGone)
+	sess := openSession(t, f.srv, []string{"b_channel"})
+	defer sess.Close(server.ReasonClientGone)
 	var out struct {
-		Channels []ChannelStatus `json:"channels"`
+		Channels []server.ChannelStatus `json:"channels"`
 	}
 	code, _, raw := f.call(t, "GET", "/api/channels", testAPIKey, "", &out)
 	if code != 200 || len(out.Channels) != 2 || out.Channels[0].Channel != "a_channel" ||
@@ -237,7 +168,7 @@ func TestChannelsListsStoredChannelsWithSubscribers(t *testing.T) {
 
 func TestHealthAndReadiness(t *testing.T) {
 	t.Parallel()
-	f := newAPI(t, Config{})
+	f := newAPI(t, server.Config{})
 	if code, _, _ := f.call(t, "GET", "/healthz", "", "", nil); code != 200 {
 		t.Fatalf("healthz %d", code)
 	}
@@ -252,20 +183,20 @@ func TestHealthAndReadiness(t *testing.T) {
 
 func TestUserTokensAreVerified(t *testing.T) {
 	t.Parallel()
-	f := newAPI(t, Config{})
-	mint := func(sub string, mod func(*Claims)) string {
-		var c Claims
+	f := newAPI(t, server.Config{})
+	mint := func(sub string, mod func(*server.Claims)) string {
+		var c server.Claims
 		c.Subject = sub
 		if mod != nil {
 			mod(&c)
 		}
-		tok, err := MintToken(testSecret, c)
+		tok, err := server.MintToken(testSecret, c)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return tok
 	}
-	other, _ := MintToken("another-secret-0123456789abcdef0123", Claims{})
+	other, _ := server.MintToken("another-secret-0123456789abcdef0123", server.Claims{})
 	body := `{"channel":"user_17_notifications","data":1}`
 	cases := []struct {
 		name, tok string
@@ -288,7 +219,7 @@ func TestUserTokensAreVerified(t *testing.T) {
 
 func TestJSONAnswersKeepHTMLCharactersLiteral(t *testing.T) {
 	t.Parallel()
-	f := newAPI(t, Config{})
+	f := newAPI(t, server.Config{})
 	// An error quoting the caller's bad value.
 	code, hdr, raw := f.call(t, "GET", "/api/history?channel="+url.QueryEscape("a<b>&c"), testAPIKey, "", nil)
 	if code != 400 || !strings.Contains(raw, `channel name \"a<b>&c\" has the character \"<\" at position 2`) {
@@ -310,7 +241,7 @@ func TestJSONAnswersKeepHTMLCharactersLiteral(t *testing.T) {
 
 func TestUnknownRoutesAndMethodsAnswerJSONErrors(t *testing.T) {
 	t.Parallel()
-	f := newAPI(t, Config{AllowedOrigins: []string{"https://app.example.com"}})
+	f := newAPI(t, server.Config{AllowedOrigins: []string{"https://app.example.com"}})
 	cases := []struct {
 		method, path string
 		origin       string // sends a CORS preflight from this origin

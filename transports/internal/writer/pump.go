@@ -1,26 +1,29 @@
-package server
+package writer
 
 import (
 	"sync"
 	"time"
+
+	"github.com/heraldrt/herald/server"
 )
 
 // Pump runs a connection's writer on demand, so that an idle connection
-// holds no writer goroutine: the session wakes the pump (Session.Notify)
+// holds no writer goroutine: the session wakes the pump (server.Session.Notify)
 // when it has something to send or closes, the heartbeat timer wakes it
 // when the line has been quiet, and the pump starts a writer goroutine
 // (owned by a Group) that takes turns while it is woken and ends after
 // Linger without a wake.
 //
-// Under load the writer waits out a coalescing pause before a turn — at
-// most one write per Coalesce — so that what arrives meanwhile shares the
-// write: one syscall for a batch instead of one per message. After a quiet
-// spell the first write goes at once, and a turn that wrote a big batch (a
-// catch-up page) does not pause before the next.
+// Under load the writer waits before a turn as the session's pacing says
+// (server.Session.Pacing): a channel's batch rule, or else a coalescing
+// pause — at most one write per Coalesce — so that what arrives meanwhile
+// shares the write: one syscall for a batch instead of one per message.
+// After a quiet spell the first write goes at once, and a turn that wrote
+// a big batch (a catch-up page) does not pause before the next.
 type Pump struct {
-	sess  *Session
+	sess  *server.Session
 	group *Group
-	opts  PumpOptions
+	opts  Options
 	turn  func(TurnKind) bool
 	kick  chan struct{} // one slot: the running writer has more to do
 
@@ -33,12 +36,19 @@ type Pump struct {
 	heartbeat *time.Timer
 }
 
-// PumpOptions tunes a Pump. Zero fields take the defaults.
-type PumpOptions struct {
-	// Coalesce is the longest a message waits to share a write. Default 5ms.
+// DefaultCoalesce is the longest a message waits to share a write, unless
+// a transport's options say otherwise.
+const DefaultCoalesce = 5 * time.Millisecond
+
+// Options tunes a Pump. Zero fields take the defaults. The heartbeat is
+// the transport's to choose (SSE's comment interval, WebSocket's ping
+// interval), so it has none here.
+type Options struct {
+	// Coalesce is the longest a message waits to share a write, when no
+	// batch rule applies. Default DefaultCoalesce.
 	Coalesce time.Duration
 	// Heartbeat is the quiet time after which the writer is woken with
-	// TurnHeartbeat (a comment on SSE). Default 15s.
+	// TurnHeartbeat (a comment on SSE, a ping on WebSocket); 0 for none.
 	Heartbeat time.Duration
 	// Steady makes the heartbeat fire every Heartbeat whether or not the
 	// connection wrote meanwhile (WebSocket pings, which the peer must
@@ -68,12 +78,9 @@ const (
 // NewPump returns a pump for sess. turn performs one turn and reports how
 // many items it wrote, or -1 when the connection is finished (after a
 // failed write; the pump then stops). The pump starts at Start.
-func NewPump(sess *Session, group *Group, opts PumpOptions, turn func(TurnKind) int) *Pump {
+func NewPump(sess *server.Session, group *Group, opts Options, turn func(TurnKind) int) *Pump {
 	if opts.Coalesce == 0 {
-		opts.Coalesce = 5 * time.Millisecond
-	}
-	if opts.Heartbeat == 0 {
-		opts.Heartbeat = 15 * time.Second
+		opts.Coalesce = DefaultCoalesce
 	}
 	if opts.Linger == 0 {
 		opts.Linger = 100 * time.Millisecond
@@ -92,7 +99,7 @@ func NewPump(sess *Session, group *Group, opts PumpOptions, turn func(TurnKind) 
 			p.lastWrite, p.lastSize = time.Now(), n
 			p.mu.Unlock()
 		}
-		if k == TurnHeartbeat || (n > 0 && !p.opts.Steady) {
+		if p.heartbeat != nil && (k == TurnHeartbeat || (n > 0 && !p.opts.Steady)) {
 			p.heartbeat.Reset(p.opts.Heartbeat)
 		}
 		return true
@@ -105,7 +112,9 @@ func NewPump(sess *Session, group *Group, opts PumpOptions, turn func(TurnKind) 
 func (p *Pump) Start() bool {
 	p.mu.Lock()
 	p.lastWrite = time.Now()
-	p.heartbeat = time.AfterFunc(p.opts.Heartbeat, p.beat)
+	if p.opts.Heartbeat > 0 {
+		p.heartbeat = time.AfterFunc(p.opts.Heartbeat, p.beat)
+	}
 	p.mu.Unlock()
 	p.sess.Notify(p.wake)
 	p.mu.Lock()
@@ -149,23 +158,21 @@ func (p *Pump) writer() {
 	for {
 		// A channel's batch rule holds messages longer (and sends once its
 		// size is queued); otherwise the transport's coalescing applies.
-		hold, size, batched := p.sess.Batch()
-		if !batched {
-			hold, size = p.opts.Coalesce, 0
-		}
+		pacing := p.sess.Pacing(p.opts.Coalesce)
 		p.mu.Lock()
-		until := p.lastWrite.Add(hold)
+		from := p.lastWrite
 		if p.lastSize >= p.opts.BigWrite {
-			until = time.Time{}
+			from = time.Time{} // after a big write, the next goes at once
 		}
 		beating := p.beating
 		p.beating = false
 		p.mu.Unlock()
-		for pause := time.Until(until); pause > 0; pause = time.Until(until) {
-			if size > 0 && p.sess.Queued() >= size {
+		for {
+			due, wait := pacing.Due(from, p.sess.Queued(), time.Now())
+			if due {
 				break
 			}
-			timer.Reset(pause)
+			timer.Reset(wait)
 			select {
 			case <-timer.C:
 			case <-p.kick: // more queued: look at the size again
@@ -212,5 +219,7 @@ func (p *Pump) stop() {
 	p.mu.Lock()
 	p.stopped, p.running = true, false
 	p.mu.Unlock()
-	p.heartbeat.Stop()
+	if p.heartbeat != nil {
+		p.heartbeat.Stop()
+	}
 }
