@@ -13,7 +13,7 @@ import (
 // transport's writer would.
 func BenchmarkHubFanout(b *testing.B) {
 	const subscribers = 1000
-	srv, _ := newTestServer(b, Config{QueueMessages: 1 << 16, QueueBytes: 1 << 30})
+	srv, _ := newTestServer(b, Config{Limits: Limits{QueueMessages: 1 << 16, QueueBytes: 1 << 30}})
 	var delivered atomic.Int64
 	var wg sync.WaitGroup
 	stop := make(chan struct{})

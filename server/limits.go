@@ -94,8 +94,8 @@ type limits struct {
 func newLimits(cfg Config, st *stats) limits {
 	return limits{
 		stats:    st,
-		ops:      newLimiterSet(rate.Limit(cfg.OpsPerSecond), cfg.OpsBurst, maxLimiterKeys),
-		connects: newLimiterSet(rate.Limit(cfg.ConnectsPerSecond), cfg.ConnectsBurst, maxLimiterKeys),
+		ops:      newLimiterSet(rate.Limit(cfg.Limits.OpsPerSecond), cfg.Limits.OpsBurst, maxLimiterKeys),
+		connects: newLimiterSet(rate.Limit(cfg.Limits.ConnectsPerSecond), cfg.Limits.ConnectsBurst, maxLimiterKeys),
 	}
 }
 
@@ -124,7 +124,7 @@ func (s *Server) AllowOp(sess *Session) error {
 	}
 	if ok, retry := s.limits.ops.allow(sess.ID, s.now()); !ok {
 		s.stats.rateLimited.WithLabelValues("ops").Inc()
-		return rateLimited("", retry, "more than %g ops per second on this connection", s.cfg.OpsPerSecond)
+		return rateLimited("", retry, "more than %g ops per second on this connection", s.cfg.Limits.OpsPerSecond)
 	}
 	return nil
 }

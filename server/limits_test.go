@@ -63,7 +63,7 @@ func TestPublishRateLimitFromTheRule(t *testing.T) {
 func TestNewSessionsPerIPAreRateLimited(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
-	srv, _ := newTestServer(t, Config{Dev: true, Now: clk.Now, ConnectsPerSecond: 1, ConnectsBurst: 2})
+	srv, _ := newTestServer(t, Config{Dev: true, Now: clk.Now, Limits: Limits{ConnectsPerSecond: 1, ConnectsBurst: 2}})
 	open := func(addr string) error {
 		sess, _, err := srv.Transport("test").Open(context.Background(), system, OpenRequest{Channels: []string{"a"}, RemoteAddr: addr})
 		if err == nil {
@@ -95,10 +95,10 @@ func TestNewSessionsPerIPAreRateLimited(t *testing.T) {
 
 func TestSubscriberAndSessionCaps(t *testing.T) {
 	t.Parallel()
-	srv, _ := newTestServer(t, Config{MaxSessionsPerUser: 2, CloseOldest: true, Rules: []RuleConfig{
+	srv, _ := newTestServer(t, Config{Rules: []RuleConfig{
 		{Pattern: "small", Subscribe: []string{"authenticated"}, MaxSubscribers: 2},
 		{Pattern: "big", Subscribe: []string{"authenticated"}},
-	}})
+	}, Limits: Limits{MaxSessionsPerUser: 2, OnConnectionLimit: CloseOldest}})
 	a := openAs(t, srv, userWith("1"), "small")
 	defer a.Close(ReasonClientGone)
 	b := openAs(t, srv, userWith("2"), "small")
@@ -236,10 +236,9 @@ func TestBroadcastToChannelsAndToUsers(t *testing.T) {
 func TestEveryRefusalWith429SaysWhenToRetry(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
-	srv, _ := newTestServer(t, Config{Now: clk.Now, MaxSessionsPerUser: 1, OpsPerSecond: 1, OpsBurst: 1,
-		ConnectsPerSecond: 1, ConnectsBurst: 1, SignalRate: 1, SignalBurst: 1,
+	srv, _ := newTestServer(t, Config{Now: clk.Now,
 		Rules: []RuleConfig{{Pattern: "capped", Subscribe: []string{"authenticated"}, Publish: []string{"authenticated"},
-			Presence: true, MaxSubscribers: 1, RateLimit: &RateLimitConfig{Limit: 1, Window: time.Minute}}}})
+			Presence: true, MaxSubscribers: 1, RateLimit: &RateLimitConfig{Limit: 1, Window: time.Minute}}}, Limits: Limits{MaxSessionsPerUser: 1, OpsPerSecond: 1, OpsBurst: 1, ConnectsPerSecond: 1, ConnectsBurst: 1}, Presence: PresenceConfig{SignalRate: 1, SignalBurst: 1}})
 	ctx := context.Background()
 	ada := userWith("17")
 	held := openAs(t, srv, ada, "capped") // ada's one session, the channel's one subscriber

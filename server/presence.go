@@ -57,11 +57,11 @@ type presenceWiring struct {
 func startPresence(s *Server) *presenceWiring {
 	p := &presenceWiring{
 		srv:      s,
-		tracker:  presence.New(presence.Options{Grace: s.cfg.PresenceGrace, MaxStateTTL: s.cfg.SignalMaxTTL}),
+		tracker:  presence.New(presence.Options{Grace: s.cfg.Presence.Grace, MaxStateTTL: s.cfg.Presence.SignalMaxTTL}),
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
-		limiters: newLimiterSet(rate.Limit(s.cfg.SignalRate), s.cfg.SignalBurst, maxLimiterKeys),
+		limiters: newLimiterSet(rate.Limit(s.cfg.Presence.SignalRate), s.cfg.Presence.SignalBurst, maxLimiterKeys),
 		onlineAt: make(map[string]time.Time),
 	}
 	go p.loop() // owned: stopped and waited for by stop (Shutdown)
@@ -120,8 +120,8 @@ func (p *presenceWiring) join(sess *Session, sub *subscription) {
 	if on, _, _ := p.srv.rules.presence(sub.rule); !on || !member(id) {
 		return
 	}
-	attrs := make(map[string]string, len(p.srv.cfg.PresenceAttrs))
-	for _, k := range p.srv.cfg.PresenceAttrs {
+	attrs := make(map[string]string, len(p.srv.cfg.Presence.Attrs))
+	for _, k := range p.srv.cfg.Presence.Attrs {
 		if v := id.Attrs[k]; len(v) > 0 {
 			attrs[k] = v[0]
 		}
@@ -230,7 +230,7 @@ func (p *presenceWiring) cameOnline(user string, at time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t, ok := p.onlineAt[user]
-	return ok && at.Sub(t) <= p.srv.cfg.PresenceGrace
+	return ok && at.Sub(t) <= p.srv.cfg.Presence.Grace
 }
 
 func (p *presenceWiring) storeLastSeen(user string, at time.Time) {
@@ -371,7 +371,7 @@ func (s *Server) Signal(id Identity, req SignalRequest) error {
 	if !presence.Clears(req.State) {
 		if ok, retry := s.presence.limiters.allow(id.User+"\x00"+req.Channel, now); !ok {
 			s.stats.rateLimited.WithLabelValues("signal").Inc()
-			return rateLimited(req.Channel, retry, "signals on channel %q are limited to %g per second", req.Channel, s.cfg.SignalRate)
+			return rateLimited(req.Channel, retry, "signals on channel %q are limited to %g per second", req.Channel, s.cfg.Presence.SignalRate)
 		}
 	}
 	evs, err := s.presence.tracker.SetState(now, req.Channel, id.User, req.State, ttl)

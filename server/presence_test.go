@@ -106,7 +106,7 @@ func presenceSeen(t *testing.T, srv *Server, c *collector, channel string) strin
 func TestJoinAndLeaveAreDebouncedAcrossSessions(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
-	srv, _ := newTestServer(t, Config{Now: clk.Now, Rules: presenceRules(), PresenceAttrs: []string{"name"}})
+	srv, _ := newTestServer(t, Config{Now: clk.Now, Rules: presenceRules(), Presence: PresenceConfig{Attrs: []string{"name"}}})
 	watcher := collect(t, openAs(t, srv, userWith("1"), "chat_room_7"))
 	ada := userWith("17", "name", "Ada", "secret", "x")
 
@@ -192,7 +192,7 @@ func TestTypingExpiresByItselfAndSignalsAreBounded(t *testing.T) {
 func TestPresenceQueriesAndOnlineStatus(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
-	srv, st := newTestServer(t, Config{Now: clk.Now, Rules: presenceRules(), PresenceAttrs: []string{"name"}})
+	srv, st := newTestServer(t, Config{Now: clk.Now, Rules: presenceRules(), Presence: PresenceConfig{Attrs: []string{"name"}}})
 	ctx := context.Background()
 	blue := userWith("5", "team", "blue", "name", "Bo")
 	watcher := collect(t, openAs(t, srv, userWith("6", "team", "blue"), "team_blue"))

@@ -100,7 +100,7 @@ func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (
 	if err := s.limits.allowPublish(id, &cr, s.now()); err != nil {
 		return PublishResult{}, err
 	}
-	data, err := compactData(req.Data, s.cfg.MaxDataBytes)
+	data, err := compactData(req.Data, s.cfg.Limits.MaxDataBytes)
 	if err != nil {
 		return PublishResult{}, err
 	}

@@ -17,44 +17,47 @@ type RuleConfig struct {
 	// Pattern: literal characters match themselves, {name} captures one or
 	// more characters up to the next literal character of the pattern, and
 	// a final * matches any rest, also an empty one.
-	Pattern string
+	Pattern string `yaml:"pattern"`
 	// Principals allowed each action. HistoryAccess and PresenceAccess
 	// default to Subscribe when nil.
-	Subscribe      []string
-	Publish        []string
-	HistoryAccess  []string
-	PresenceAccess []string
+	Subscribe      []string `yaml:"subscribe"`
+	Publish        []string `yaml:"publish"`
+	HistoryAccess  []string `yaml:"history_access"`
+	PresenceAccess []string `yaml:"presence_access"`
 
 	// Presence keeps the channel's members (GET /api/presence, signals);
 	// JoinLeave announces herald.join and herald.leave to the channel.
-	Presence  bool
-	JoinLeave bool
+	Presence  bool `yaml:"presence"`
+	JoinLeave bool `yaml:"join_leave"`
 	// Status makes the channel hear herald.online / herald.offline when
 	// one of its members comes online on the server or goes offline.
-	Status         bool
-	History        *HistoryConfig
-	RateLimit      *RateLimitConfig
-	Batch          *BatchConfig
-	MaxSubscribers int
+	Status         bool             `yaml:"status"`
+	History        *RetentionConfig `yaml:"history"`
+	RateLimit      *RateLimitConfig `yaml:"rate_limit"`
+	Batch          *BatchConfig     `yaml:"batch"`
+	MaxSubscribers int              `yaml:"max_subscribers"`
 }
 
-// HistoryConfig is a rule's retention. Size 0 keeps nothing.
-type HistoryConfig struct {
-	Size *int
-	TTL  time.Duration
+// ConfigLabel names the rule in configuration errors by its index and
+// pattern: `channels[3] (pattern "chat_room_{id}")`.
+func (c *RuleConfig) ConfigLabel(key string) string {
+	if c.Pattern == "" {
+		return key
+	}
+	return fmt.Sprintf("%s (pattern %q)", key, c.Pattern)
 }
 
 // RateLimitConfig allows Limit publishes per Window per user.
 type RateLimitConfig struct {
-	Limit  int
-	Window time.Duration
+	Limit  int           `yaml:"limit"`
+	Window time.Duration `yaml:"window"`
 }
 
 // BatchConfig coalesces up to Size messages, holding none longer than
 // Timeout.
 type BatchConfig struct {
-	Size    int
-	Timeout time.Duration
+	Size    int           `yaml:"size"`
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // maxCaptures bounds the {name} captures of one pattern, so matching

@@ -21,7 +21,7 @@ func seedRules() []RuleConfig {
 		{Pattern: "public_*", Subscribe: []string{"authenticated"}, Publish: []string{"admin", "moderator"}},
 		{Pattern: "admin_*", Subscribe: []string{"admin"}, Publish: []string{"admin"}},
 		{Pattern: "chat_room_{room_id}", Subscribe: []string{"grant"}, Publish: []string{"grant"}, Presence: true, JoinLeave: true,
-			History: &HistoryConfig{Size: intp(500), TTL: 72 * time.Hour}, RateLimit: &RateLimitConfig{Limit: 60, Window: time.Minute},
+			History: &RetentionConfig{Size: intp(500), TTL: 72 * time.Hour}, RateLimit: &RateLimitConfig{Limit: 60, Window: time.Minute},
 			Batch: &BatchConfig{Size: 10, Timeout: 100 * time.Millisecond}, MaxSubscribers: 100},
 		{Pattern: "announcements", Subscribe: []string{"everyone"}, Publish: []string{"admin"}, HistoryAccess: []string{"authenticated"}},
 	}
@@ -156,7 +156,7 @@ func TestDenialsSayTheActionInPlainWords(t *testing.T) {
 
 func TestRuleRetentionComesFromTheMatchingRule(t *testing.T) {
 	t.Parallel()
-	cfg := Config{Rules: seedRules(), History: store.Retention{MaxCount: 7, MaxAge: time.Hour}}
+	cfg := Config{Rules: seedRules(), History: HistoryConfig{RetentionConfig: RetentionConfig{Size: intp(7), TTL: time.Hour}}}
 	ret, err := cfg.Retention()
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +167,7 @@ func TestRuleRetentionComesFromTheMatchingRule(t *testing.T) {
 	if r := ret("public_x"); r.MaxCount != 7 || r.MaxAge != time.Hour {
 		t.Errorf("default retention %+v", r)
 	}
-	off := Config{Rules: []RuleConfig{{Pattern: "ticks", History: &HistoryConfig{Size: intp(0)}}}}
+	off := Config{Rules: []RuleConfig{{Pattern: "ticks", History: &RetentionConfig{Size: intp(0)}}}}
 	ret, _ = off.Retention()
 	if r := ret("ticks"); r.MaxCount != 0 {
 		t.Errorf("size 0 keeps %d", r.MaxCount)
@@ -233,8 +233,8 @@ func TestBadRulesStopStartUpNamingTheRule(t *testing.T) {
 		{RuleConfig{Pattern: "x", Publish: []string{":3"}}, "publish: principal"},
 		{RuleConfig{Pattern: "x", HistoryAccess: []string{""}}, "history_access: empty principal"},
 		{RuleConfig{Pattern: "x", JoinLeave: true}, "join_leave needs presence"},
-		{RuleConfig{Pattern: "x", History: &HistoryConfig{Size: intp(-1)}}, "history.size -1"},
-		{RuleConfig{Pattern: "x", History: &HistoryConfig{Size: intp(2_000_000)}}, "history.size 2000000"},
+		{RuleConfig{Pattern: "x", History: &RetentionConfig{Size: intp(-1)}}, "history.size -1"},
+		{RuleConfig{Pattern: "x", History: &RetentionConfig{Size: intp(2_000_000)}}, "history.size 2000000"},
 		{RuleConfig{Pattern: "x", RateLimit: &RateLimitConfig{Limit: 0, Window: time.Second}}, "rate_limit"},
 		{RuleConfig{Pattern: "x", Batch: &BatchConfig{Size: 0, Timeout: time.Second}}, "batch.size 0"},
 		{RuleConfig{Pattern: "x", Batch: &BatchConfig{Size: 5}}, "batch.timeout"},
@@ -286,7 +286,7 @@ func TestEffectiveRulesFillTheDefaults(t *testing.T) {
 	t.Parallel()
 	cfg := Config{Rules: []RuleConfig{
 		{Pattern: "a", Subscribe: []string{"admin"}},
-		{Pattern: "b", Subscribe: []string{"admin"}, HistoryAccess: []string{}, History: &HistoryConfig{TTL: time.Hour}},
+		{Pattern: "b", Subscribe: []string{"admin"}, HistoryAccess: []string{}, History: &RetentionConfig{TTL: time.Hour}},
 	}}
 	got := cfg.EffectiveRules()
 	if len(got) != 2 {

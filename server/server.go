@@ -56,7 +56,7 @@ func New(cfg Config, engine store.Engine) (*Server, error) {
 	if engine == nil {
 		return nil, fmt.Errorf("server: nil engine")
 	}
-	rules, err := compileRules(cfg.Rules, cfg.History, cfg.Tokens)
+	rules, err := compileRules(cfg.Rules, cfg.History.retention(), cfg.Tokens)
 	if err != nil {
 		return nil, fmt.Errorf("server config: %w", err)
 	}

@@ -62,8 +62,8 @@ func (s *Server) open(ctx context.Context, t *Transport, id Identity, req OpenRe
 	if len(req.Channels) == 0 {
 		return nil, OpenInfo{}, invalidf("name at least one channel")
 	}
-	if len(req.Channels) > s.cfg.MaxChannelsPerRequest {
-		return nil, OpenInfo{}, invalidf("%d channels requested, the limit is %d", len(req.Channels), s.cfg.MaxChannelsPerRequest)
+	if len(req.Channels) > s.cfg.Limits.MaxChannelsPerRequest {
+		return nil, OpenInfo{}, invalidf("%d channels requested, the limit is %d", len(req.Channels), s.cfg.Limits.MaxChannelsPerRequest)
 	}
 	if req.Positions != nil && len(req.Positions) != len(req.Channels) {
 		return nil, OpenInfo{}, invalidf("%d positions for %d channels: give one per channel, in the same order", len(req.Positions), len(req.Channels))
@@ -144,7 +144,7 @@ func (s *Server) newSession(t *Transport, id Identity, opts sessionOptions) (*Se
 		identity:   id,
 		transport:  t,
 		srv:        s,
-		q:          newQueue(s.cfg.QueueMessages, s.cfg.QueueBytes),
+		q:          newQueue(s.cfg.Limits.QueueMessages, s.cfg.Limits.QueueBytes),
 		done:       make(chan struct{}),
 		ctx:        ctx,
 		cancel:     cancel,
@@ -152,19 +152,19 @@ func (s *Server) newSession(t *Transport, id Identity, opts sessionOptions) (*Se
 		fixed:      opts.fixed,
 		detachable: opts.detachable,
 	}
-	if counted(id) && s.cfg.CloseOldest {
-		for _, old := range s.sessions.oldestOver(id.User, s.cfg.MaxSessionsPerUser-1) {
+	if counted(id) && s.cfg.Limits.OnConnectionLimit == CloseOldest {
+		for _, old := range s.sessions.oldestOver(id.User, s.cfg.Limits.MaxSessionsPerUser-1) {
 			old.Close(ReasonReplaced)
 		}
 	}
-	n, ok := s.sessions.add(sess, s.cfg.MaxSessionsPerUser, func() {
+	n, ok := s.sessions.add(sess, s.cfg.Limits.MaxSessionsPerUser, func() {
 		if s.obs.want(SessionOpened) {
 			s.obs.emit(Event{Kind: SessionOpened, At: sess.opened, Session: sess.ID, Transport: t.name, User: id.User})
 		}
 	})
 	if !ok {
 		cancel()
-		e := newError(http.StatusTooManyRequests, ErrRateLimited, "user %q has %d open sessions, the limit is %d", id.User, n, s.cfg.MaxSessionsPerUser)
+		e := newError(http.StatusTooManyRequests, ErrRateLimited, "user %q has %d open sessions, the limit is %d", id.User, n, s.cfg.Limits.MaxSessionsPerUser)
 		e.RetryAfter = time.Second
 		return nil, e
 	}

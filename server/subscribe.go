@@ -67,9 +67,9 @@ func (s *Server) subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	case sess.findLocked(req.Channel) != nil:
 		sess.mu.Unlock()
 		return SubscribeResult{}, invalidf("already subscribed to channel %q", req.Channel)
-	case len(sess.subs) >= s.cfg.MaxSubscriptions:
+	case len(sess.subs) >= s.cfg.Limits.MaxSubscriptions:
 		sess.mu.Unlock()
-		return SubscribeResult{}, invalidf("a session may hold %d subscriptions", s.cfg.MaxSubscriptions)
+		return SubscribeResult{}, invalidf("a session may hold %d subscriptions", s.cfg.Limits.MaxSubscriptions)
 	}
 	sess.mu.Unlock()
 

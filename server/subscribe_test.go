@@ -203,7 +203,7 @@ func TestCursorAfterEveryMessageResumesRightAfterIt(t *testing.T) {
 
 func TestSlowConsumerIsClosedWithoutSlowingOthers(t *testing.T) {
 	t.Parallel()
-	srv, _ := newTestServer(t, Config{QueueMessages: 16})
+	srv, _ := newTestServer(t, Config{Limits: Limits{QueueMessages: 16}})
 	slow, _ := openSession(t, srv, []string{"feed"}, nil, "")
 	defer slow.Close(ReasonClientGone)
 	// The slow session goes live, then nobody drains it again.
@@ -270,7 +270,7 @@ func TestEphemeralMessagesAreLiveOnlyAndExcludeSessionIsHonoured(t *testing.T) {
 
 func TestOpenRefusesBadInputBeforeCreatingAnything(t *testing.T) {
 	t.Parallel()
-	srv, _ := newTestServer(t, Config{MaxChannelsPerRequest: 2})
+	srv, _ := newTestServer(t, Config{Limits: Limits{MaxChannelsPerRequest: 2}})
 	user := Identity{User: "17"}
 	cases := []struct {
 		name    string

@@ -22,8 +22,8 @@ import (
 // a keyword or of user: (almost surely misspelt); the server then logs,
 // once, the names the rules rely on, suggesting to declare them.
 type TokenVocabulary struct {
-	Roles []string
-	Attrs []string
+	Roles []string `yaml:"roles"`
+	Attrs []string `yaml:"attrs"`
 }
 
 // principalKeywords are the principals that are neither roles nor
@@ -180,7 +180,7 @@ func (c Config) TokenNames() (roles, attrs []string) {
 			}
 		}
 	}
-	for _, a := range c.PresenceAttrs {
+	for _, a := range c.Presence.Attrs {
 		attrs = add(attrs, a)
 	}
 	return roles, attrs

@@ -88,10 +88,8 @@ func TestPrincipalsOfUnknownKindStopStartUp(t *testing.T) {
 func TestTokenVocabularyIsChecked(t *testing.T) {
 	t.Parallel()
 	cfg := Config{
-		APIKey:        testAPIKey,
-		Tokens:        TokenVocabulary{Roles: []string{"admin", "grant", "admin"}, Attrs: []string{"name", "user", "a:b"}},
-		PresenceAttrs: []string{"name", "avatr"},
-	}
+		APIKey: testAPIKey,
+		Tokens: TokenVocabulary{Roles: []string{"admin", "grant", "admin"}, Attrs: []string{"name", "user", "a:b"}}, Presence: PresenceConfig{Attrs: []string{"name", "avatr"}}}
 	keys, msgs := configProblems(t, cfg.Validate())
 	want := []string{
 		`tokens.roles[1] "grant" is a keyword of the rules, not a role`,
@@ -117,9 +115,9 @@ func TestConfigErrorsNameTheirSettings(t *testing.T) {
 	}{
 		{Config{}, []string{"api_key"}, "api_key is required outside dev mode (set HERALD_API_KEY)"},
 		{Config{APIKey: "short"}, []string{"api_key"}, "api_key is 5 characters long; use at least 16"},
-		{Config{APIKey: testAPIKey, AllowedOrigins: []string{"*", "app.example.com"}}, []string{"cors.allowed_origins[1]"}, `cors.allowed_origins[1] "app.example.com": want "*" or an origin such as https://app.example.com`},
-		{Config{APIKey: testAPIKey, OpsBurst: -1}, []string{"limits.ops_burst"}, "limits.ops_burst -1: must be positive"},
-		{Config{APIKey: testAPIKey, MaxDataBytes: 2 << 20}, []string{"limits.max_data_bytes", "limits.max_body_bytes"}, "limits.max_data_bytes (2097152) must be below limits.max_body_bytes (1048576)"},
+		{Config{APIKey: testAPIKey, CORS: CORSConfig{AllowedOrigins: []string{"*", "app.example.com"}}}, []string{"cors.allowed_origins[1]"}, `cors.allowed_origins[1] "app.example.com": want "*" or an origin such as https://app.example.com`},
+		{Config{APIKey: testAPIKey, Limits: Limits{OpsBurst: -1}}, []string{"limits.ops_burst"}, "limits.ops_burst -1: must be positive"},
+		{Config{APIKey: testAPIKey, Limits: Limits{MaxDataBytes: 2 << 20}}, []string{"limits.max_data_bytes", "limits.max_body_bytes"}, "limits.max_data_bytes (2097152) must be below limits.max_body_bytes (1048576)"},
 		{Config{APIKey: testAPIKey, Rules: []RuleConfig{{Pattern: "a", JoinLeave: true}}}, []string{"channels[0].join_leave", "channels[0].presence"}, `channels[0] (pattern "a"): join_leave needs presence: true`},
 		{Config{APIKey: testAPIKey, Rules: []RuleConfig{{Pattern: "a*b"}}}, []string{"channels[0].pattern"}, `channels[0]: pattern "a*b": * may only end a pattern (found at position 2)`},
 	}
@@ -147,7 +145,7 @@ func TestUndeclaredTokenNamesAreLoggedOnce(t *testing.T) {
 			t.Parallel()
 			var buf bytes.Buffer
 			logger := slog.New(slog.NewTextHandler(&buf, nil))
-			newTestServer(t, Config{Logger: logger, Rules: seedRules(), Tokens: tc.tokens, PresenceAttrs: []string{"name"}})
+			newTestServer(t, Config{Logger: logger, Rules: seedRules(), Tokens: tc.tokens, Presence: PresenceConfig{Attrs: []string{"name"}}})
 			n := strings.Count(buf.String(), "no tokens: section declares")
 			switch {
 			case tc.want == "" && n != 0:

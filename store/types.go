@@ -47,7 +47,7 @@ func ParseDurability(s string) (Durability, error) {
 func (d *Durability) UnmarshalText(b []byte) error {
 	v, err := ParseDurability(string(b))
 	if err != nil {
-		return err
+		return fmt.Errorf("%q: want \"sync\" or \"none\"", b)
 	}
 	*d = v
 	return nil

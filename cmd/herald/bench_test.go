@@ -563,7 +563,7 @@ func TestBenchSmoke(t *testing.T) {
 func TestBenchResumeBeyondHistory(t *testing.T) {
 	t.Parallel()
 	// History off: offsets still count, nothing of the past is kept.
-	base := benchTestServer(t, server.Config{HistoryOff: true},
+	base := benchTestServer(t, server.Config{History: server.HistoryConfig{RetentionConfig: server.RetentionConfig{Size: new(int)}}},
 		store.Options{Retention: func(string) store.Retention { return store.Retention{} }})
 	_, report, err := runBenchJSON(t, "resume", "--server", base, "--token", "bench-test-api-key-0123456789",
 		"--messages", "100", "--publishers", "2", "--quiet")

@@ -135,3 +135,17 @@ func TestConfigCheckArguments(t *testing.T) {
 		t.Errorf("unknown subcommand: exit %d, %q", code, stderr.String())
 	}
 }
+
+func envOf(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "herald.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+const okKey = "api-key-0123456789abcdef"

@@ -29,7 +29,7 @@ type API struct {
 // with srv, so it is called once per Server, before serving traffic.
 func New(srv *server.Server) (*API, error) {
 	cfg := srv.Config()
-	a := &API{srv: srv, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, origins: cfg.AllowedOrigins}
+	a := &API{srv: srv, log: cfg.Logger, maxBody: cfg.Limits.MaxBodyBytes, origins: cfg.CORS.AllowedOrigins}
 	m, err := newMetrics(srv, cfg.MetricsToken)
 	if err != nil {
 		return nil, fmt.Errorf("httpapi: %w", err)

@@ -46,7 +46,7 @@ func TestPublishAcknowledgesWithOffsetEpochAndID(t *testing.T) {
 
 func TestPublishRejectsBadInputWithAClearError(t *testing.T) {
 	t.Parallel()
-	f := newAPI(t, server.Config{MaxDataBytes: 100, MaxBodyBytes: 1000})
+	f := newAPI(t, server.Config{Limits: server.Limits{MaxDataBytes: 100, MaxBodyBytes: 1000}})
 	cases := []struct {
 		name, auth, body string
 		code             int
@@ -241,7 +241,7 @@ func TestJSONAnswersKeepHTMLCharactersLiteral(t *testing.T) {
 
 func TestUnknownRoutesAndMethodsAnswerJSONErrors(t *testing.T) {
 	t.Parallel()
-	f := newAPI(t, server.Config{AllowedOrigins: []string{"https://app.example.com"}})
+	f := newAPI(t, server.Config{CORS: server.CORSConfig{AllowedOrigins: []string{"https://app.example.com"}}})
 	cases := []struct {
 		method, path string
 		origin       string // sends a CORS preflight from this origin

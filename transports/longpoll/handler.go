@@ -28,6 +28,10 @@ type Options struct {
 	MaxMessages int `yaml:"max_messages"`
 }
 
+// WithDefaults returns o with every default applied: what the handler
+// runs with.
+func (o Options) WithDefaults() Options { return o.withDefaults() }
+
 func (o Options) withDefaults() Options {
 	if o.DefaultTimeout == 0 {
 		o.DefaultTimeout = 25 * time.Second
@@ -100,7 +104,7 @@ type request struct {
 func (h *Handler) parse(w http.ResponseWriter, r *http.Request) (request, time.Duration, error) {
 	var req request
 	if r.Method == http.MethodPost {
-		r.Body = http.MaxBytesReader(w, r.Body, h.srv.Config().MaxBodyBytes)
+		r.Body = http.MaxBytesReader(w, r.Body, h.srv.Config().Limits.MaxBodyBytes)
 		dec := json.NewDecoder(r.Body)
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {

@@ -274,7 +274,7 @@ func TestIdleSessionsExpireAndUsersAreBounded(t *testing.T) {
 	// The grace is what the three polls below must beat (a session polled
 	// with timeout 0 expires a grace after its poll): long next to a
 	// request on a busy machine.
-	f := newFixture(t, server.Config{Dev: true, MaxSessionsPerUser: 2}, Options{Grace: 2 * time.Second})
+	f := newFixture(t, server.Config{Dev: true, Limits: server.Limits{MaxSessionsPerUser: 2}}, Options{Grace: 2 * time.Second})
 	tok, _ := server.MintToken(secret, server.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "17"}})
 	var sessions []string
 	for i := 0; i < 2; i++ {

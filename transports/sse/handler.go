@@ -35,6 +35,10 @@ type Options struct {
 	Coalesce time.Duration `yaml:"coalesce"`
 }
 
+// WithDefaults returns o with every default applied: what the handler
+// runs with.
+func (o Options) WithDefaults() Options { return o.withDefaults() }
+
 func (o Options) withDefaults() Options {
 	if o.Heartbeat == 0 {
 		o.Heartbeat = 15 * time.Second

@@ -364,7 +364,7 @@ func TestShutdownTellsClientsToReconnect(t *testing.T) {
 
 func TestCORSLetsAllowedOriginsOpenAStream(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, server.Config{AllowedOrigins: []string{"https://app.example.com"}}, Options{})
+	f := newFixture(t, server.Config{CORS: server.CORSConfig{AllowedOrigins: []string{"https://app.example.com"}}}, Options{})
 	pre, _ := http.NewRequest(http.MethodOptions, f.http.URL+"/sse?channel=a", nil)
 	pre.Header.Set("Origin", "https://app.example.com")
 	pre.Header.Set("Access-Control-Request-Method", "GET")

@@ -43,6 +43,10 @@ type Options struct {
 	Compression bool `yaml:"compression"`
 }
 
+// WithDefaults returns o with every default applied: what the handler
+// runs with.
+func (o Options) WithDefaults() Options { return o.withDefaults() }
+
 func (o Options) withDefaults() Options {
 	def := func(p *time.Duration, v time.Duration) {
 		if *p == 0 {
@@ -112,7 +116,7 @@ func New(srv *server.Server, opts Options) (*Handler, error) {
 	h := &Handler{srv: srv, t: srv.Transport("ws"), opts: opts}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  opts.WriteTimeout,
-		CheckOrigin:       originChecker(srv.Config().AllowedOrigins),
+		CheckOrigin:       originChecker(srv.Config().CORS.AllowedOrigins),
 		EnableCompression: opts.Compression,
 		// An idle connection holds a small read buffer of its own (not
 		// net/http's 4 KiB one) and no write buffer: writes borrow a large

@@ -417,7 +417,7 @@ func TestHostileInputGetsClearErrorsAndHurtsNobodyElse(t *testing.T) {
 
 func TestSlowReaderIsDisconnectedWhileOthersKeepReceiving(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, server.Config{QueueMessages: 32}, Options{WriteTimeout: 300 * time.Millisecond})
+	f := newFixture(t, server.Config{Limits: server.Limits{QueueMessages: 32}}, Options{WriteTimeout: 300 * time.Millisecond})
 	// A client that never reads, with a tiny receive buffer.
 	dialer := &websocket.Dialer{NetDialContext: (&net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
@@ -578,7 +578,7 @@ func TestShutdownPushesDisconnectAndCloses1012(t *testing.T) {
 
 func TestOriginIsChecked(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, server.Config{AllowedOrigins: []string{"https://app.example.com"}}, Options{})
+	f := newFixture(t, server.Config{CORS: server.CORSConfig{AllowedOrigins: []string{"https://app.example.com"}}}, Options{})
 	h := http.Header{"Authorization": {"Bearer " + apiKey}, "Origin": {"https://evil.example"}}
 	if _, resp, err := f.tryDial(h, "", nil); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("foreign origin: %v %v", err, resp)
@@ -593,7 +593,7 @@ func TestOriginIsChecked(t *testing.T) {
 
 func TestOpsOfAUserAreRateLimited(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, server.Config{Dev: true, OpsPerSecond: 10, OpsBurst: 20}, Options{})
+	f := newFixture(t, server.Config{Dev: true, Limits: server.Limits{OpsPerSecond: 10, OpsBurst: 20}}, Options{})
 	c := f.dial(t, http.Header{"Authorization": {"Bearer " + token(t, "17", time.Hour)}}, "")
 	c.next()
 	for i := 0; i < 50; i++ {

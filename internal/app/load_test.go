@@ -1,7 +1,8 @@
-package main
+package app
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -30,6 +31,18 @@ func writeFile(t *testing.T, body string) string {
 
 const okKey = "api-key-0123456789abcdef"
 
+// load parses serve's flags from args and loads the configuration, as
+// herald serve does.
+func load(args []string, lookupEnv func(string) (string, bool)) (*Loaded, error) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	flags := RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return Load(flags, lookupEnv, DevCredentials)
+}
+
 func TestConfigLayersFlagsOverEnvOverFile(t *testing.T) {
 	t.Parallel()
 	file := writeFile(t, `
@@ -43,27 +56,31 @@ history:
 sse:
   heartbeat: 20s
 `)
-	cfg, err := loadServeConfig(
+	l, err := load(
 		[]string{"--config", file, "--addr", "127.0.0.1:9000"},
-		envOf(map[string]string{"HERALD_ADDR": "127.0.0.1:8000", "HERALD_DATA_DIR": "/from/env"}),
-		io.Discard)
+		envOf(map[string]string{"HERALD_ADDR": "127.0.0.1:8000", "HERALD_DATA_DIR": "/from/env"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.file.Addr != "127.0.0.1:9000" {
-		t.Errorf("addr %q: the flag must win", cfg.file.Addr)
+	cfg := l.Config
+	if cfg.Addr != "127.0.0.1:9000" {
+		t.Errorf("addr %q: the flag must win", cfg.Addr)
 	}
-	if cfg.store.Dir != "/from/env" {
-		t.Errorf("data dir %q: the environment must win over the file", cfg.store.Dir)
+	if cfg.Store.Dir != "/from/env" {
+		t.Errorf("data dir %q: the environment must win over the file", cfg.Store.Dir)
 	}
-	if cfg.server.APIKey != "file-key-0123456789abcdef" || cfg.store.Durability != store.NoSync {
-		t.Errorf("file values lost: %+v", cfg.server)
+	if cfg.Server.APIKey != "file-key-0123456789abcdef" || cfg.Store.Durability != store.NoSync {
+		t.Errorf("file values lost: %+v", cfg.Server)
 	}
-	if r := cfg.store.Retention("x"); r.MaxCount != 50 || r.MaxAge != 2*time.Hour {
+	opts, err := cfg.engineOptions(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := opts.Retention("x"); r.MaxCount != 50 || r.MaxAge != 2*time.Hour {
 		t.Errorf("retention %+v", r)
 	}
-	if cfg.sse.Heartbeat != 20*time.Second {
-		t.Errorf("heartbeat %s", cfg.sse.Heartbeat)
+	if cfg.SSE.Heartbeat != 20*time.Second {
+		t.Errorf("heartbeat %s", cfg.SSE.Heartbeat)
 	}
 }
 
@@ -85,7 +102,7 @@ func configProblemLines(t *testing.T, file string, args []string, env map[string
 	for k, v := range env {
 		e[k] = v
 	}
-	_, err := loadServeConfig(args, envOf(e), io.Discard)
+	_, err := load(args, envOf(e))
 	if err == nil {
 		return nil, nil
 	}
@@ -122,7 +139,7 @@ func TestConfigProblemsAreReportedOnceWithTheirPlace(t *testing.T) {
 		{name: "typo nested key", file: "history:\n  sise: 3\n",
 			want: []string{`F:2: unknown key "history.sise" (did you mean "history.size"?)`}},
 		{name: "unknown key, nothing close", file: "sse:\n  colour: red\n",
-			want: []string{`F:2: unknown key "sse.colour" (sse has coalesce, heartbeat, retry, write_timeout)`}},
+			want: []string{`F:2: unknown key "sse.colour" (sse has heartbeat, retry, write_timeout, coalesce)`}},
 		{name: "bad duration", file: "sse:\n  heartbeat: 15x\n",
 			want: []string{`F:2: sse.heartbeat: "15x" is not a duration (write it like 15s, 2m or 24h)`}},
 		{name: "a word for a number", file: "history:\n  size: many\n",
@@ -184,7 +201,7 @@ func TestConfigProblemsAreReportedOnceWithTheirPlace(t *testing.T) {
 			}},
 		{name: "file and flag problems together", file: "durability: maybe\n", args: []string{"--log-format", "xml"},
 			want: []string{
-				`F:1: durability "maybe": want "sync" or "none"`,
+				`F:1: durability: "maybe": want "sync" or "none"`,
 				`--log-format "xml": want text or json`,
 			}},
 	}
@@ -211,31 +228,31 @@ func TestConfigProblemsAreReportedOnceWithTheirPlace(t *testing.T) {
 func TestDevModeKeepsItsGeneratedCredentials(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	load := func() serveConfig {
-		cfg, err := loadServeConfig([]string{"--dev", "--data-dir", dir}, envOf(nil), io.Discard)
+	devLoad := func() *Loaded {
+		l, err := load([]string{"--dev", "--data-dir", dir}, envOf(nil))
 		if err != nil {
 			t.Fatal(err)
 		}
-		return cfg
+		return l
 	}
-	first, second := load(), load()
-	if !first.devKeys || first.server.APIKey == "" || first.server.JWTSecret == "" {
-		t.Fatalf("no dev credentials: %+v", first.server)
+	first, second := devLoad(), devLoad()
+	if !first.DevKeys || first.Config.Server.APIKey == "" || first.Config.Server.JWTSecret == "" {
+		t.Fatalf("no dev credentials: %+v", first.Config.Server)
 	}
-	if second.server.APIKey != first.server.APIKey || second.server.JWTSecret != first.server.JWTSecret {
+	if second.Config.Server.APIKey != first.Config.Server.APIKey || second.Config.Server.JWTSecret != first.Config.Server.JWTSecret {
 		t.Fatal("a restarted dev server got new credentials")
 	}
-	if err := first.server.Validate(); err != nil {
+	if err := first.Config.Validate(); err != nil {
 		t.Fatalf("generated credentials are invalid: %v", err)
 	}
-	if fi, err := os.Stat(filepath.Join(dir, devKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(filepath.Join(dir, DevKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("credentials file: %v %v", fi, err)
 	}
 }
 
 func TestServeRefusesToStartWithoutAnAPIKey(t *testing.T) {
 	t.Parallel()
-	_, err := loadServeConfig([]string{"--data-dir", t.TempDir()}, envOf(nil), io.Discard)
+	_, err := load([]string{"--data-dir", t.TempDir()}, envOf(nil))
 	if err == nil || err.Error() != "api_key is required outside dev mode (set HERALD_API_KEY)" {
 		t.Fatalf("err = %v", err)
 	}
@@ -258,17 +275,22 @@ channels:
     batch: {size: 10, timeout: 100ms}
     max_subscribers: 100
 `)
-	cfg, err := loadServeConfig([]string{"--config", good}, envOf(map[string]string{"HERALD_API_KEY": okKey}), io.Discard)
+	l, err := load([]string{"--config", good}, envOf(map[string]string{"HERALD_API_KEY": okKey}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.server.Validate(); err != nil {
+	cfg := l.Config
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(cfg.server.Rules); n != 2 || cfg.server.Rules[1].Batch.Timeout != 100*time.Millisecond {
-		t.Fatalf("rules %+v", cfg.server.Rules)
+	if n := len(cfg.Server.Rules); n != 2 || cfg.Server.Rules[1].Batch.Timeout != 100*time.Millisecond {
+		t.Fatalf("rules %+v", cfg.Server.Rules)
 	}
-	if r := cfg.store.Retention("chat_room_1"); r.MaxCount != 500 || r.MaxAge != 72*time.Hour {
+	opts, err := cfg.engineOptions(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := opts.Retention("chat_room_1"); r.MaxCount != 500 || r.MaxAge != 72*time.Hour {
 		t.Fatalf("chat room retention %+v", r)
 	}
 }

@@ -1,0 +1,238 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"sync"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/server/httpapi"
+	"github.com/heraldrt/herald/store"
+	"github.com/heraldrt/herald/transports/longpoll"
+	"github.com/heraldrt/herald/transports/sse"
+	"github.com/heraldrt/herald/transports/ws"
+)
+
+// maxHeaderBytes bounds a request's headers.
+const maxHeaderBytes = 64 << 10
+
+// App is a running Herald: the engine, the core, the HTTP API and the
+// transports behind one listener. New starts it; Shutdown (or Run's
+// context) stops it, in the reverse order.
+//
+// Goroutines: the HTTP server's accept loop (started by New, ended by
+// Shutdown), the profiler's when configured, and those the core and the
+// transports own, which their own Shutdown and Wait end.
+type App struct {
+	cfg    Config
+	logger *slog.Logger
+	engine *store.Store
+	srv    *server.Server
+	sse    *sse.Handler
+	ws     *ws.Handler
+
+	http     *http.Server
+	ln       *notifyListener
+	serveErr chan error // the accept loop's end
+	pprof    func()     // stops the profiler; nil without one
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// New opens the engine, builds the core, the API and the transports from
+// cfg, and starts serving on cfg.Addr: the listener opens only once the
+// engine is ready, so a client never reaches a server that cannot answer.
+// cfg is validated first; logger receives every log (nil: slog.Default).
+func New(cfg Config, logger *slog.Logger) (*App, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg = cfg.withOwnDefaults()
+	cfg.Server.Logger = logger
+	opts, err := cfg.engineOptions(logger)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	a := &App{cfg: cfg, logger: logger, serveErr: make(chan error, 1)}
+	if a.engine, err = store.Open(opts); err != nil {
+		return nil, fmt.Errorf("%s: %w", opts.Dir, err)
+	}
+	if err := a.build(); err != nil {
+		if a.srv != nil {
+			a.srv.Shutdown()
+		}
+		_ = a.engine.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// build makes the core, the API, the transports and the listener, and
+// starts serving.
+func (a *App) build() error {
+	var err error
+	if a.srv, err = server.New(a.cfg.Server, a.engine); err != nil {
+		return err
+	}
+	if a.sse, err = sse.New(a.srv, a.cfg.SSE); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if a.ws, err = ws.New(a.srv, a.cfg.WS); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	poll, err := longpoll.New(a.srv, a.cfg.Poll)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	api, err := httpapi.New(a.srv)
+	if err != nil {
+		return err
+	}
+	router := httprouter.New()
+	api.Routes(router)
+	router.Handler(http.MethodGet, "/sse", a.sse)
+	router.Handler(http.MethodGet, "/ws", a.ws)
+	router.Handler(http.MethodGet, "/poll", poll)
+	router.Handler(http.MethodPost, "/poll", poll)
+
+	inner, err := net.Listen("tcp", a.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", a.cfg.Addr, err)
+	}
+	if a.cfg.PprofAddr != "" {
+		if a.pprof, err = servePprof(a.cfg.PprofAddr, a.logger); err != nil {
+			inner.Close()
+			return err
+		}
+	}
+	a.ln = &notifyListener{Listener: inner, closed: make(chan struct{})}
+	limits := a.srv.Config().Limits
+	a.http = &http.Server{
+		Handler:           api.CORS(router),
+		ReadHeaderTimeout: limits.ReadHeaderTimeout,
+		IdleTimeout:       limits.IdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelDebug),
+	}
+	go func() { a.serveErr <- a.http.Serve(a.ln) }()
+	a.logger.Info("listening", "addr", a.Addr(), "data_dir", a.cfg.Store.Dir,
+		"durability", a.cfg.Store.Durability.String(), "dev", a.cfg.Server.Dev)
+	return nil
+}
+
+// Addr is the address the App listens on (with the port chosen when
+// Config.Addr asked for port 0).
+func (a *App) Addr() string { return a.ln.Addr().String() }
+
+// Server is the App's core, for callers that act on it directly.
+func (a *App) Server() *server.Server { return a.srv }
+
+// Config is the configuration the App runs with (own defaults applied).
+func (a *App) Config() Config { return a.cfg }
+
+// Run serves until ctx is done, then shuts down; it returns early with
+// the error if the listener fails.
+func (a *App) Run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return a.Shutdown()
+	case err := <-a.serveErr:
+		a.serveErr <- err // for Shutdown
+		_ = a.Shutdown()
+		return fmt.Errorf("serve: %w", err)
+	}
+}
+
+// Shutdown stops the App in order, within Config.ShutdownTimeout: stop
+// accepting connections, tell every client to reconnect (SSE, WebSocket,
+// waiting polls), finish the requests in flight, wait for the streams,
+// then flush and close the engine. It is idempotent.
+func (a *App) Shutdown() error {
+	a.stopOnce.Do(func() { a.stopErr = a.shutdown() })
+	return a.stopErr
+}
+
+func (a *App) shutdown() error {
+	a.logger.Info("shutting down", "timeout", a.cfg.ShutdownTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	// Close the listener before closing sessions: a browser told to
+	// reconnect must meet a refused connection (it retries), never a 503
+	// (EventSource gives up for good on a non-200 answer).
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- a.http.Shutdown(ctx) }()
+	select {
+	case <-a.ln.closed:
+	case <-ctx.Done():
+	}
+	a.srv.Shutdown()
+	if err := <-httpDone; err != nil {
+		a.logger.Warn("connections still open at the shutdown deadline; closing them", "err", err)
+		_ = a.http.Close()
+	}
+	// Hijacked SSE and WebSocket connections are not http.Server's to
+	// wait for.
+	if err := a.sse.Wait(ctx); err != nil {
+		a.logger.Warn("SSE streams still open at the shutdown deadline", "err", err)
+	}
+	if err := a.ws.Wait(ctx); err != nil {
+		a.logger.Warn("WebSocket connections still open at the shutdown deadline", "err", err)
+	}
+	if err := <-a.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		a.logger.Warn("serve", "err", err)
+	}
+	if a.pprof != nil {
+		a.pprof()
+	}
+	if err := a.engine.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	a.logger.Info("stopped")
+	return nil
+}
+
+// servePprof serves Go's profiler on a loopback address until stop.
+func servePprof(addr string, logger *slog.Logger) (stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // also serves heap, goroutine, allocs…
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("pprof listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	logger.Info("profiler listening", "addr", ln.Addr().String())
+	return func() { _ = srv.Close(); <-done }, nil
+}
+
+// notifyListener tells when http.Server.Shutdown has closed it.
+type notifyListener struct {
+	net.Listener
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *notifyListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { close(l.closed) })
+	return err
+}
