@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/julienschmidt/httprouter"
+
+	"github.com/heraldrt/herald/protocol"
 )
 
 // History paging limits.
@@ -109,18 +111,9 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res, s.logger)
 }
 
-// HistoryPage is the answer of GET /api/history.
-type HistoryPage struct {
-	Channel  string            `json:"channel"`
-	Epoch    string            `json:"epoch"`
-	Head     uint64            `json:"head"`
-	Messages []json.RawMessage `json:"messages"`
-	// Next is the since of the following page.
-	Next uint64 `json:"next"`
-	// Reset is true when since (≥ 1) is older than what is kept: messages
-	// then start at the oldest kept one. Since 0 is never a reset.
-	Reset bool `json:"reset"`
-}
+// HistoryPage is the answer of GET /api/history (the wire shape, whose
+// home is protocol).
+type HistoryPage = protocol.HistoryPage
 
 func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) {
 	id, ok := s.apiIdentity(w, r)

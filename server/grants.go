@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/store"
 )
 
@@ -43,12 +44,9 @@ func parseActions(names []string) (actionSet, error) {
 }
 
 // Grant is dynamic access for one user to a channel (an exact name, or a
-// prefix ending in *), as the grants API reads and writes it.
-type Grant struct {
-	User    string   `json:"user"`
-	Channel string   `json:"channel"`
-	Actions []string `json:"actions"`
-}
+// prefix ending in *), as the grants API reads and writes it (the wire
+// shape, whose home is protocol).
+type Grant = protocol.Grant
 
 // grantSet holds every dynamic grant in memory; the store holds them
 // durably under "grant/<user>/<channel>".
@@ -251,10 +249,10 @@ func (s *Server) revoke(sess *Session, channel string) {
 		return
 	}
 	s.logger.Info("subscription revoked", "session", sess.ID, "user", sess.Identity().User, "channel", channel)
-	b := []byte(`"event":"` + EventUnsubscribed + `","data":{"reason":"revoked"},"time":"`)
+	b := []byte(`"event":"` + protocol.EventUnsubscribed + `","data":{"reason":"` + protocol.ReasonRevoked + `"},"time":"`)
 	b = s.now().UTC().AppendFormat(b, timeFormat)
 	b = append(b, `"}`...)
-	m := &Message{Channel: channel, Event: EventUnsubscribed, Raw: buildEnvelope(channel, 0, "", b)}
+	m := &Message{Channel: channel, Event: protocol.EventUnsubscribed, Raw: buildEnvelope(channel, 0, "", b)}
 	if !sess.q.push(Item{Kind: KindUnsubscribed, Msg: m}) {
 		sess.fail(ReasonSlowConsumer)
 		return

@@ -8,19 +8,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+
+	"github.com/heraldrt/herald/protocol"
 )
-
-// errorBody is the JSON form of every error the server answers with.
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code       int    `json:"code"`
-	Message    string `json:"message"`
-	Channel    string `json:"channel,omitempty"`
-	RetryAfter int    `json:"retry_after,omitempty"`
-}
 
 // WriteError answers with err as {"error":{"code","message",…}} and the
 // matching status. Errors that are not *Error are logged and answered as a
@@ -35,7 +25,7 @@ func (s *Server) WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Code == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer realm="herald"`)
 	}
-	body := errorBody{Error: errorDetail{Code: e.Code, Message: e.Message, Channel: e.Channel}}
+	body := protocol.ErrorBody{Error: protocol.ErrorDetail{Code: e.Code, Message: e.Message, Channel: e.Channel}}
 	if e.RetryAfter > 0 {
 		secs := int((e.RetryAfter + 999_999_999) / 1_000_000_000)
 		h.Set("Retry-After", strconv.Itoa(secs))

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/heraldrt/herald/presence"
+	"github.com/heraldrt/herald/protocol"
 )
 
 // Presence: who is in which channel (on channels whose rule says
@@ -23,15 +24,6 @@ import (
 // events as ephemeral messages on the channels. One goroutine, owned by
 // the Server and stopped by Shutdown, advances its clock: it fires the
 // leaves held back by the grace period and the states past their time.
-
-// Server events about presence.
-const (
-	EventJoin    = "herald.join"
-	EventLeave   = "herald.leave"
-	EventState   = "herald.state"
-	EventOnline  = "herald.online"
-	EventOffline = "herald.offline"
-)
 
 // lastSeenPrefix keys a user's last-seen time in the store's small state.
 const lastSeenPrefix = "lastseen/"
@@ -166,23 +158,23 @@ func (s *Server) announceFrom(evs []presence.Event, session string) {
 		switch e.Kind {
 		case presence.Joined:
 			if joinLeave {
-				s.deliverPresence(e.Channel, EventJoin, memberData(e.Member, false), session)
+				s.deliverPresence(e.Channel, protocol.EventJoin, memberData(e.Member, false), session)
 			}
 			if status && s.cameOnline(e.Member.User, e.At) {
-				s.deliverPresence(e.Channel, EventOnline, userData(e.Member.User, e.At), session)
+				s.deliverPresence(e.Channel, protocol.EventOnline, userData(e.Member.User, e.At), session)
 			}
 		case presence.Left:
 			if joinLeave {
-				s.deliverPresence(e.Channel, EventLeave, memberData(e.Member, false), "")
+				s.deliverPresence(e.Channel, protocol.EventLeave, memberData(e.Member, false), "")
 			}
 			// Offline once no session of the user is left anywhere (the
 			// user's own offline deadline may come a moment later).
 			if _, sessions := s.presence.tracker.User(e.Member.User); status && sessions == 0 {
-				s.deliverPresence(e.Channel, EventOffline, userData(e.Member.User, e.At), "")
+				s.deliverPresence(e.Channel, protocol.EventOffline, userData(e.Member.User, e.At), "")
 			}
 			s.forgetMember(e.Member.User, e.Channel)
 		case presence.StateChanged:
-			s.deliverPresence(e.Channel, EventState, memberData(e.Member, true), "")
+			s.deliverPresence(e.Channel, protocol.EventState, memberData(e.Member, true), "")
 		case presence.Online:
 			s.presence.mu.Lock()
 			s.presence.onlineAt[e.Member.User] = e.At
@@ -231,14 +223,9 @@ func (s *Server) onlineUsers(sessions []*Session) []string {
 	return users
 }
 
-// PresenceMember is a member as the API and the events show it.
-type PresenceMember struct {
-	User     string            `json:"user"`
-	Attrs    map[string]string `json:"attrs,omitempty"`
-	JoinedAt string            `json:"joined_at,omitempty"`
-	Sessions int               `json:"sessions,omitempty"`
-	State    json.RawMessage   `json:"state,omitempty"`
-}
+// PresenceMember is a member as the API and the events show it: the wire
+// shape, whose home is protocol.
+type PresenceMember = protocol.Member
 
 func toMember(m presence.Member, withState bool) PresenceMember {
 	out := PresenceMember{User: m.User, Attrs: m.Attrs, Sessions: m.Sessions}
@@ -260,10 +247,7 @@ func memberData(m presence.Member, withState bool) []byte {
 }
 
 func userData(user string, at time.Time) []byte {
-	b, _ := json.Marshal(struct {
-		User string `json:"user"`
-		At   string `json:"at"`
-	}{user, at.UTC().Format(timeFormat)})
+	b, _ := json.Marshal(protocol.UserEventData{User: user, At: at.UTC().Format(timeFormat)})
 	return b
 }
 
@@ -288,13 +272,8 @@ func presenceOff(channel string) *Error {
 }
 
 // PresenceInfo answers a presence query: the members, or with stats only
-// their counts.
-type PresenceInfo struct {
-	Channel  string           `json:"channel"`
-	Members  []PresenceMember `json:"members,omitempty"`
-	Count    int              `json:"count"`
-	Sessions int              `json:"sessions"`
-}
+// their counts (the wire shape, whose home is protocol).
+type PresenceInfo = protocol.Presence
 
 // Presence returns who is in a channel (members sorted by user), checked
 // against the rule's presence action.
@@ -319,13 +298,8 @@ func (s *Server) Presence(id Identity, channel string, stats bool) (PresenceInfo
 }
 
 // SignalRequest sets or clears the caller's short-lived state in a
-// channel (typing…).
-type SignalRequest struct {
-	Channel string          `json:"channel"`
-	State   json.RawMessage `json:"state"`
-	// TTL is the state's time to live, in seconds. Default 3.
-	TTL *float64 `json:"ttl,omitempty"`
-}
+// channel (typing…); the wire shape, whose home is protocol.
+type SignalRequest = protocol.SignalRequest
 
 // defaultSignalTTL is a signal's time to live when none is given.
 const defaultSignalTTL = 3 * time.Second

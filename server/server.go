@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/store"
 	"golang.org/x/time/rate"
 )
@@ -174,13 +175,10 @@ type OpenRequest struct {
 	Positions []*Position
 }
 
-// OpenInfo is what a new session reports to its client.
-type OpenInfo struct {
-	Session string `json:"session"`
-	// UserChannel is the user's system channel (broadcasts to users).
-	UserChannel string            `json:"user_channel,omitempty"`
-	Channels    []SubscribeResult `json:"channels"`
-}
+// OpenInfo is what a new session reports to its client: the data of
+// herald.connected (the wire shape, whose home is protocol). UserChannel
+// is the user's system channel (broadcasts to users).
+type OpenInfo = protocol.Connected
 
 // Open authorises every channel, then creates a session subscribed to all
 // of them, whose stored messages carry the stream's cursor (SSE, poll).

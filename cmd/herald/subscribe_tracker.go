@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/protocol"
 )
 
 // The tracker is the subscriber's resume state and its judge, shared by
@@ -128,9 +128,9 @@ type envelopeHead struct {
 // transport-neutral parts (message, atHead, disconnectOutcome) directly.
 func (t *tracker) handle(ev streamEvent) outcome {
 	switch ev.name {
-	case server.EventConnected:
+	case protocol.EventConnected:
 		return t.connected(ev)
-	case server.EventDisconnect:
+	case protocol.EventDisconnect:
 		var d struct {
 			Reason    string `json:"reason"`
 			Reconnect bool   `json:"reconnect"`
@@ -144,7 +144,7 @@ func (t *tracker) handle(ev streamEvent) outcome {
 	if len(ev.data) == 0 {
 		return outcome{verdict: verdictIgnore} // retry:, or an event without data
 	}
-	o := t.message(ev.data, ev.name == server.EventReset)
+	o := t.message(ev.data, ev.name == protocol.EventReset)
 	if o.verdict == verdictBroken && ev.name != "" {
 		o.err = fmt.Errorf("event %q: %w", ev.name, o.err)
 	}
@@ -203,7 +203,7 @@ func (t *tracker) message(data []byte, reset bool) outcome {
 		return outcome{verdict: verdictIgnore, note: fmt.Sprintf("ignored a message for channel %q, which this stream did not ask for", env.Channel)}
 	}
 	line := oneLine(data)
-	if env.Event == server.EventReset || reset {
+	if env.Event == protocol.EventReset || reset {
 		var d struct {
 			ResumeAfter *uint64 `json:"resume_after"`
 			Epoch       string  `json:"epoch"`

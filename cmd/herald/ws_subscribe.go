@@ -26,7 +26,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/protocol"
 )
 
 // wsAttempt is the state of one WebSocket connection of the subscriber.
@@ -234,6 +234,6 @@ func unsubscribedEnvelope(channel, reason string, now time.Time) []byte {
 		Event   string `json:"event"`
 		Data    data   `json:"data"`
 		Time    string `json:"time"`
-	}{channel, server.EventUnsubscribed, data{reason}, now.UTC().Format("2006-01-02T15:04:05.000Z07:00")})
+	}{channel, protocol.EventUnsubscribed, data{reason}, now.UTC().Format("2006-01-02T15:04:05.000Z07:00")})
 	return b
 }
