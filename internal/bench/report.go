@@ -1,4 +1,4 @@
-package main
+package bench
 
 // The figures of a `herald bench` run: a progress line a second on stderr,
 // then a table and one JSON line on stdout.

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/heraldrt/herald/internal/cli"
 	"github.com/heraldrt/herald/server"
 	"github.com/heraldrt/herald/server/servertest"
 	"github.com/heraldrt/herald/store"
@@ -355,12 +356,12 @@ func TestBenchLoopbackGuard(t *testing.T) {
 		}
 	}
 	var stdout, stderr bytes.Buffer
-	err := runBench(context.Background(), []string{"fanout", "--server", "http://192.168.1.5:8080"}, func(string) string { return "" }, &stdout, &stderr)
+	err := Run(context.Background(), []string{"fanout", "--server", "http://192.168.1.5:8080"}, func(string) string { return "" }, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "loopback") && !strings.Contains(err.Error(), "this machine") {
 		t.Errorf("non-loopback --server: %v", err)
 	}
-	err = runBench(context.Background(), []string{"fanout"}, func(k string) string {
-		if k == envURL {
+	err = Run(context.Background(), []string{"fanout"}, func(k string) string {
+		if k == cli.EnvURL {
 			return "http://10.1.1.1"
 		}
 		return ""
@@ -466,7 +467,7 @@ func benchTestServer(t *testing.T, cfg server.Config, so store.Options) string {
 func runBenchJSON(t *testing.T, args ...string) (benchResult, string, error) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	err := runBench(context.Background(), args, func(string) string { return "" }, &stdout, &stderr)
+	err := Run(context.Background(), args, func(string) string { return "" }, &stdout, &stderr)
 	out := stdout.String()
 	var res benchResult
 	lines := strings.Split(strings.TrimSpace(out), "\n")

@@ -1,6 +1,6 @@
 //go:build linux && !noepoll
 
-package main
+package bench
 
 // The epoll reactor of `herald bench`'s SSE and WebSocket subscribers (the
 // hot path; bench_conn.go parses what it reads): after an ordinary

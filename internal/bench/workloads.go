@@ -1,4 +1,4 @@
-package main
+package bench
 
 // The workloads: fan-out and channels (streams), idle, resume.
 

@@ -1,4 +1,4 @@
-package main
+package bench
 
 // Delivery accounting of `herald bench`: per subscriber and channel, a
 // bitmap of the offsets received after the subscriber's start position.

@@ -1,4 +1,4 @@
-package main
+package bench
 
 // The latency histogram of `herald bench`: log-linear buckets over
 // nanoseconds, fixed size, so recording a value is an index computation and

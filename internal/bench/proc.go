@@ -1,4 +1,4 @@
-package main
+package bench
 
 // What `herald bench` reads about processes and the machine: CPU time and
 // memory from /proc (Linux), the open-file limit, and the machine's

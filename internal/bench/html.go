@@ -1,4 +1,4 @@
-package main
+package bench
 
 // `herald bench --html FILE`: a small self-contained report — the figures,
 // a latency distribution and a throughput-over-time chart as inline SVG,

@@ -1,4 +1,4 @@
-package main
+package bench
 
 // The subscribers of `herald bench`: a goroutine per subscriber connects
 // and reconnects; SSE and WebSocket sockets are then read by a reactor
@@ -23,6 +23,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/heraldrt/herald/client"
+	"github.com/heraldrt/herald/protocol"
 )
 
 // benchTransport returns an HTTP transport for loopback load: no proxy, no
@@ -207,9 +210,9 @@ func (s *benchSub) onMessage(e benchEnvelope, now, from, to int64) {
 // (herald.reset, herald.unsubscribed) or an ephemeral message.
 func (s *benchSub) onNotice(env []byte) {
 	switch ev := benchEnvelopeEvent(env); string(ev) {
-	case "herald.reset":
+	case protocol.EventReset:
 		s.r.errs.add("subscriber %d: herald.reset on %s: its position was not covered: %.300s", s.idx, s.ch.name, env)
-	case "herald.unsubscribed":
+	case protocol.EventUnsubscribed:
 		s.r.errs.add("subscriber %d: herald.unsubscribed on %s: %.300s", s.idx, s.ch.name, env)
 	default:
 		s.foreign++
@@ -305,7 +308,7 @@ var benchKeyID = []byte(`{"id":`)
 // subscribeOp is the subscribe frame: from the last offset handled once
 // the subscriber has a position, else from the head.
 func (s *benchSub) subscribeOp() []byte {
-	b := []byte(`{"id":1,"op":"subscribe","channel":"`)
+	b := []byte(`{"id":1,"op":"` + protocol.OpSubscribe + `","channel":"`)
 	b = append(b, s.ch.name...)
 	b = append(b, '"')
 	if s.wsHasPos {
@@ -357,7 +360,7 @@ func (s *benchSub) pollSession(ctx context.Context, confirm func()) error {
 			return fmt.Errorf("read the poll answer: %w", err)
 		}
 		if resp.StatusCode != http.StatusOK {
-			err := readAPIError(resp)
+			err := client.ErrorFromResponse(resp)
 			resp.Body.Close()
 			return fmt.Errorf("GET /poll: %w", err)
 		}

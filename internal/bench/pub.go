@@ -1,4 +1,4 @@
-package main
+package bench
 
 // The publishers of `herald bench`: each sends one publish, waits for its
 // acknowledgement (durable, per the protocol) and sends the next — through
@@ -21,6 +21,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/heraldrt/herald/client"
+	"github.com/heraldrt/herald/protocol"
 )
 
 // benchEvent is the event name of every bench message.
@@ -89,7 +92,7 @@ func (p *benchPub) dial(ctx context.Context) error {
 	c, resp, err := p.r.wsDialer.DialContext(ctx, p.r.wsURL(), hdr)
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			return fmt.Errorf("GET /ws: %w", readAPIError(resp))
+			return fmt.Errorf("GET /ws: %w", client.ErrorFromResponse(resp))
 		}
 		return err
 	}
@@ -224,7 +227,7 @@ func (p *benchPub) publishAPI(ctx context.Context, ch *benchChannel, t int64) (u
 		return 0, fmt.Errorf("POST /api/publish: read the answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		aerr := readAPIError(resp)
+		aerr := client.ErrorFromResponse(resp)
 		resp.Body.Close()
 		p.dropHTTP() // the body may not have been read whole
 		return 0, fmt.Errorf("POST /api/publish: %w", aerr)
@@ -290,7 +293,7 @@ func (p *benchPub) publishWS(ch *benchChannel, t int64) (uint64, error) {
 	p.opID++
 	b := append(p.body[:0], `{"id":`...)
 	b = strconv.AppendUint(b, p.opID, 10)
-	b = append(b, `,"op":"publish","channel":"`...)
+	b = append(b, `,"op":"`+protocol.OpPublish+`","channel":"`...)
 	b = append(b, ch.name...)
 	b = append(b, `","event":"`+benchEvent+`","data":`...)
 	b = p.appendData(b, t)

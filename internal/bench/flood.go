@@ -1,4 +1,4 @@
-package main
+package bench
 
 // The flood workload of `herald bench`: an abusive user floods a
 // rate-limited channel with publishes as fast as it can — several
@@ -21,6 +21,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -36,6 +37,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/heraldrt/herald/client"
 	"github.com/heraldrt/herald/server"
 )
 
@@ -402,18 +404,15 @@ func (r *benchRun) floodTokens(ctx context.Context) (abuser, publisher string, e
 		if *u.tok, err = mint(u.user); err != nil {
 			return "", "", fmt.Errorf("--jwt-secret: %w", err)
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiEndpoint(r.opts.base, "api/users/"+u.user).String(), nil)
+		c, err := client.New(r.opts.base.String(), client.Options{Token: *u.tok, HTTPClient: r.pubHC})
 		if err != nil {
 			return "", "", err
 		}
-		setAuth(req.Header, *u.tok)
-		resp, err := r.pubHC.Do(req)
-		if err != nil {
+		var ae *client.APIError
+		if err := c.Call(ctx, http.MethodGet, "api/users/"+u.user, nil, nil, nil); errors.As(err, &ae) {
+			return "", "", fmt.Errorf("the server refuses a token minted with --jwt-secret (GET /api/users/%s: %d %s): is it the server's jwt_secret?", u.user, ae.Status, http.StatusText(ae.Status))
+		} else if err != nil {
 			return "", "", err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return "", "", fmt.Errorf("the server refuses a token minted with --jwt-secret (GET /api/users/%s: %s): is it the server's jwt_secret?", u.user, resp.Status)
 		}
 	}
 	return abuser, publisher, nil

@@ -1,6 +1,6 @@
 //go:build !linux || noepoll
 
-package main
+package bench
 
 // The reactor of `herald bench`'s SSE and WebSocket subscribers where
 // there is no epoll (bench_reactor.go): the same methods, with a goroutine

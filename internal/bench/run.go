@@ -1,4 +1,4 @@
-package main
+package bench
 
 // The machinery of a bench run: channels, subscribers, publishers,
 // counters and the wait for in-flight messages.
@@ -13,13 +13,15 @@ import (
 	"net/url"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/heraldrt/herald/client"
+	"github.com/heraldrt/herald/protocol"
 )
 
 // benchChannel is one channel of a run.
@@ -39,8 +41,10 @@ type benchChannel struct {
 type benchRun struct {
 	opts   benchOptions
 	stderr io.Writer
-	// pubHC makes the few API calls besides publishing (heads, history).
+	// pubHC makes the few API calls besides publishing (heads, history);
+	// api makes them through the client.
 	pubHC *http.Client
+	api   *client.Client
 	// pubToken is what the publishers send as their bearer: the API key,
 	// or (flood) a well-behaved user's token.
 	pubToken string
@@ -144,6 +148,12 @@ func newBenchRun(opts benchOptions, stderr io.Writer) (*benchRun, error) {
 		}
 	}
 	r.pubHC = &http.Client{Transport: benchTransport(opts.publishers+16, 16<<10), Timeout: publishTimeout}
+	api, err := client.New(opts.base.String(), client.Options{Token: opts.token, HTTPClient: r.pubHC})
+	if err != nil {
+		r.close()
+		return nil, err
+	}
+	r.api = api
 	for i := range nchans {
 		name := opts.channelName(i)
 		r.chans = append(r.chans, &benchChannel{idx: i, name: name, qname: url.QueryEscape(name)})
@@ -169,7 +179,7 @@ type benchURLs struct {
 }
 
 func newBenchURLs(base *url.URL) benchURLs {
-	ws := *apiEndpoint(base, "ws")
+	ws := *base.JoinPath("ws")
 	ws.Scheme = "ws"
 	port := base.Port()
 	if port == "" {
@@ -178,10 +188,10 @@ func newBenchURLs(base *url.URL) benchURLs {
 	return benchURLs{
 		ws:          ws.String(),
 		hostPort:    net.JoinHostPort(base.Hostname(), port),
-		ssePath:     benchAbsPath(apiEndpoint(base, "sse")) + "?channel=",
-		wsPath:      benchAbsPath(apiEndpoint(base, "ws")),
-		publishPath: benchAbsPath(apiEndpoint(base, "api/publish")),
-		pollPath:    benchAbsPath(apiEndpoint(base, "poll")) + "?channel=",
+		ssePath:     benchAbsPath(base.JoinPath("sse")) + "?channel=",
+		wsPath:      benchAbsPath(base.JoinPath("ws")),
+		publishPath: benchAbsPath(base.JoinPath("api/publish")),
+		pollPath:    benchAbsPath(base.JoinPath("poll")) + "?channel=",
 	}
 }
 
@@ -322,13 +332,8 @@ func benchFirstErr(a, b error) error {
 	return b
 }
 
-// benchHistory is the part of GET /api/history the tool reads.
-type benchHistory struct {
-	Head  uint64 `json:"head"`
-	Epoch string `json:"epoch"`
-	Reset bool   `json:"reset"`
-	Next  uint64 `json:"next"`
-}
+// benchHistory is a channel's history page, as the tool reads it.
+type benchHistory protocol.HistoryPage
 
 // covers reports whether the history page read after since (limit 1)
 // starts right after it. Reset says so for a since of 1 or more; since 0
@@ -338,26 +343,14 @@ func (h benchHistory) covers(since uint64) bool {
 	return !h.Reset && (h.Head == since || h.Next == since+1)
 }
 
+// history reads one message of ch's history after since, through the
+// client.
 func (r *benchRun) history(ctx context.Context, ch *benchChannel, since uint64) (benchHistory, error) {
-	u := apiEndpoint(r.opts.base, "api/history").String() + "?channel=" + ch.qname + "&limit=1&since=" + strconv.FormatUint(since, 10)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	page, err := r.api.History(ctx, ch.name, since, 1)
 	if err != nil {
-		return benchHistory{}, err
-	}
-	setAuth(req.Header, r.opts.token)
-	resp, err := r.pubHC.Do(req)
-	if err != nil {
-		return benchHistory{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return benchHistory{}, fmt.Errorf("GET /api/history?channel=%s: %w", ch.name, readAPIError(resp))
-	}
-	var h benchHistory
-	if err := benchDecodeJSON(resp.Body, &h); err != nil {
 		return benchHistory{}, fmt.Errorf("GET /api/history?channel=%s: %w", ch.name, err)
 	}
-	return h, nil
+	return benchHistory(page), nil
 }
 
 // connectAll starts every subscriber under subCtx and waits until each is

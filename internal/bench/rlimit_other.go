@@ -1,6 +1,6 @@
 //go:build !unix
 
-package main
+package bench
 
 // benchRaiseNoFile reports no open-file limit where the system has no
 // RLIMIT_NOFILE (Windows): 0 means unknown, and the run does not check it.

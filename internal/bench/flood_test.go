@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldrt/herald/internal/cli"
 	"github.com/heraldrt/herald/server"
 	"github.com/heraldrt/herald/store"
 )
@@ -44,7 +45,7 @@ func TestBenchFloodFlags(t *testing.T) {
 	// The defaults, and the secret from the environment, kept out of the
 	// report's flags.
 	env := func(k string) string {
-		if k == envJWTSecret {
+		if k == cli.EnvJWTSecret {
 			return benchTestJWTSecret
 		}
 		return ""

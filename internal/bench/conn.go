@@ -1,4 +1,4 @@
-package main
+package bench
 
 // The subscriber connections of `herald bench` that a reactor reads
 // (bench_reactor.go on Linux, bench_reactor_other.go elsewhere): their
@@ -21,6 +21,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/heraldrt/herald/client"
 )
 
 // benchRConn is one subscriber socket in a reactor.
@@ -342,7 +344,7 @@ func (s *benchSub) openSSE(ctx context.Context, confirm func()) (*benchRConn, er
 	req = append(req, "\r\n"...)
 	conn, leftover, resp, err := r.benchHandshake(ctx, req, func(resp *http.Response) error {
 		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET /sse: %w", readAPIError(resp))
+			return fmt.Errorf("GET /sse: %w", client.ErrorFromResponse(resp))
 		}
 		return nil
 	}, nil)
@@ -374,7 +376,7 @@ func (s *benchSub) openWS(ctx context.Context, confirm func()) (*benchRConn, err
 	accept := base64.StdEncoding.EncodeToString(sum[:])
 	conn, leftover, _, err := r.benchHandshake(ctx, req, func(resp *http.Response) error {
 		if resp.StatusCode != http.StatusSwitchingProtocols {
-			return fmt.Errorf("GET /ws: %w", readAPIError(resp))
+			return fmt.Errorf("GET /ws: %w", client.ErrorFromResponse(resp))
 		}
 		if resp.Header.Get("Sec-WebSocket-Accept") != accept {
 			return errors.New("GET /ws: the upgrade answer has a wrong Sec-WebSocket-Accept")

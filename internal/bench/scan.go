@@ -1,4 +1,4 @@
-package main
+package bench
 
 // The hot path of `herald bench`'s subscribers: finding, in the bytes a
 // transport delivers, each envelope's channel, offset and the send time
@@ -10,6 +10,8 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+
+	"github.com/heraldrt/herald/protocol"
 )
 
 var (
@@ -226,14 +228,14 @@ var benchWSPrefixes = []struct {
 	prefix []byte
 	kind   int
 }{
-	{[]byte(`{"type":"message"`), benchWSMessage},
-	{[]byte(`{"type":"batch"`), benchWSMessage},
+	{[]byte(`{"type":"` + protocol.PushMessage + `"`), benchWSMessage},
+	{[]byte(`{"type":"` + protocol.PushBatch + `"`), benchWSMessage},
 	{[]byte(`{"id":`), benchWSReply},
-	{[]byte(`{"type":"connected"`), benchWSConnected},
-	{[]byte(`{"type":"disconnect"`), benchWSDisconnect},
-	{[]byte(`{"type":"reset"`), benchWSReset},
-	{[]byte(`{"type":"skip"`), benchWSSkip},
-	{[]byte(`{"type":"unsubscribed"`), benchWSUnsubscribed},
+	{[]byte(`{"type":"` + protocol.PushConnected + `"`), benchWSConnected},
+	{[]byte(`{"type":"` + protocol.PushDisconnect + `"`), benchWSDisconnect},
+	{[]byte(`{"type":"` + protocol.PushReset + `"`), benchWSReset},
+	{[]byte(`{"type":"` + protocol.PushSkip + `"`), benchWSSkip},
+	{[]byte(`{"type":"` + protocol.PushUnsubscribed + `"`), benchWSUnsubscribed},
 }
 
 func benchWSKind(frame []byte) int {
@@ -256,17 +258,17 @@ const (
 )
 
 func benchSSEKind(name []byte) int {
-	if !bytes.HasPrefix(name, []byte("herald.")) {
+	if !bytes.HasPrefix(name, []byte(protocol.ReservedPrefix)) {
 		return benchSSEMessage
 	}
 	switch string(name) {
-	case "herald.connected":
+	case protocol.EventConnected:
 		return benchSSEConnected
-	case "herald.disconnect":
+	case protocol.EventDisconnect:
 		return benchSSEDisconnect
-	case "herald.reset":
+	case protocol.EventReset:
 		return benchSSEReset
-	case "herald.unsubscribed":
+	case protocol.EventUnsubscribed:
 		return benchSSEUnsubscribed
 	}
 	return benchSSEOtherNotice
