@@ -1,7 +1,7 @@
 package bench
 
 // The subscriber connections of `herald bench` that a reactor reads
-// (bench_reactor.go on Linux, bench_reactor_other.go elsewhere): their
+// (reactor.go on Linux, reactor_other.go elsewhere): their
 // handshake, in the subscriber's own goroutine, and the parsing of what
 // the reactor reads. SSE bodies are un-chunked in place; WebSocket frames
 // are parsed by hand (server frames are unmasked; fragments are joined;

@@ -3,14 +3,14 @@
 package bench
 
 // The epoll reactor of `herald bench`'s SSE and WebSocket subscribers (the
-// hot path; bench_conn.go parses what it reads): after an ordinary
+// hot path; conn.go parses what it reads): after an ordinary
 // handshake, a subscriber's socket is handed to a reactor — its own
 // level-triggered epoll set, itself waited on through Go's poller — that
 // reads each ready socket once into the subscriber's buffer and scans what
 // came. One goroutine reads every socket: no park and wake-up per socket
 // and read, and no read that only finds the socket empty, which is where a
 // goroutine-per-connection client spends half its time at a million
-// messages a second. Linux only; elsewhere bench_reactor_other.go reads
+// messages a second. Linux only; elsewhere reactor_other.go reads
 // each socket with a goroutine of its own, behind the same methods.
 
 import (

@@ -3,9 +3,9 @@
 package bench
 
 // The reactor of `herald bench`'s SSE and WebSocket subscribers where
-// there is no epoll (bench_reactor.go): the same methods, with a goroutine
+// there is no epoll (reactor.go): the same methods, with a goroutine
 // per connection that reads its socket and, holding the reactor's lock
-// like the epoll loop does, hands what came to the parser (bench_conn.go).
+// like the epoll loop does, hands what came to the parser (conn.go).
 // Slower per message, which only matters at hundreds of thousands of
 // messages a second; the figures in the README are measured on Linux.
 // `go test -tags noepoll` runs the tests on Linux with this reactor.

@@ -2,9 +2,9 @@ package bench
 
 // The subscribers of `herald bench`: a goroutine per subscriber connects
 // and reconnects; SSE and WebSocket sockets are then read by a reactor
-// (bench_reactor.go), long polls by the goroutine itself on its own
+// (reactor.go), long polls by the goroutine itself on its own
 // keep-alive connection. Either way the bytes are scanned for offsets and
-// send times (bench_scan.go) — no JSON decoding on the hot path. A
+// send times (scan.go) — no JSON decoding on the hot path. A
 // subscriber the server disconnects (a slow consumer) comes back from its
 // position, as a real client does, and the accounting tells whether that
 // lost or repeated anything.
