@@ -36,6 +36,12 @@
 // the SSE/poll cursor, which names the same point). A herald.reset moves
 // the position to where the kept history resumes. Ephemeral messages and
 // presence events carry no offset and are handed out as they come.
+// Messages excluded for the subscriber's session (exclude_session) are
+// the one gap the server makes on purpose: a WebSocket skip push moves the
+// position past one; an SSE event with only an id: line, or a poll answer
+// with no message and a new cursor, says some were passed over (each
+// channel's next message may then follow a gap); and a gap met again, at
+// the same place, right after a resume is taken as the server's truth.
 //
 // A subscription reconnects by itself after any end of a connection —
 // server shutdown, restart, network cut, a connection silent for

@@ -307,4 +307,3 @@ func benchParseLimit(msg string) (limit int, window time.Duration, ok bool) {
 func benchMaxAccepted(limit int, window, d time.Duration) int64 {
 	return int64(limit) + int64(math.Ceil(float64(limit)*d.Seconds()/window.Seconds()))
 }
-
