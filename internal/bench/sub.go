@@ -13,7 +13,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -41,14 +40,6 @@ func benchTransport(conns, readBuf int) *http.Transport {
 		WriteBufferSize:     4 << 10,
 		TLSHandshakeTimeout: 10 * time.Second,
 	}
-}
-
-// benchDecodeJSON decodes a small JSON answer.
-func benchDecodeJSON(r io.Reader, v any) error {
-	if err := json.NewDecoder(io.LimitReader(r, 1<<20)).Decode(v); err != nil {
-		return fmt.Errorf("decode answer: %w", err)
-	}
-	return nil
 }
 
 // benchSub is one subscriber connection and its accounting. Only its own
