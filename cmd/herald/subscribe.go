@@ -134,10 +134,10 @@ func (e *idleTimeout) Error() string { return fmt.Sprintf("no message for %s (--
 func runSubscribe(ctx context.Context, opts subscribeOptions, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	var quiet *time.Timer // --timeout
 	if opts.timeout > 0 {
-		idle := time.AfterFunc(opts.timeout, func() { cancel(&idleTimeout{opts.timeout}) })
-		defer idle.Stop()
-		stdout = &resetOnWrite{w: stdout, reset: func() { idle.Reset(opts.timeout) }}
+		quiet = time.AfterFunc(opts.timeout, func() { cancel(&idleTimeout{opts.timeout}) })
+		defer quiet.Stop()
 	}
 	sub, err := opts.c.Subscribe(ctx, opts.sub)
 	for printed := 0; err == nil && (opts.max == 0 || printed < opts.max); printed++ {
@@ -145,6 +145,8 @@ func runSubscribe(ctx context.Context, opts subscribeOptions, stdout, stderr io.
 		if ev, err = sub.Next(ctx); err == nil {
 			if _, werr := stdout.Write(append(ev.Raw, '\n')); werr != nil {
 				err = fmt.Errorf("write output: %w", werr)
+			} else if quiet != nil {
+				quiet.Reset(opts.timeout) // a printed message restarts --timeout
 			}
 		}
 	}
@@ -162,19 +164,6 @@ func runSubscribe(ctx context.Context, opts subscribeOptions, stdout, stderr io.
 		return nil // SIGINT, SIGTERM
 	}
 	return err
-}
-
-// resetOnWrite calls reset after every write: a printed message restarts
-// --timeout.
-type resetOnWrite struct {
-	w     io.Writer
-	reset func()
-}
-
-func (r *resetOnWrite) Write(p []byte) (int, error) {
-	n, err := r.w.Write(p)
-	r.reset()
-	return n, err
 }
 
 // resumeHint says how to resume where the subscription stopped: the
