@@ -68,7 +68,7 @@ type Client struct {
 	base  *url.URL
 	opts  Options
 	sseRT http.RoundTripper // SSE streams
-	pollC http.RoundTripper // long polls
+	pollRT http.RoundTripper // long polls
 }
 
 // New returns a client of the server at baseURL, an http:// or https://
@@ -85,13 +85,13 @@ func New(baseURL string, opts Options) (*Client, error) {
 	opts = opts.withDefaults()
 	c := &Client{base: base, opts: opts}
 	if rt := opts.HTTPClient.Transport; rt != nil {
-		c.sseRT, c.pollC = rt, rt
+		c.sseRT, c.pollRT = rt, rt
 	} else {
 		// The headers of a stream come at once; the headers of a poll
 		// come after its wait, which its own client bounds.
 		sse := http.DefaultTransport.(*http.Transport).Clone()
 		sse.ResponseHeaderTimeout = 30 * time.Second
-		c.sseRT, c.pollC = sse, http.DefaultTransport.(*http.Transport).Clone()
+		c.sseRT, c.pollRT = sse, http.DefaultTransport.(*http.Transport).Clone()
 	}
 	return c, nil
 }

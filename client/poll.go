@@ -74,15 +74,15 @@ type poller struct {
 func newPoller(s *Subscription) *poller {
 	return &poller{
 		s:      s,
-		client: &http.Client{Transport: s.c.pollC, Timeout: PollHTTPTimeout(s.opts.PollTimeout)},
+		client: &http.Client{Transport: s.c.pollRT, Timeout: pollHTTPTimeout(s.opts.PollTimeout)},
 		wait:   int(s.opts.PollTimeout / time.Second),
 	}
 }
 
-// PollHTTPTimeout is how long a long-poll subscription waits for the
-// answer to one poll whose wait is pollTimeout: 15 s more, after which
-// the poll counts as lost and is sent again.
-func PollHTTPTimeout(pollTimeout time.Duration) time.Duration {
+// pollHTTPTimeout is how long a long-poll subscription waits for the
+// answer to one poll whose wait is pollTimeout: pollSlack more, after
+// which the poll counts as lost and is sent again.
+func pollHTTPTimeout(pollTimeout time.Duration) time.Duration {
 	return pollTimeout + pollSlack
 }
 
