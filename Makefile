@@ -30,7 +30,7 @@ test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory check
 	$(GO) test -race -count=1 -timeout 20m ./...
-	$(GO) test -race -count=1 -tags noepoll -run '^TestBench' ./cmd/herald/
+	$(GO) test -race -count=1 -tags noepoll ./internal/bench/
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
 ## deps: install what the tests need beyond Go when it is missing (nginx,

@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/heraldrt/herald/protocol"
 )
 
 // drivers are the transports every conformance scenario runs over.
@@ -309,11 +311,7 @@ func parseErrorBody(raw []byte) (e openError, ok bool) {
 	if json.Unmarshal(raw, &body) != nil || len(body) != 1 || body["error"] == nil {
 		return e, false
 	}
-	var fields struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-		Channel string `json:"channel"`
-	}
+	var fields protocol.ErrorDetail
 	if json.Unmarshal(body["error"], &fields) != nil {
 		return e, false
 	}
@@ -388,7 +386,7 @@ func (sseDriver) open(t *testing.T, base, tok string, channels []string, from *m
 	var info struct {
 		Session string `json:"session"`
 	}
-	if it.event != "herald.connected" || json.Unmarshal([]byte(it.data), &info) != nil || info.Session == "" || it.id == "" {
+	if it.event != protocol.EventConnected || json.Unmarshal([]byte(it.data), &info) != nil || info.Session == "" || it.id == "" {
 		c.close()
 		return nil, fmt.Errorf("first event %+v, want herald.connected with a session and an id", it)
 	}
@@ -467,7 +465,7 @@ func (c *sseConn) recv(timeout time.Duration) (envelope, error) {
 		switch {
 		case it.data == "":
 			continue // id-only: a message this session excluded itself from
-		case it.event == "herald.connected" || it.event == "herald.disconnect":
+		case it.event == protocol.EventConnected || it.event == protocol.EventDisconnect:
 			continue // the stream's own events; the end of the stream follows a disconnect
 		case it.err != nil:
 			return envelope{}, fmt.Errorf("event %q data %q: %v", it.event, it.data, it.err)
@@ -609,33 +607,15 @@ type wsConn struct {
 	pos     map[string]position // per channel: the last offset handed out
 }
 
-// wsReply is the answer to one op.
+// wsReply is the answer to one op: the reply's id, ok and error, and
+// the fields of a subscribe or publish reply.
 type wsReply struct {
 	raw []byte
-	OK  bool `json:"ok"`
-	Err *struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-		Channel string `json:"channel"`
-	} `json:"error"`
+	protocol.Reply
 	Channel   string `json:"channel"`
 	Epoch     string `json:"epoch"`
 	Offset    uint64 `json:"offset"`
 	MessageID string `json:"message_id"`
-}
-
-// wsFrame is any server frame: a reply (id, ok) or a push (type).
-type wsFrame struct {
-	ID       *int64            `json:"id"`
-	Type     string            `json:"type"`
-	Session  string            `json:"session"`
-	Message  json.RawMessage   `json:"message"`
-	Messages []json.RawMessage `json:"messages"`
-	Channel  string            `json:"channel"`
-	Reason   string            `json:"reason"`
-	Code     int               `json:"code"`
-	Offset   uint64            `json:"offset"`
-	Epoch    string            `json:"epoch"`
 }
 
 func (c *wsConn) read() {
@@ -664,29 +644,29 @@ func (c *wsConn) read() {
 			c.in.end(fmt.Errorf("a non-text frame (type %d)", kind))
 			return
 		}
-		var f wsFrame
+		var f protocol.Frame // a reply (ok) or a push (type)
 		if err := json.Unmarshal(raw, &f); err != nil {
 			c.in.end(fmt.Errorf("frame %q: %v", raw, err))
 			return
 		}
 		switch {
-		case f.Type == "":
+		case f.OK != nil:
 			var r wsReply
-			if f.ID == nil || json.Unmarshal(raw, &r) != nil {
+			if f.Type != "" || json.Unmarshal(raw, &r) != nil {
 				c.in.end(fmt.Errorf("frame %q is neither a push nor a reply", raw))
 				return
 			}
 			r.raw = raw
 			c.mu.Lock()
-			ch := c.replies[*f.ID]
-			delete(c.replies, *f.ID)
+			ch := c.replies[int64(f.ID)]
+			delete(c.replies, int64(f.ID))
 			c.mu.Unlock()
 			if ch == nil {
 				c.in.end(fmt.Errorf("reply %s answers no op in flight", raw))
 				return
 			}
 			ch <- r
-		case f.Type == "connected":
+		case f.Type == protocol.PushConnected:
 			c.mu.Lock()
 			c.sess = f.Session
 			c.mu.Unlock()
@@ -695,19 +675,19 @@ func (c *wsConn) read() {
 			default:
 				close(c.connected)
 			}
-		case f.Type == "message" || f.Type == "reset" || f.Type == "presence":
+		case f.Type == protocol.PushMessage || f.Type == protocol.PushReset || f.Type == protocol.PushPresence:
 			c.in.put(decodeItem(item{data: string(f.Message)}))
-		case f.Type == "batch":
+		case f.Type == protocol.PushBatch:
 			for _, m := range f.Messages {
 				c.in.put(decodeItem(item{data: string(m)}))
 			}
-		case f.Type == "skip":
+		case f.Type == protocol.PushSkip:
 			c.in.put(item{event: "skip", env: envelope{Channel: f.Channel, Offset: f.Offset, Epoch: f.Epoch}})
-		case f.Type == "unsubscribed":
-			b, _ := json.Marshal(map[string]any{"channel": f.Channel, "event": "herald.unsubscribed",
+		case f.Type == protocol.PushUnsubscribed:
+			b, _ := json.Marshal(map[string]any{"channel": f.Channel, "event": protocol.EventUnsubscribed,
 				"data": map[string]string{"reason": f.Reason}})
 			c.in.put(decodeItem(item{data: string(b)}))
-		case f.Type == "disconnect":
+		case f.Type == protocol.PushDisconnect:
 			// The close follows; ReadMessage reports it.
 		default:
 			c.in.end(fmt.Errorf("unknown push %s", raw))
@@ -745,7 +725,7 @@ func (c *wsConn) call(op map[string]any) (wsReply, error) {
 }
 
 func (c *wsConn) subscribe(channel string, from *position) error {
-	op := map[string]any{"op": "subscribe", "channel": channel}
+	op := map[string]any{"op": protocol.OpSubscribe, "channel": channel}
 	if from != nil {
 		op["since"] = from.offset
 		if from.epoch != "" {
@@ -757,10 +737,10 @@ func (c *wsConn) subscribe(channel string, from *position) error {
 		return err
 	}
 	if !r.OK {
-		if r.Err == nil {
+		if r.Error == nil {
 			return fmt.Errorf("subscribe reply %s: ok:false without an error", r.raw)
 		}
-		return &openError{code: r.Err.Code, message: r.Err.Message, channel: r.Err.Channel, raw: string(r.raw)}
+		return &openError{code: r.Error.Code, message: r.Error.Message, channel: r.Error.Channel, raw: string(r.raw)}
 	}
 	if r.Channel != channel || r.Epoch == "" {
 		return fmt.Errorf("subscribe %s: reply %s", channel, r.raw)
@@ -793,11 +773,8 @@ func (c *wsConn) recv(timeout time.Duration) (envelope, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
-	case env.Event == "herald.reset":
-		var d struct {
-			Epoch       string `json:"epoch"`
-			ResumeAfter uint64 `json:"resume_after"`
-		}
+	case env.Event == protocol.EventReset:
+		var d protocol.ResetData
 		if err := json.Unmarshal(env.Data, &d); err != nil {
 			return envelope{}, fmt.Errorf("reset %q: %v", it.data, err)
 		}
@@ -826,7 +803,7 @@ func (c *wsConn) session() string {
 
 func (c *wsConn) publishSelfExcluded(t *testing.T, channel, data string) publishResult {
 	t.Helper()
-	r, err := c.call(map[string]any{"op": "publish", "channel": channel, "data": json.RawMessage(data), "exclude_self": true})
+	r, err := c.call(map[string]any{"op": protocol.OpPublish, "channel": channel, "data": json.RawMessage(data), "exclude_self": true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -892,11 +869,7 @@ func (pollDriver) name() string { return "poll" }
 const pollTimeout = 5
 
 // pollAnswer is the body of a 200 answer to /poll.
-type pollAnswer struct {
-	Messages []json.RawMessage `json:"messages"`
-	Cursor   string            `json:"cursor"`
-	Session  string            `json:"session"`
-}
+type pollAnswer = protocol.PollAnswer
 
 // open sends a first GET /poll with timeout=0, from the mark's cursor
 // (or its per-channel positions as since/epoch), to learn the session
@@ -1133,7 +1106,7 @@ func (c *pollConn) redelivered(env envelope) (bool, error) {
 		c.expect[env.Channel] = want[1:]
 		return true, nil
 	}
-	if env.Event == "herald.reset" {
+	if env.Event == protocol.EventReset {
 		delete(c.expect, env.Channel)
 		return false, nil
 	}

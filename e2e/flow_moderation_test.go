@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/heraldrt/herald/protocol"
 )
 
 // --- 6. moderation ---
@@ -48,7 +50,7 @@ func checkRefusedAsBanned(t *testing.T, base, tok, user, channel string) string 
 	_ = ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 	_, frame, err := ws.ReadMessage()
 	var ce *websocket.CloseError
-	if !errors.As(err, &ce) || (ce.Code != 4001 && ce.Code != 4008) || !names(ce.Text) {
+	if !errors.As(err, &ce) || (ce.Code != protocol.CloseUnauthorized && ce.Code != protocol.ClosePolicy) || !names(ce.Text) {
 		t.Errorf("banned %s: GET /ws upgraded, then %q / %v; want a close 4001 or 4008 naming the ban", user, frame, err)
 		return fmt.Sprint(err)
 	}
@@ -88,7 +90,7 @@ func TestDisconnectAndBanOverEveryTransport(t *testing.T) {
 		t.Fatalf("POST /api/disconnect: %d %s, want the troll's 3 sessions closed", code, raw)
 	}
 	expectSSEDisconnect(t, sse, "troll's SSE stream", "disconnected", false)
-	expectWSDisconnect(t, ws, "troll's WebSocket", 4008, "disconnected", false)
+	expectWSDisconnect(t, ws, "troll's WebSocket", protocol.ClosePolicy, protocol.ReasonDisconnected, false)
 	// A disconnect is not a ban: the client may come back, and its next
 	// poll continues its session (any reconnect does) on a new one.
 	code, next, raw := flowPoll(t, base, toks["troll"], url.Values{"channel": {room}, "cursor": {first.Cursor}, "session": {first.Session}, "timeout": {"0"}})
@@ -120,7 +122,7 @@ func TestDisconnectAndBanOverEveryTransport(t *testing.T) {
 		t.Fatalf("POST /api/ban: %d %s, want the troll banned for an hour", code, raw)
 	}
 	expectSSEDisconnect(t, sse, "troll's SSE stream", "banned", false)
-	expectWSDisconnect(t, ws, "troll's WebSocket", 4008, "banned", false)
+	expectWSDisconnect(t, ws, "troll's WebSocket", protocol.ClosePolicy, protocol.ReasonBanned, false)
 	wsRefusal := checkRefusedAsBanned(t, base, toks["troll"], "troll", room)
 	t.Logf("a banned user's WebSocket: %s", wsRefusal)
 	mustPublish(t, base, room, `{"i":2}`)
@@ -245,7 +247,7 @@ limits:
 		_ = ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 		_, frame, err := ws.ReadMessage()
 		var ce *websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != 4008 || !strings.Contains(ce.Text, "the limit is 2") {
+		if !errors.As(err, &ce) || ce.Code != protocol.ClosePolicy || !strings.Contains(ce.Text, "the limit is 2") {
 			t.Errorf("a third session over WebSocket: %q / %v, want close 4008 naming the limit", frame, err)
 		}
 

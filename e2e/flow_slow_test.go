@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/heraldrt/herald/protocol"
 )
 
 // --- 3. slow readers ---
@@ -183,7 +185,7 @@ func TestSlowReaderAmongManyIsDisconnected(t *testing.T) {
 	// The stalled WebSocket client likewise: the rest of what was queued,
 	// the disconnect push and close 4009, then a resume from its offset.
 	<-wsDrained
-	wsEnvs, err := checkWSDisconnect(wsFrames, wsEnd, 4009, "slow_consumer", true)
+	wsEnvs, err := checkWSDisconnect(wsFrames, wsEnd, protocol.CloseSlowConsumer, protocol.ReasonSlowConsumer, true)
 	if err != nil {
 		t.Fatalf("stalled WebSocket client: %v", err)
 	}

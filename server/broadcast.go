@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/heraldrt/herald/protocol"
 )
 
 // userChannelPrefix starts every user's system channel: where the server
@@ -70,7 +72,7 @@ type BroadcastResult struct {
 // BroadcastOne is one channel's outcome.
 type BroadcastOne struct {
 	PublishResult
-	Error *errorDetail `json:"error,omitempty"`
+	Error *protocol.ErrorDetail `json:"error,omitempty"`
 }
 
 // maxBroadcastChannels bounds the channels of one broadcast call.
@@ -115,7 +117,7 @@ func (s *Server) Broadcast(ctx context.Context, id Identity, req BroadcastReques
 			if err != nil {
 				e := AsError(err)
 				out.Results[i].Channel = ch
-				out.Results[i].Error = &errorDetail{Code: e.Code, Message: e.Message, Channel: e.Channel}
+				out.Results[i].Error = &protocol.ErrorDetail{Code: e.Code, Message: e.Message, Channel: e.Channel}
 			}
 		}()
 	}

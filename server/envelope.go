@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/heraldrt/herald/protocol"
 )
 
 // Message is one message as the core fans it out: its routing fields and
@@ -77,14 +79,8 @@ const (
 // The excluded session is kept so a catch-up from the store honours the
 // exclusion exactly as live delivery does.
 
-// sender is the "from" object of a message published by a user.
-type sender struct {
-	User    string `json:"user,omitempty"`
-	Session string `json:"session,omitempty"`
-}
-
 // encodePayload builds the stored payload of a message.
-func encodePayload(id, event string, data json.RawMessage, at time.Time, from *sender, exclude string) ([]byte, error) {
+func encodePayload(id, event string, data json.RawMessage, at time.Time, from *protocol.Sender, exclude string) ([]byte, error) {
 	if len(exclude) > 255 {
 		return nil, invalidf("exclude_session is %d bytes long, the limit is 255", len(exclude))
 	}

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/heraldrt/herald/protocol"
 )
 
 // Sentinel errors. Every *Error wraps one of them, so callers test the
@@ -149,16 +151,16 @@ const (
 )
 
 var reasonNames = [...]string{
-	ReasonClientGone:   "client_gone",
-	ReasonShutdown:     "shutdown",
-	ReasonSlowConsumer: "slow_consumer",
-	ReasonWriteError:   "write_error",
-	ReasonRevoked:      "revoked",
-	ReasonInternal:     "internal",
-	ReasonTokenExpired: "token_expired",
-	ReasonKicked:       "disconnected",
-	ReasonBanned:       "banned",
-	ReasonReplaced:     "replaced",
+	ReasonClientGone:   protocol.ReasonClientGone,
+	ReasonShutdown:     protocol.ReasonShutdown,
+	ReasonSlowConsumer: protocol.ReasonSlowConsumer,
+	ReasonWriteError:   protocol.ReasonWriteError,
+	ReasonRevoked:      protocol.ReasonRevoked,
+	ReasonInternal:     protocol.ReasonInternal,
+	ReasonTokenExpired: protocol.ReasonTokenExpired,
+	ReasonKicked:       protocol.ReasonDisconnected,
+	ReasonBanned:       protocol.ReasonBanned,
+	ReasonReplaced:     protocol.ReasonReplaced,
 }
 
 func (r Reason) String() string {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/store"
 )
 
@@ -42,12 +43,9 @@ func parseActions(names []string) (actionSet, error) {
 }
 
 // Grant is dynamic access for one user to a channel (an exact name, or a
-// prefix ending in *), as the grants API reads and writes it.
-type Grant struct {
-	User    string   `json:"user"`
-	Channel string   `json:"channel"`
-	Actions []string `json:"actions"`
-}
+// prefix ending in *), as the grants API reads and writes it (the wire
+// shape, whose home is protocol).
+type Grant = protocol.Grant
 
 // grantSet holds every dynamic grant in memory; the store holds them
 // durably under "grant/<user>/<channel>".
@@ -301,10 +299,10 @@ func (s *Session) revoke(channel string) {
 		return
 	}
 	srv.logger.Info("subscription revoked", "session", s.ID, "user", s.Identity().User, "channel", channel)
-	b := []byte(`"event":"` + EventUnsubscribed + `","data":{"reason":"revoked"},"time":"`)
+	b := []byte(`"event":"` + protocol.EventUnsubscribed + `","data":{"reason":"` + protocol.ReasonRevoked + `"},"time":"`)
 	b = srv.now().UTC().AppendFormat(b, timeFormat)
 	b = append(b, `"}`...)
-	m := &Message{Channel: channel, Event: EventUnsubscribed, Raw: buildEnvelope(channel, 0, "", b)}
+	m := &Message{Channel: channel, Event: protocol.EventUnsubscribed, Raw: buildEnvelope(channel, 0, "", b)}
 	if !s.q.push(Item{Kind: KindUnsubscribed, Msg: m}) {
 		s.fail(ReasonSlowConsumer)
 		return

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"github.com/heraldrt/herald/protocol"
+
 	"context"
 	"encoding/json"
 	"net/http"
@@ -25,18 +27,9 @@ type HistoryRequest struct {
 	Limit *uint64
 }
 
-// HistoryPage is one page of a channel's history.
-type HistoryPage struct {
-	Channel  string            `json:"channel"`
-	Epoch    string            `json:"epoch"`
-	Head     uint64            `json:"head"`
-	Messages []json.RawMessage `json:"messages"`
-	// Next is the since of the following page.
-	Next uint64 `json:"next"`
-	// Reset is true when since (≥ 1) is older than what is kept: messages
-	// then start at the oldest kept one. Since 0 is never a reset.
-	Reset bool `json:"reset"`
-}
+// HistoryPage is one page of a channel's history: the wire shape, whose
+// home is protocol.
+type HistoryPage = protocol.HistoryPage
 
 // pageLimit checks a page size asked for, of at most max.
 func pageLimit(limit *uint64, max uint64) (int, error) {

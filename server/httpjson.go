@@ -7,19 +7,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+
+	"github.com/heraldrt/herald/protocol"
 )
-
-// errorBody is the JSON form of every error the server answers with.
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code       int    `json:"code"`
-	Message    string `json:"message"`
-	Channel    string `json:"channel,omitempty"`
-	RetryAfter int    `json:"retry_after,omitempty"`
-}
 
 // WriteError answers an HTTP request with err as
 // {"error":{"code","message",…}} and the matching status, with
@@ -39,7 +29,7 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error, logger *slog.
 	if e.Code == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer realm="herald"`)
 	}
-	body := errorBody{Error: errorDetail{Code: e.Code, Message: e.Message, Channel: e.Channel}}
+	body := protocol.ErrorBody{Error: protocol.ErrorDetail{Code: e.Code, Message: e.Message, Channel: e.Channel}}
 	if e.RetryAfter > 0 {
 		secs := int((e.RetryAfter + 999_999_999) / 1_000_000_000)
 		h.Set("Retry-After", strconv.Itoa(secs))

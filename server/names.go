@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/heraldrt/herald/protocol"
 )
 
 // MaxChannelLen is the longest channel name, in bytes.
@@ -11,24 +13,6 @@ const MaxChannelLen = 255
 
 // maxEventLen is the longest event name, in bytes.
 const maxEventLen = 64
-
-// DefaultEvent is the event name of a message published without one. A
-// browser's EventSource delivers it to onmessage.
-const DefaultEvent = "message"
-
-// ReservedPrefix starts the names of the server's own events. Publishers
-// may not use it.
-const ReservedPrefix = "herald."
-
-// Event names the server sends.
-const (
-	EventConnected  = "herald.connected"
-	EventReset      = "herald.reset"
-	EventDisconnect = "herald.disconnect"
-	// EventUnsubscribed tells a client that one of its subscriptions ended
-	// (its access was revoked); the stream goes on for its other channels.
-	EventUnsubscribed = "herald.unsubscribed"
-)
 
 func isChannelByte(c byte) bool {
 	switch {
@@ -65,10 +49,12 @@ func ValidateChannel(name string) error {
 	return nil
 }
 
-// validateEvent checks a publisher's event name and applies the default.
+// validateEvent checks a publisher's event name and applies the default
+// (protocol.DefaultEvent). Names starting with protocol.ReservedPrefix are
+// the server's own.
 func validateEvent(name string) (string, error) {
 	if name == "" {
-		return DefaultEvent, nil
+		return protocol.DefaultEvent, nil
 	}
 	if len(name) > maxEventLen {
 		return "", invalidf("event name is %d bytes long, the limit is %d", len(name), maxEventLen)
@@ -79,8 +65,8 @@ func validateEvent(name string) (string, error) {
 				quoteForMessage(name), describeRune(name[i:]), i+1)
 		}
 	}
-	if strings.HasPrefix(name, ReservedPrefix) {
-		return "", invalidf("event name %q is reserved: names starting with %q are the server's own", name, ReservedPrefix)
+	if strings.HasPrefix(name, protocol.ReservedPrefix) {
+		return "", invalidf("event name %q is reserved: names starting with %q are the server's own", name, protocol.ReservedPrefix)
 	}
 	return name, nil
 }

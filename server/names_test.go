@@ -3,6 +3,8 @@ package server
 import (
 	"strings"
 	"testing"
+
+	"github.com/heraldrt/herald/protocol"
 )
 
 func TestValidateChannel(t *testing.T) {
@@ -42,7 +44,7 @@ func TestValidateChannel(t *testing.T) {
 func TestValidateEvent(t *testing.T) {
 	t.Parallel()
 	cases := []struct{ in, want, wantErr string }{
-		{"", DefaultEvent, ""},
+		{"", protocol.DefaultEvent, ""},
 		{"message_sent", "message_sent", ""},
 		{"a.b:c-d_e", "a.b:c-d_e", ""},
 		{strings.Repeat("e", 64), strings.Repeat("e", 64), ""},

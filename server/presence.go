@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/heraldrt/herald/presence"
+	"github.com/heraldrt/herald/protocol"
 )
 
 // Presence: who is in which channel (on channels whose rule says
@@ -24,15 +25,6 @@ import (
 // observers. One goroutine, owned by the Server and stopped by Shutdown,
 // advances its clock: it fires the leaves held back by the grace period
 // and the states past their time.
-
-// Server events about presence.
-const (
-	EventJoin    = "herald.join"
-	EventLeave   = "herald.leave"
-	EventState   = "herald.state"
-	EventOnline  = "herald.online"
-	EventOffline = "herald.offline"
-)
 
 // lastSeenPrefix keys a user's last-seen time in the store's small state.
 const lastSeenPrefix = "lastseen/"
@@ -173,25 +165,25 @@ func (p *presenceWiring) announce(evs []presence.Event, session string, known *c
 		switch e.Kind {
 		case presence.Joined:
 			if joinLeave {
-				p.deliver(e.Channel, EventJoin, memberData(e.Member, false), session)
+				p.deliver(e.Channel, protocol.EventJoin, memberData(e.Member, false), session)
 			}
 			if status && p.cameOnline(e.Member.User, e.At) {
-				p.deliver(e.Channel, EventOnline, userData(e.Member.User, e.At), session)
+				p.deliver(e.Channel, protocol.EventOnline, userData(e.Member.User, e.At), session)
 			}
 			p.observe(UserJoined, e)
 		case presence.Left:
 			if joinLeave {
-				p.deliver(e.Channel, EventLeave, memberData(e.Member, false), "")
+				p.deliver(e.Channel, protocol.EventLeave, memberData(e.Member, false), "")
 			}
 			// Offline once no session of the user is left anywhere (the
 			// user's own offline deadline may come a moment later).
 			if _, sessions := p.tracker.User(e.Member.User); status && sessions == 0 {
-				p.deliver(e.Channel, EventOffline, userData(e.Member.User, e.At), "")
+				p.deliver(e.Channel, protocol.EventOffline, userData(e.Member.User, e.At), "")
 			}
 			p.limiters.forget(e.Member.User + "\x00" + e.Channel)
 			p.observe(UserLeft, e)
 		case presence.StateChanged:
-			p.deliver(e.Channel, EventState, memberData(e.Member, true), "")
+			p.deliver(e.Channel, protocol.EventState, memberData(e.Member, true), "")
 			p.observe(StateChanged, e)
 		case presence.Online:
 			p.mu.Lock()
@@ -242,14 +234,9 @@ func (p *presenceWiring) storeLastSeen(user string, at time.Time) {
 	}
 }
 
-// PresenceMember is a member as the API and the events show it.
-type PresenceMember struct {
-	User     string            `json:"user"`
-	Attrs    map[string]string `json:"attrs,omitempty"`
-	JoinedAt string            `json:"joined_at,omitempty"`
-	Sessions int               `json:"sessions,omitempty"`
-	State    json.RawMessage   `json:"state,omitempty"`
-}
+// PresenceMember is a member as the API and the events show it: the wire
+// shape, whose home is protocol.
+type PresenceMember = protocol.Member
 
 func toMember(m presence.Member, withState bool) PresenceMember {
 	out := PresenceMember{User: m.User, Attrs: m.Attrs, Sessions: m.Sessions}
@@ -271,10 +258,7 @@ func memberData(m presence.Member, withState bool) []byte {
 }
 
 func userData(user string, at time.Time) []byte {
-	b, _ := json.Marshal(struct {
-		User string `json:"user"`
-		At   string `json:"at"`
-	}{user, at.UTC().Format(timeFormat)})
+	b, _ := json.Marshal(protocol.UserEventData{User: user, At: at.UTC().Format(timeFormat)})
 	return b
 }
 
@@ -299,13 +283,8 @@ func presenceOff(channel string) *Error {
 }
 
 // PresenceInfo answers a presence query: the members, or with stats only
-// their counts.
-type PresenceInfo struct {
-	Channel  string           `json:"channel"`
-	Members  []PresenceMember `json:"members,omitempty"`
-	Count    int              `json:"count"`
-	Sessions int              `json:"sessions"`
-}
+// their counts (the wire shape, whose home is protocol).
+type PresenceInfo = protocol.Presence
 
 // Presence returns who is in a channel (members sorted by user), checked
 // against the rule's presence action.
@@ -331,13 +310,8 @@ func (s *Server) Presence(id Identity, channel string, stats bool) (PresenceInfo
 }
 
 // SignalRequest sets or clears the caller's short-lived state in a
-// channel (typing…).
-type SignalRequest struct {
-	Channel string          `json:"channel"`
-	State   json.RawMessage `json:"state"`
-	// TTL is the state's time to live, in seconds. Default 3.
-	TTL *float64 `json:"ttl,omitempty"`
-}
+// channel (typing…); the wire shape, whose home is protocol.
+type SignalRequest = protocol.SignalRequest
 
 // defaultSignalTTL is a signal's time to live when none is given.
 const defaultSignalTTL = 3 * time.Second

@@ -2,51 +2,24 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
+	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/store"
 )
 
 // maxIdempotencyKey bounds an idempotency key, in bytes.
 const maxIdempotencyKey = 128
 
-// PublishRequest is one message to publish.
-type PublishRequest struct {
-	Channel string          `json:"channel"`
-	Event   string          `json:"event,omitempty"`
-	Data    json.RawMessage `json:"data"`
-	// IdempotencyKey makes a retried publish safe: a repeat within the
-	// window returns the first result and stores nothing.
-	IdempotencyKey string `json:"idempotency_key,omitempty"`
-	// ExcludeSession is a session that must not receive the message: it
-	// is passed over, live and on every replay to that session, on any
-	// transport and across its reconnects. It must be one of the caller's
-	// own sessions (the API key may name any).
-	ExcludeSession string `json:"exclude_session,omitempty"`
-	// Ephemeral messages are delivered live only: never stored, no offset.
-	Ephemeral bool `json:"ephemeral,omitempty"`
-	// Session is the publishing session: set by a transport for its own
-	// session, or given by an API caller, which must name one of its own
-	// sessions. It shows in the envelope's "from".
-	Session string `json:"session,omitempty"`
-	// ExcludeSender keeps the message from the publishing session
-	// (Session), as exclude_self does on a WebSocket: the sender's other
-	// sessions (other tabs, other devices) still get it.
-	ExcludeSender bool `json:"exclude_sender,omitempty"`
-}
+// PublishRequest is one message to publish: the wire shape of POST
+// /api/publish, whose home is protocol. Who publishes is Publish's
+// Identity argument.
+type PublishRequest = protocol.PublishRequest
 
 // PublishResult is the acknowledgement of a publish. For a stored message
 // it is sent only once the message is durable.
-type PublishResult struct {
-	Channel   string `json:"channel"`
-	Offset    uint64 `json:"offset,omitempty"`
-	Epoch     string `json:"epoch,omitempty"`
-	ID        string `json:"id"`
-	Duplicate bool   `json:"duplicate,omitempty"`
-	Ephemeral bool   `json:"ephemeral,omitempty"`
-}
+type PublishResult = protocol.PublishResult
 
 // checkSender checks the sessions a publish names — the sender's and the
 // excluded one — and applies exclude_sender. A user may name only sessions
@@ -110,9 +83,9 @@ func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (
 
 	now := s.now()
 	msgID := newMessageID(now)
-	var from *sender
+	var from *protocol.Sender
 	if !id.System && !id.Anonymous {
-		from = &sender{User: id.User, Session: req.Session}
+		from = &protocol.Sender{User: id.User, Session: req.Session}
 	}
 	exclude := req.ExcludeSession
 	if req.Ephemeral {

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"github.com/heraldrt/herald/protocol"
+
 	"context"
 	"errors"
 	"net/http"
@@ -30,12 +32,7 @@ type OpenRequest struct {
 }
 
 // OpenInfo is what a new session reports to its client.
-type OpenInfo struct {
-	Session string `json:"session"`
-	// UserChannel is the user's system channel (broadcasts to users).
-	UserChannel string            `json:"user_channel,omitempty"`
-	Channels    []SubscribeResult `json:"channels"`
-}
+type OpenInfo = protocol.Connected
 
 // sessionOptions say how a session is made.
 type sessionOptions struct {

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"github.com/heraldrt/herald/protocol"
+
 	"context"
 	"fmt"
 	"strconv"
@@ -31,14 +33,9 @@ type SubscribeRequest struct {
 	Ack func(SubscribeResult) []byte
 }
 
-// SubscribeResult describes a new subscription.
-type SubscribeResult struct {
-	Channel string `json:"channel"`
-	Epoch   string `json:"epoch"`
-	// Head is the channel's newest offset when the subscription started
-	// (0 when empty).
-	Head uint64 `json:"offset"`
-}
+// SubscribeResult describes a new subscription: the channel's epoch and
+// head when it started (the wire shape, whose home is protocol).
+type SubscribeResult = protocol.SubscribeResult
 
 // Subscribe adds a channel to a session. Messages after the client's
 // position are replayed from the store, then live ones follow with no gap
@@ -269,9 +266,9 @@ func (sub *subscription) catchUp(ctx context.Context, dst []Item, pageSize int) 
 
 // Why a herald.reset is sent.
 const (
-	resetTrimmed      = "trimmed"       // the history no longer reaches back that far
-	resetEpochChanged = "epoch_changed" // the channel's log was reset
-	resetAhead        = "unknown_position"
+	resetTrimmed      = protocol.ResetTrimmed         // the history no longer reaches back that far
+	resetEpochChanged = protocol.ResetEpochChanged    // the channel's log was reset
+	resetAhead        = protocol.ResetUnknownPosition // the client is ahead of the log
 )
 
 // resetItem builds a herald.reset: the client's position on channel is no
@@ -279,7 +276,7 @@ const (
 // offset to.
 func resetItem(channel, epoch, reason string, to, head uint64, now time.Time) Item {
 	b := make([]byte, 0, 160)
-	b = append(b, `"event":"`+EventReset+`","data":{"reason":"`...)
+	b = append(b, `"event":"`+protocol.EventReset+`","data":{"reason":"`...)
 	b = append(b, reason...)
 	b = append(b, `","epoch":"`...)
 	b = append(b, epoch...)
@@ -293,7 +290,7 @@ func resetItem(channel, epoch, reason string, to, head uint64, now time.Time) It
 	m := &Message{
 		Channel: channel,
 		Epoch:   epoch,
-		Event:   EventReset,
+		Event:   protocol.EventReset,
 		Raw:     buildEnvelope(channel, 0, epoch, b),
 		resetTo: to,
 	}

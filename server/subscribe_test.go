@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/store"
 )
 
@@ -110,7 +111,7 @@ func TestResetWhenHistoryNoLongerReachesBack(t *testing.T) {
 	sess, _ := openSession(t, srv, []string{"ticker"}, []*Position{{Since: 3}}, "")
 	c := collect(t, sess)
 	items := c.waitFor(t, "kept messages", countOffsets("ticker", 5))
-	if items[0].Kind != KindReset || items[0].Msg.Event != EventReset {
+	if items[0].Kind != KindReset || items[0].Msg.Event != protocol.EventReset {
 		t.Fatalf("first item = %+v, want a herald.reset", items[0])
 	}
 	var env struct {

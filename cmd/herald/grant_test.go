@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +14,9 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/heraldrt/herald/client"
+	"github.com/heraldrt/herald/internal/cli"
+	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
 	"github.com/heraldrt/herald/server/servertest"
 	"github.com/heraldrt/herald/store"
@@ -46,34 +50,34 @@ func adminTestServer(t *testing.T) (url string, userToken func(sub string) strin
 
 // adminRun runs one admin command (grant, ban, disconnect) against url
 // with the API key in the environment.
-func adminRun(t *testing.T, url string, run adminCommand, args ...string) (string, error) {
+func adminRun(t *testing.T, url string, run adminRunner, args ...string) (string, error) {
 	t.Helper()
-	env := map[string]string{envURL: url, envAPIKey: adminTestKey}
+	env := map[string]string{cli.EnvURL: url, cli.EnvAPIKey: adminTestKey}
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), args, clientEnv{getenv: func(k string) string { return env[k] }}, http.DefaultClient, &stdout, &stderr)
 	return stdout.String(), err
 }
 
-// adminCommand is runGrant, runBan or runDisconnect.
-type adminCommand func(context.Context, []string, clientEnv, *http.Client, io.Writer, io.Writer) error
+// adminRunner is runGrant, runBan or runDisconnect.
+type adminRunner func(context.Context, []string, clientEnv, *http.Client, io.Writer, io.Writer) error
 
 // publishAs publishes to channel with a user token and returns the
 // status.
 func publishAs(t *testing.T, url, token, channel string) (int, string) {
 	t.Helper()
-	base, err := parseServerURL(url)
+	c, err := client.New(url, client.Options{Token: token})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = publishOnce(context.Background(), http.DefaultClient, base, token, server.PublishRequest{Channel: channel, Data: []byte(`1`)})
+	_, err = c.Publish(context.Background(), protocol.PublishRequest{Channel: channel, Data: []byte(`1`)})
 	if err == nil {
 		return 200, ""
 	}
-	ae, ok := err.(*apiError)
-	if !ok {
+	var ae *client.APIError
+	if !errors.As(err, &ae) {
 		t.Fatalf("publish: %v", err)
 	}
-	return ae.Status, ae.Msg
+	return ae.Status, ae.Message
 }
 
 func TestGrantCommandAgainstARealServer(t *testing.T) {
@@ -159,7 +163,7 @@ func TestBanAndDisconnectCommandsAgainstARealServer(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		run     adminCommand
+		run     adminRunner
 		args    []string
 		wantErr string
 	}{

@@ -8,28 +8,25 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/gorilla/websocket"
-
+	"github.com/heraldrt/herald/client"
+	"github.com/heraldrt/herald/internal/cli"
+	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
 )
 
 // cmdPublish implements `herald publish`: POST /api/publish (or, with
 // --transport ws, publish ops on one WebSocket connection), print each
-// answer as one JSON line.
+// acknowledgement as one JSON line.
 //
 //	herald publish --channel chat_room_7 --event message_sent --data '{"text":"hi"}'
 func cmdPublish(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runPublish(ctx, args, processEnv(), &http.Client{Timeout: publishTimeout}, stdout, stderr)
+	return runPublish(ctx, args, processEnv(), nil, stdout, stderr)
 }
 
 const (
-	// publishTimeout bounds one publish request, answer included.
-	publishTimeout = 30 * time.Second
 	// maxStdinData bounds --data - (the server's body limit is far lower).
 	maxStdinData = 16 << 20
 	// countPlaceholder is replaced by the message number with --count.
@@ -38,33 +35,27 @@ const (
 
 // publishOptions are the parsed flags of `herald publish`.
 type publishOptions struct {
-	base  *url.URL
-	token string
-	req   server.PublishRequest
+	c     *client.Client
+	req   protocol.PublishRequest
 	data  string // JSON, possibly with {{i}}
 	count int
-	// via is the --transport: "http" or "ws".
-	via         string
-	excludeSelf bool // ws only
-	// wsDialer opens the WebSocket connection; nil uses newWSDialer().
-	wsDialer *websocket.Dialer
+	via   string // --transport: "http" or "ws"
 }
 
+// runPublish runs the command; hc, when not nil, sends the HTTP requests.
 func runPublish(ctx context.Context, args []string, env clientEnv, hc *http.Client, stdout, stderr io.Writer) error {
-	opts, err := parsePublishFlags(args, env, stderr)
+	opts, err := parsePublishFlags(args, env, hc, stderr)
 	if err != nil {
 		return err
 	}
-	publish := func(ctx context.Context, req server.PublishRequest) ([]byte, error) {
-		return publishOnce(ctx, hc, opts.base, opts.token, req)
-	}
+	publish := opts.c.Publish
 	if opts.via == "ws" {
-		p, err := dialWSPublisher(ctx, opts)
+		conn, err := opts.c.Dial(ctx)
 		if err != nil {
 			return err
 		}
-		defer p.close()
-		publish = p.publish
+		defer conn.Close()
+		publish = conn.Publish
 	}
 	for i := 1; i <= opts.count; i++ {
 		if err := ctx.Err(); err != nil {
@@ -72,10 +63,10 @@ func runPublish(ctx context.Context, args []string, env clientEnv, hc *http.Clie
 		}
 		req, err := opts.request(i)
 		if err == nil {
-			var answer []byte
-			answer, err = publish(ctx, req)
-			if err == nil {
-				if _, werr := stdout.Write(append(answer, '\n')); werr != nil {
+			var res protocol.PublishResult
+			if res, err = publish(ctx, req); err == nil {
+				line, _ := json.Marshal(res)
+				if _, werr := stdout.Write(append(line, '\n')); werr != nil {
 					return fmt.Errorf("write answer: %w", werr)
 				}
 				continue
@@ -89,11 +80,12 @@ func runPublish(ctx context.Context, args []string, env clientEnv, hc *http.Clie
 	return nil
 }
 
-func parsePublishFlags(args []string, env clientEnv, stderr io.Writer) (publishOptions, error) {
-	fs := newFlagSet("publish", "publish --channel NAME [--event NAME] [--data JSON|-] [--idempotency-key K] [--ephemeral] [--transport http|ws] [--exclude-session S | --exclude-self] [--count N]", stderr)
+func parsePublishFlags(args []string, env clientEnv, hc *http.Client, stderr io.Writer) (publishOptions, error) {
+	fs := cli.NewFlagSet("publish", "publish --channel NAME [--event NAME] [--data JSON|-] [--idempotency-key K] [--ephemeral] [--transport http|ws] [--exclude-session S | --exclude-self] [--count N]", stderr)
 	var (
-		cf   clientFlags
-		opts publishOptions
+		cf          clientFlags
+		opts        publishOptions
+		excludeSelf bool
 	)
 	cf.register(fs)
 	fs.StringVar(&opts.req.Channel, "channel", "", "channel to publish to; required")
@@ -103,32 +95,30 @@ func parsePublishFlags(args []string, env clientEnv, stderr io.Writer) (publishO
 	fs.BoolVar(&opts.req.Ephemeral, "ephemeral", false, "deliver live only: never stored, no offset")
 	fs.StringVar(&opts.req.ExcludeSession, "exclude-session", "", "a session that must not receive the message live; http only")
 	fs.StringVar(&opts.via, "transport", "http", "http (POST /api/publish, one request per message) or ws (publish ops on one WebSocket connection, each answered before the next is sent)")
-	fs.BoolVar(&opts.excludeSelf, "exclude-self", false, "do not push the message back to this connection; ws only")
+	fs.BoolVar(&excludeSelf, "exclude-self", false, "do not push the message back to this connection; ws only")
 	fs.IntVar(&opts.count, "count", 1, "publish N messages one after the other; "+countPlaceholder+" in --data and --idempotency-key becomes the message number (1…N)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return publishOptions{}, err
 	}
-	base, err := cf.resolve(env.getenv)
+	c, err := cf.client(env.getenv, client.Options{HTTPClient: hc})
 	if err != nil {
 		return publishOptions{}, err
 	}
-	opts.base, opts.token = base, cf.token
-	if opts.req.Channel == "" {
-		return publishOptions{}, errors.New("--channel is required")
-	}
-	if err := server.ValidateChannel(opts.req.Channel); err != nil {
-		return publishOptions{}, fmt.Errorf("--channel: %w", err)
-	}
-	if opts.count < 1 {
-		return publishOptions{}, fmt.Errorf("--count %d: want 1 or more", opts.count)
-	}
+	opts.c, opts.req.ExcludeSender = c, excludeSelf
 	switch {
+	case opts.req.Channel == "":
+		return publishOptions{}, errors.New("--channel is required")
+	case opts.count < 1:
+		return publishOptions{}, fmt.Errorf("--count %d: want 1 or more", opts.count)
 	case opts.via != "http" && opts.via != "ws":
 		return publishOptions{}, fmt.Errorf("--transport %q is unknown; use http or ws", opts.via)
-	case opts.excludeSelf && opts.via != "ws":
+	case excludeSelf && opts.via != "ws":
 		return publishOptions{}, errors.New("--exclude-self is for --transport ws only (over HTTP, name a session with --exclude-session)")
 	case opts.req.ExcludeSession != "" && opts.via != "http":
 		return publishOptions{}, errors.New("--exclude-session is for --transport http only (over ws, --exclude-self leaves out this connection)")
+	}
+	if err := server.ValidateChannel(opts.req.Channel); err != nil {
+		return publishOptions{}, fmt.Errorf("--channel: %w", err)
 	}
 	if opts.data == "-" {
 		b, err := io.ReadAll(io.LimitReader(env.stdin, maxStdinData+1))
@@ -149,40 +139,24 @@ func parsePublishFlags(args []string, env clientEnv, stderr io.Writer) (publishO
 
 // request returns the i-th (1-based) publish request: {{i}} in the data
 // and the idempotency key replaced by i, the data checked and compacted.
-func (o *publishOptions) request(i int) (server.PublishRequest, error) {
+func (o *publishOptions) request(i int) (protocol.PublishRequest, error) {
 	req := o.req
 	n := strconv.Itoa(i)
-	data := strings.ReplaceAll(o.data, countPlaceholder, n)
 	req.IdempotencyKey = strings.ReplaceAll(req.IdempotencyKey, countPlaceholder, n)
-	compact, err := compactJSON(data)
-	if err != nil {
-		return server.PublishRequest{}, err
-	}
-	req.Data = compact
-	return req, nil
-}
-
-// compactJSON checks that s is one JSON value and returns it compacted. A
-// bare word is an error, not a string: quoting it silently would hide
-// typos like {text:"hi"}.
-func compactJSON(s string) (json.RawMessage, error) {
-	s = strings.TrimSpace(s)
+	s := strings.TrimSpace(strings.ReplaceAll(o.data, countPlaceholder, n))
 	if s == "" {
-		return nil, errors.New("--data is empty; give a JSON value (null, 42, \"text\", {...})")
+		return req, errors.New("--data is empty; give a JSON value (null, 42, \"text\", {...})")
 	}
+	// A bare word is an error, not a string: quoting it silently would
+	// hide typos like {text:"hi"}.
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, []byte(s)); err != nil {
 		hint := ""
 		if s[0] != '{' && s[0] != '[' && s[0] != '"' {
 			hint = fmt.Sprintf(" (to send a string, quote it: --data '%s')", strconv.Quote(s))
 		}
-		return nil, fmt.Errorf("--data is not valid JSON: %v%s", err, hint)
+		return req, fmt.Errorf("--data is not valid JSON: %v%s", err, hint)
 	}
-	return buf.Bytes(), nil
-}
-
-// publishOnce sends one publish and returns the server's answer compacted
-// to one line. A non-2xx answer is an *apiError.
-func publishOnce(ctx context.Context, hc *http.Client, base *url.URL, token string, req server.PublishRequest) ([]byte, error) {
-	return apiCall(ctx, hc, base, token, http.MethodPost, "api/publish", nil, req)
+	req.Data = buf.Bytes()
+	return req, nil
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/heraldrt/herald/internal/cli"
 	"github.com/heraldrt/herald/server"
 )
 
@@ -71,7 +72,7 @@ func TestPublish(t *testing.T) {
 		{
 			name:     "basic",
 			args:     []string{"--channel", "chat_room_7", "--event", "message_sent", "--data", `{"text": "hi"}`},
-			env:      map[string]string{envAPIKey: "key"},
+			env:      map[string]string{cli.EnvAPIKey: "key"},
 			wantReqs: []string{`{"channel":"chat_room_7","event":"message_sent","data":{"text":"hi"}}`},
 			wantAuth: "Bearer key",
 			wantOut:  `{"channel":"chat_room_7","offset":1,"epoch":"e1","id":"m_1"}` + "\n",
@@ -79,7 +80,7 @@ func TestPublish(t *testing.T) {
 		{
 			name: "every field, token flag beats env",
 			args: []string{"--channel", "c", "--data", "42", "--idempotency-key", "k1", "--exclude-session", "s_1", "--token", "flagtok"},
-			env:  map[string]string{envToken: "envtok", envAPIKey: "key"},
+			env:  map[string]string{cli.EnvToken: "envtok", cli.EnvAPIKey: "key"},
 			wantReqs: []string{
 				`{"channel":"c","data":42,"idempotency_key":"k1","exclude_session":"s_1"}`,
 			},
@@ -89,7 +90,7 @@ func TestPublish(t *testing.T) {
 		{
 			name:     "ephemeral, HERALD_TOKEN beats HERALD_API_KEY, server under a path",
 			args:     []string{"--channel", "c", "--event", "typing", "--ephemeral"},
-			env:      map[string]string{envToken: "envtok", envAPIKey: "key"},
+			env:      map[string]string{cli.EnvToken: "envtok", cli.EnvAPIKey: "key"},
 			prefix:   "/herald/",
 			wantReqs: []string{`{"channel":"c","event":"typing","data":null,"ephemeral":true}`},
 			wantAuth: "Bearer envtok",
@@ -166,7 +167,7 @@ func TestPublish(t *testing.T) {
 			}
 			srv := httptest.NewServer(ps)
 			defer srv.Close()
-			env := map[string]string{envURL: srv.URL + strings.TrimSuffix(prefix, "/")}
+			env := map[string]string{cli.EnvURL: srv.URL + strings.TrimSuffix(prefix, "/")}
 			for k, v := range tc.env {
 				env[k] = v
 			}
@@ -212,5 +213,48 @@ func TestPublishHelp(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "--idempotency-key") && !strings.Contains(stderr.String(), "-idempotency-key") {
 		t.Errorf("help output lacks the flags:\n%s", stderr.String())
+	}
+}
+
+func TestPublishTransportFlags(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		args    []string
+		wantErr string
+	}{
+		{[]string{"--channel", "c", "--exclude-self"}, "--exclude-self is for --transport ws only"},
+		{[]string{"--channel", "c", "--transport", "ws", "--exclude-session", "s_1"}, "--exclude-session is for --transport http only"},
+		{[]string{"--channel", "c", "--transport", "sse"}, `--transport "sse" is unknown`},
+	}
+	for _, tc := range cases {
+		_, err := parsePublishFlags(tc.args, clientEnv{getenv: func(string) string { return "" }}, nil, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%q: err = %v, want %q", tc.args, err, tc.wantErr)
+		}
+	}
+}
+
+// TestPublishOverWebSocket publishes with --transport ws against a real
+// server: one connection, each message acknowledged before the next,
+// printed like the HTTP answers.
+func TestPublishOverWebSocket(t *testing.T) {
+	t.Parallel()
+	url := subTestServer(t)
+	env := map[string]string{cli.EnvURL: url, cli.EnvAPIKey: subTestKey}
+	var stdout bytes.Buffer
+	err := runPublish(context.Background(), []string{"--transport", "ws", "--channel", "c", "--data", `{"n":{{i}}}`, "--count", "3", "--exclude-self"},
+		clientEnv{getenv: func(k string) string { return env[k] }}, nil, &stdout, io.Discard)
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("stdout:\n%s\nwant three acknowledgements", stdout.String())
+	}
+	for i, l := range lines {
+		var res server.PublishResult
+		if err := json.Unmarshal([]byte(l), &res); err != nil || res.Channel != "c" || res.Offset != uint64(i+1) || res.Epoch == "" || !strings.HasPrefix(res.ID, "m_") {
+			t.Errorf("line %d: %s (%v), want offset %d", i+1, l, err, i+1)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/heraldrt/herald/internal/cli"
 	"github.com/heraldrt/herald/server"
 )
 
@@ -46,27 +47,27 @@ func runToken(args []string, env clientEnv, stdout, stderr io.Writer) error {
 }
 
 func parseTokenFlags(args []string, getenv func(string) string, stderr io.Writer) (tokenOptions, error) {
-	fs := newFlagSet("token", "token --sub ID [--role R]... [--attr KEY=VALUE]... [--channel PATTERN]... [--ttl 1h]", stderr)
+	fs := cli.NewFlagSet("token", "token --sub ID [--role R]... [--attr KEY=VALUE]... [--channel PATTERN]... [--ttl 1h]", stderr)
 	var (
 		opts         tokenOptions
-		roles, attrs stringList
-		channels     stringList
+		roles, attrs cli.StringList
+		channels     cli.StringList
 	)
 	fs.StringVar(&opts.sub, "sub", "", "the user id (sub claim); required")
 	fs.Var(&roles, "role", "a role (roles claim); repeat for several")
 	fs.Var(&attrs, "attr", "an attribute as KEY=VALUE (attrs claim); repeat a key for a list")
 	fs.Var(&channels, "channel", "a channel pattern granted outright (channels claim); repeat for several")
 	fs.DurationVar(&opts.ttl, "ttl", time.Hour, "lifetime (exp = now + ttl); 0 mints a token that never expires")
-	fs.StringVar(&opts.secret, "secret", "", "HS256 secret (default $"+envJWTSecret+")")
-	if err := parseFlags(fs, args); err != nil {
+	fs.StringVar(&opts.secret, "secret", "", "HS256 secret (default $"+cli.EnvJWTSecret+")")
+	if err := cli.Parse(fs, args); err != nil {
 		return tokenOptions{}, err
 	}
 	if opts.secret == "" {
-		opts.secret = getenv(envJWTSecret)
+		opts.secret = getenv(cli.EnvJWTSecret)
 	}
 	var errs []error
 	if opts.secret == "" {
-		errs = append(errs, fmt.Errorf("no secret: set $%s or pass --secret (the server's JWT secret)", envJWTSecret))
+		errs = append(errs, fmt.Errorf("no secret: set $%s or pass --secret (the server's JWT secret)", cli.EnvJWTSecret))
 	}
 	if strings.TrimSpace(opts.sub) == "" {
 		errs = append(errs, errors.New("--sub is required: the user id the token is for"))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/heraldrt/herald/internal/cli"
 	"github.com/heraldrt/herald/server"
 )
 
@@ -31,7 +32,7 @@ func TestTokenRoundTrip(t *testing.T) {
 		{
 			name:      "everything",
 			args:      []string{"--sub", "17", "--role", "admin", "--role", "mod", "--attr", "team=3", "--attr", "team=4", "--attr", "region=eu", "--channel", "chat_room_*", "--ttl", "1h"},
-			env:       map[string]string{envJWTSecret: "s3cret"},
+			env:       map[string]string{cli.EnvJWTSecret: "s3cret"},
 			secret:    "s3cret",
 			wantSub:   "17",
 			wantRoles: []string{"admin", "mod"},
@@ -42,7 +43,7 @@ func TestTokenRoundTrip(t *testing.T) {
 		{
 			name:    "--secret beats the environment, default ttl is 1h",
 			args:    []string{"--sub", "u1", "--secret", "flag-secret"},
-			env:     map[string]string{envJWTSecret: "env-secret"},
+			env:     map[string]string{cli.EnvJWTSecret: "env-secret"},
 			secret:  "flag-secret",
 			wantSub: "u1",
 			wantExp: now.Add(time.Hour),
@@ -50,7 +51,7 @@ func TestTokenRoundTrip(t *testing.T) {
 		{
 			name:    "ttl 0 has no exp",
 			args:    []string{"--sub", "u1", "--ttl", "0"},
-			env:     map[string]string{envJWTSecret: "s"},
+			env:     map[string]string{cli.EnvJWTSecret: "s"},
 			secret:  "s",
 			wantSub: "u1",
 		},
@@ -110,13 +111,13 @@ func TestTokenErrors(t *testing.T) {
 		wantErr string
 	}{
 		{"no secret", []string{"--sub", "17"}, nil, "no secret: set $HERALD_JWT_SECRET or pass --secret"},
-		{"no sub", []string{}, map[string]string{envJWTSecret: "s"}, "--sub is required"},
-		{"attr without =", []string{"--sub", "1", "--attr", "team"}, map[string]string{envJWTSecret: "s"}, `--attr "team": want KEY=VALUE`},
-		{"attr without key", []string{"--sub", "1", "--attr", "=3"}, map[string]string{envJWTSecret: "s"}, "the key is empty"},
-		{"attr without value", []string{"--sub", "1", "--attr", "team="}, map[string]string{envJWTSecret: "s"}, "the value is empty"},
-		{"negative ttl", []string{"--sub", "1", "--ttl", "-1h"}, map[string]string{envJWTSecret: "s"}, "--ttl -1h0m0s is negative"},
-		{"bad ttl", []string{"--sub", "1", "--ttl", "soon"}, map[string]string{envJWTSecret: "s"}, "invalid value"},
-		{"empty role", []string{"--sub", "1", "--role", ""}, map[string]string{envJWTSecret: "s"}, "--role is empty"},
+		{"no sub", []string{}, map[string]string{cli.EnvJWTSecret: "s"}, "--sub is required"},
+		{"attr without =", []string{"--sub", "1", "--attr", "team"}, map[string]string{cli.EnvJWTSecret: "s"}, `--attr "team": want KEY=VALUE`},
+		{"attr without key", []string{"--sub", "1", "--attr", "=3"}, map[string]string{cli.EnvJWTSecret: "s"}, "the key is empty"},
+		{"attr without value", []string{"--sub", "1", "--attr", "team="}, map[string]string{cli.EnvJWTSecret: "s"}, "the value is empty"},
+		{"negative ttl", []string{"--sub", "1", "--ttl", "-1h"}, map[string]string{cli.EnvJWTSecret: "s"}, "--ttl -1h0m0s is negative"},
+		{"bad ttl", []string{"--sub", "1", "--ttl", "soon"}, map[string]string{cli.EnvJWTSecret: "s"}, "invalid value"},
+		{"empty role", []string{"--sub", "1", "--role", ""}, map[string]string{cli.EnvJWTSecret: "s"}, "--role is empty"},
 		{"several at once", []string{"--attr", "x"}, nil, "no secret"},
 	}
 	for _, tc := range cases {

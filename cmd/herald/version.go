@@ -6,6 +6,8 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/heraldrt/herald/internal/cli"
 )
 
 // version is the release version. Releases set it at link time:
@@ -19,8 +21,8 @@ var version string
 // cmdVersion implements `herald version`: the version, the commit it was
 // built from (and whether the tree had changes), and the Go version.
 func cmdVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("version", "version", stderr)
-	if err := parseFlags(fs, args); err != nil {
+	fs := cli.NewFlagSet("version", "version", stderr)
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	bi, _ := debug.ReadBuildInfo()

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
 )
 
@@ -90,19 +91,10 @@ func New(srv *server.Server, opts Options) (*Handler, error) {
 	return &Handler{srv: srv, t: srv.Transport("poll"), log: srv.Config().Logger, opts: opts}, nil
 }
 
-// request is a poll, from the query (GET) or a JSON body (POST, for many
-// channels).
-type request struct {
-	Channels []string `json:"channels"`
-	Cursor   string   `json:"cursor"`
-	Session  string   `json:"session"`
-	Timeout  *int     `json:"timeout"`
-	Since    []string `json:"since"`
-	Epoch    []string `json:"epoch"`
-}
-
-func (h *Handler) parse(w http.ResponseWriter, r *http.Request) (request, time.Duration, error) {
-	var req request
+// parse reads a poll, from the query (GET) or a JSON body (POST, for
+// many channels): the same fields either way, protocol.PollRequest.
+func (h *Handler) parse(w http.ResponseWriter, r *http.Request) (protocol.PollRequest, time.Duration, error) {
+	var req protocol.PollRequest
 	if r.Method == http.MethodPost {
 		r.Body = http.MaxBytesReader(w, r.Body, h.srv.Config().Limits.MaxBodyBytes)
 		dec := json.NewDecoder(r.Body)
@@ -112,7 +104,7 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request) (request, time.D
 		}
 	} else {
 		q := r.URL.Query()
-		req = request{Channels: q["channel"], Cursor: q.Get("cursor"), Session: q.Get("session"), Since: q["since"], Epoch: q["epoch"]}
+		req = protocol.PollRequest{Channels: q["channel"], Cursor: q.Get("cursor"), Session: q.Get("session"), Since: q["since"], Epoch: q["epoch"]}
 		if v := q.Get("timeout"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil {
@@ -236,8 +228,9 @@ hold:
 	return items
 }
 
-// answer encodes {"messages":[…],"cursor":"…","session":"…"}. Envelopes
-// are copied as they are. A disconnect notice, when the server ended the
+// answer encodes a protocol.PollAnswer, {"messages":[…],"cursor":"…",
+// "session":"…"}, by hand: envelopes are copied as they are, never
+// re-encoded. A disconnect notice, when the server ended the
 // session, comes last among the messages as
 // {"event":"herald.disconnect","data":{"reason","reconnect"}}.
 func answer(items []server.Item, cursor, session string, notice []byte) []byte {
@@ -265,7 +258,7 @@ func answer(items []server.Item, cursor, session string, notice []byte) []byte {
 		if !first {
 			b = append(b, ',')
 		}
-		b = append(b, `{"event":"`+server.EventDisconnect+`","data":`...)
+		b = append(b, `{"event":"`+protocol.EventDisconnect+`","data":`...)
 		b = append(b, notice...)
 		b = append(b, '}')
 	}

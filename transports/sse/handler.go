@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
 	"github.com/heraldrt/herald/transports/internal/writer"
 )
@@ -166,7 +167,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	skip := len(buf)
 	buf = append(buf, "00000000\r\n"...)
 	buf = appendRetry(buf, h.opts.Retry.Milliseconds())
-	buf = appendEvent(buf, server.EventConnected, connected, sess.Cursor())
+	buf = appendEvent(buf, protocol.EventConnected, connected, sess.Cursor())
 	if err := st.write(buf, skip); err != nil {
 		conn.Close()
 		sess.Close(server.ReasonWriteError)
@@ -270,7 +271,7 @@ func (st *stream) finish() {
 	if reason := st.sess.Reason(); reason.Told() {
 		st.items = st.sess.Drain(st.items[:0])
 		b := appendItems(st.frameStart(), st.items, st.head)
-		b = appendEvent(b, server.EventDisconnect, server.DisconnectData(reason), "")
+		b = appendEvent(b, protocol.EventDisconnect, server.DisconnectData(reason), "")
 		if st.write(b, 0) == nil {
 			st.end()
 		}

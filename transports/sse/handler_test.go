@@ -15,6 +15,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
 	"github.com/heraldrt/herald/server/servertest"
 	"github.com/heraldrt/herald/store"
@@ -178,7 +179,7 @@ func TestStreamOpensWithHeadersAndConnectedEvent(t *testing.T) {
 		}
 	}
 	ev := s.next()
-	if ev.name != server.EventConnected || ev.id == "" {
+	if ev.name != protocol.EventConnected || ev.id == "" {
 		t.Fatalf("first event %+v, want herald.connected with an id", ev)
 	}
 	var info struct {
@@ -354,7 +355,7 @@ func TestShutdownTellsClientsToReconnect(t *testing.T) {
 	s.next()
 	f.srv.Shutdown()
 	ev := s.next()
-	if ev.name != server.EventDisconnect || ev.data != `{"reason":"shutdown","reconnect":true}` || ev.id != "" {
+	if ev.name != protocol.EventDisconnect || ev.data != `{"reason":"shutdown","reconnect":true}` || ev.id != "" {
 		t.Fatalf("got %+v", ev)
 	}
 	if _, ok := <-s.ch; ok {

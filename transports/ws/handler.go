@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
 	"github.com/heraldrt/herald/transports/internal/writer"
 )
@@ -171,8 +172,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ws.Close()
 		return
 	}
-	var pending []byte // an anonymous connection's first op, served once the session exists
-	var auth *request  // the auth op that identified the connection
+	var pending []byte         // an anonymous connection's first op, served once the session exists
+	var auth *protocol.Request // the auth op that identified the connection
 	if id.Anonymous {
 		var ok bool
 		if id, auth, pending, ok = c.authenticateFirstFrame(); !ok {
@@ -191,16 +192,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, server.ErrShuttingDown) {
 			c.closeWith(websocket.CloseServiceRestart, "server shutting down")
 		} else {
-			c.closeWith(closePolicy, server.AsError(err).Message) // a session or connection limit
+			c.closeWith(protocol.ClosePolicy, server.AsError(err).Message) // a session or connection limit
 		}
 		ws.Close()
 		return
 	}
 	c.sess = sess
 	if auth != nil {
-		sess.Send(encode(authReply{reply: reply{ID: auth.ID, OK: true}, Session: sess.ID, User: id.User}))
+		sess.Send(encode(protocol.AuthReply{Reply: protocol.Reply{ID: auth.ID, OK: true}, Session: sess.ID, User: id.User}))
 	}
-	sess.Send(encode(connectedPush{Type: "connected", Session: sess.ID, User: id.User, UserChannel: server.UserChannel(id.User)}))
+	sess.Send(encode(protocol.ConnectedPush{Type: protocol.PushConnected, Session: sess.ID, User: id.User, UserChannel: server.UserChannel(id.User)}))
 
 	// The reader closes the session when it ends; the session's close
 	// makes the writer's last turn close the connection, which ends the
@@ -226,7 +227,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // pending, to be served once the session exists. No frame within the auth
 // timeout, a bad token or a binary or oversized frame closes the
 // connection (ok false).
-func (c *conn) authenticateFirstFrame() (id server.Identity, auth *request, pending []byte, ok bool) {
+func (c *conn) authenticateFirstFrame() (id server.Identity, auth *protocol.Request, pending []byte, ok bool) {
 	anon := server.Identity{Anonymous: true}
 	_ = c.ws.SetReadDeadline(time.Now().Add(c.h.opts.AuthTimeout))
 	typ, frame, err := c.ws.ReadMessage()
@@ -235,14 +236,14 @@ func (c *conn) authenticateFirstFrame() (id server.Identity, auth *request, pend
 		c.closeWith(websocket.CloseMessageTooBig, c.tooBig())
 		return anon, nil, nil, false
 	case err != nil:
-		c.closeWith(closeUnauthorized, fmt.Sprintf("no credentials and no frame within %s", c.h.opts.AuthTimeout))
+		c.closeWith(protocol.CloseUnauthorized, fmt.Sprintf("no credentials and no frame within %s", c.h.opts.AuthTimeout))
 		return anon, nil, nil, false
 	case typ != websocket.TextMessage:
 		c.closeWith(websocket.CloseUnsupportedData, binaryRefused)
 		return anon, nil, nil, false
 	}
 	req, err := decodeRequest(frame)
-	if err != nil || req.Op != "auth" {
+	if err != nil || req.Op != protocol.OpAuth {
 		return anon, nil, frame, true
 	}
 	if id, err = c.h.srv.Identify(req.Token); err != nil {
@@ -256,9 +257,9 @@ func (c *conn) authenticateFirstFrame() (id server.Identity, auth *request, pend
 // credentials, 4008 for a valid identity that is refused (a ban).
 func authCloseCode(err error) int {
 	if server.AsError(err).Code == http.StatusForbidden {
-		return closePolicy
+		return protocol.ClosePolicy
 	}
-	return closeUnauthorized
+	return protocol.CloseUnauthorized
 }
 
 const binaryRefused = "binary frames are not accepted; send JSON text frames"

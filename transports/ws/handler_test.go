@@ -19,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
 	"github.com/heraldrt/herald/server/servertest"
 	"github.com/heraldrt/herald/store"
@@ -520,7 +521,7 @@ func TestAuthFirstFrameAndUnauthorizedCloses(t *testing.T) {
 			c.ws.WriteMessage(typ, []byte(tc.first))
 		}
 		code, text := c.closeCode()
-		if want := closeUnauthorized; name == "binary first" {
+		if want := protocol.CloseUnauthorized; name == "binary first" {
 			want = websocket.CloseUnsupportedData
 			if code != want {
 				t.Errorf("%s: close %d %q", name, code, text)
@@ -553,10 +554,10 @@ func TestTokenRefreshAndExpiry(t *testing.T) {
 	for push == nil || push["type"] != "disconnect" {
 		push = short.next()
 	}
-	if push["code"].(float64) != closeTokenExpired || push["reason"] != "token_expired" || push["reconnect"] != true {
+	if push["code"].(float64) != protocol.CloseTokenExpired || push["reason"] != "token_expired" || push["reconnect"] != true {
 		t.Fatalf("push %v", push)
 	}
-	if code, _ := short.closeCode(); code != closeTokenExpired {
+	if code, _ := short.closeCode(); code != protocol.CloseTokenExpired {
 		t.Fatalf("close %d", code)
 	}
 }

@@ -7,33 +7,14 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
 )
 
-// request is one client frame. Fields unused by an op must be absent.
-type request struct {
-	ID             uint64          `json:"id"`
-	Op             string          `json:"op"`
-	Token          string          `json:"token,omitempty"`
-	Session        string          `json:"session,omitempty"`
-	Channel        string          `json:"channel,omitempty"`
-	Since          *uint64         `json:"since,omitempty"`
-	Epoch          string          `json:"epoch,omitempty"`
-	Limit          *uint64         `json:"limit,omitempty"`
-	Event          string          `json:"event,omitempty"`
-	Data           json.RawMessage `json:"data,omitempty"`
-	IdempotencyKey string          `json:"idempotency_key,omitempty"`
-	ExcludeSelf    bool            `json:"exclude_self,omitempty"`
-	Ephemeral      bool            `json:"ephemeral,omitempty"`
-	Stats          bool            `json:"stats,omitempty"`
-	State          json.RawMessage `json:"state,omitempty"`
-	TTL            *float64        `json:"ttl,omitempty"`
-}
-
 // decodeRequest parses a frame strictly: one JSON object, known fields
 // only, an op. The error message names the problem for the error reply.
-func decodeRequest(frame []byte) (request, error) {
-	var req request
+func decodeRequest(frame []byte) (protocol.Request, error) {
+	var req protocol.Request
 	dec := json.NewDecoder(bytes.NewReader(frame))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
@@ -60,24 +41,10 @@ func decodeRequest(frame []byte) (request, error) {
 	return req, nil
 }
 
-// reply is the envelope of every answer: the request's id and ok, plus
-// the op's fields or the error.
-type reply struct {
-	ID    uint64       `json:"id"`
-	OK    bool         `json:"ok"`
-	Error *errorDetail `json:"error,omitempty"`
-}
-
-type errorDetail struct {
-	Code       int    `json:"code"`
-	Message    string `json:"message"`
-	Channel    string `json:"channel,omitempty"`
-	RetryAfter int    `json:"retry_after,omitempty"`
-}
-
-// encode marshals v, which embeds reply; the fields are ours, so it cannot
-// fail. <, > and & stay as they are (not \u003c…), as in the API's
-// answers, so an error quoting a client's value reads as it was sent.
+// encode marshals v, a reply (which embeds protocol.Reply) or a push; the
+// fields are ours, so it cannot fail. <, > and & stay as they are (not
+// \u003c…), as in the API's answers, so an error quoting a client's value
+// reads as it was sent.
 func encode(v any) []byte {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -88,101 +55,18 @@ func encode(v any) []byte {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")) // Encode ends every value with one
 }
 
-func okReply(id uint64) []byte { return encode(reply{ID: id, OK: true}) }
+func okReply(id uint64) []byte { return encode(protocol.Reply{ID: id, OK: true}) }
 
 func errorReply(id uint64, err error) []byte {
 	e := server.AsError(err)
-	d := &errorDetail{Code: e.Code, Message: e.Message, Channel: e.Channel}
+	d := &protocol.ErrorDetail{Code: e.Code, Message: e.Message, Channel: e.Channel}
 	if e.RetryAfter > 0 {
 		d.RetryAfter = int((e.RetryAfter + 999_999_999) / 1_000_000_000)
 	}
-	return encode(reply{ID: id, Error: d})
+	return encode(protocol.Reply{ID: id, Error: d})
 }
 
 // badRequest is a 400 reply for a frame the transport itself refuses.
 func badRequest(id uint64, format string, args ...any) []byte {
-	return encode(reply{ID: id, Error: &errorDetail{Code: 400, Message: fmt.Sprintf(format, args...)}})
+	return encode(protocol.Reply{ID: id, Error: &protocol.ErrorDetail{Code: 400, Message: fmt.Sprintf(format, args...)}})
 }
-
-type subscribeReply struct {
-	reply
-	server.SubscribeResult
-}
-
-type publishReply struct {
-	reply
-	Channel   string `json:"channel"`
-	Offset    uint64 `json:"offset,omitempty"`
-	Epoch     string `json:"epoch,omitempty"`
-	MessageID string `json:"message_id"`
-	Duplicate bool   `json:"duplicate,omitempty"`
-	Ephemeral bool   `json:"ephemeral,omitempty"`
-}
-
-type historyReply struct {
-	reply
-	server.HistoryPage
-}
-
-type presenceReply struct {
-	reply
-	server.PresenceInfo
-}
-
-type authReply struct {
-	reply
-	Session string `json:"session"`
-	User    string `json:"user,omitempty"`
-}
-
-type refreshReply struct {
-	reply
-	Expires string `json:"expires,omitempty"`
-}
-
-// Pushes.
-
-type connectedPush struct {
-	Type        string `json:"type"`
-	Session     string `json:"session"`
-	User        string `json:"user,omitempty"`
-	UserChannel string `json:"user_channel,omitempty"`
-}
-
-type disconnectPush struct {
-	Type      string `json:"type"`
-	Code      int    `json:"code"`
-	Reason    string `json:"reason"`
-	Reconnect bool   `json:"reconnect"`
-}
-
-// skipPush stands for a message the client excluded itself from.
-type skipPush struct {
-	Type    string `json:"type"`
-	Channel string `json:"channel"`
-	Offset  uint64 `json:"offset"`
-	Epoch   string `json:"epoch"`
-}
-
-type unsubscribedPush struct {
-	Type    string `json:"type"`
-	Channel string `json:"channel"`
-	Reason  string `json:"reason"`
-}
-
-// Frame pieces around envelopes, which are written as they are, never
-// re-encoded.
-const (
-	messagePrefix  = `{"type":"message","message":`
-	resetPrefix    = `{"type":"reset","message":`
-	presencePrefix = `{"type":"presence","message":`
-	batchPrefix    = `{"type":"batch","messages":[`
-)
-
-// Close codes (PROTOCOL.md). 4000–4999 are Herald's own.
-const (
-	closeUnauthorized = 4001
-	closePolicy       = 4008
-	closeSlowConsumer = 4009
-	closeTokenExpired = 4010
-)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
 )
 
@@ -117,23 +118,23 @@ func (c *conn) handle(frame []byte) {
 	}
 	var out []byte
 	switch req.Op {
-	case "subscribe":
+	case protocol.OpSubscribe:
 		out = c.subscribe(req)
-	case "unsubscribe":
+	case protocol.OpUnsubscribe:
 		out = c.unsubscribe(req)
-	case "publish":
+	case protocol.OpPublish:
 		out = c.publish(req)
-	case "history":
+	case protocol.OpHistory:
 		out = c.history(req)
-	case "refresh":
+	case protocol.OpRefresh:
 		out = c.refresh(req)
-	case "presence":
+	case protocol.OpPresence:
 		out = c.presence(req)
-	case "signal":
+	case protocol.OpSignal:
 		out = c.signal(req)
-	case "ping":
+	case protocol.OpPing:
 		out = okReply(req.ID)
-	case "auth":
+	case protocol.OpAuth:
 		out = badRequest(req.ID, "auth is only accepted as the first frame of a connection without credentials; use refresh to change tokens")
 	default:
 		out = badRequest(req.ID, "unknown op %q; want subscribe, unsubscribe, publish, history, presence, signal, refresh or ping", req.Op)
@@ -146,7 +147,7 @@ func (c *conn) handle(frame []byte) {
 // subscribe adds a channel. The core queues its reply (the Ack) in op
 // order and ahead of the channel's first message, so it returns nil on
 // success.
-func (c *conn) subscribe(req request) []byte {
+func (c *conn) subscribe(req protocol.Request) []byte {
 	if req.Channel == "" {
 		return badRequest(req.ID, `subscribe needs a "channel"`)
 	}
@@ -156,7 +157,7 @@ func (c *conn) subscribe(req request) []byte {
 	sr := server.SubscribeRequest{
 		Channel: req.Channel,
 		Ack: func(res server.SubscribeResult) []byte {
-			return encode(subscribeReply{reply: reply{ID: req.ID, OK: true}, SubscribeResult: res})
+			return encode(protocol.SubscribeReply{Reply: protocol.Reply{ID: req.ID, OK: true}, SubscribeResult: res})
 		},
 	}
 	if req.Since != nil {
@@ -168,7 +169,7 @@ func (c *conn) subscribe(req request) []byte {
 	return nil
 }
 
-func (c *conn) unsubscribe(req request) []byte {
+func (c *conn) unsubscribe(req protocol.Request) []byte {
 	if req.Channel == "" {
 		return badRequest(req.ID, `unsubscribe needs a "channel"`)
 	}
@@ -181,7 +182,7 @@ func (c *conn) unsubscribe(req request) []byte {
 // publish runs the core's publish pipeline and answers once the message is
 // durable. Publishes of one connection are served one after another, so
 // their order is kept.
-func (c *conn) publish(req request) []byte {
+func (c *conn) publish(req protocol.Request) []byte {
 	pr := server.PublishRequest{
 		Channel:        req.Channel,
 		Event:          req.Event,
@@ -197,13 +198,13 @@ func (c *conn) publish(req request) []byte {
 	if err != nil {
 		return errorReply(req.ID, err)
 	}
-	return encode(publishReply{reply: reply{ID: req.ID, OK: true}, Channel: res.Channel, Offset: res.Offset,
+	return encode(protocol.PublishReply{Reply: protocol.Reply{ID: req.ID, OK: true}, Channel: res.Channel, Offset: res.Offset,
 		Epoch: res.Epoch, MessageID: res.ID, Duplicate: res.Duplicate, Ephemeral: res.Ephemeral})
 }
 
 // history reads a page of a channel's history; the core checks since and
 // limit, as it does for the API.
-func (c *conn) history(req request) []byte {
+func (c *conn) history(req protocol.Request) []byte {
 	var since uint64
 	if req.Since != nil {
 		since = *req.Since
@@ -213,20 +214,20 @@ func (c *conn) history(req request) []byte {
 	if err != nil {
 		return errorReply(req.ID, err)
 	}
-	return encode(historyReply{reply: reply{ID: req.ID, OK: true}, HistoryPage: page})
+	return encode(protocol.HistoryReply{Reply: protocol.Reply{ID: req.ID, OK: true}, HistoryPage: page})
 }
 
 // presence answers who is in a channel (stats: counts only).
-func (c *conn) presence(req request) []byte {
+func (c *conn) presence(req protocol.Request) []byte {
 	info, err := c.h.srv.Presence(c.sess.Identity(), req.Channel, req.Stats)
 	if err != nil {
 		return errorReply(req.ID, err)
 	}
-	return encode(presenceReply{reply: reply{ID: req.ID, OK: true}, PresenceInfo: info})
+	return encode(protocol.PresenceReply{Reply: protocol.Reply{ID: req.ID, OK: true}, Presence: info})
 }
 
 // signal sets or clears the caller's short-lived state in a channel.
-func (c *conn) signal(req request) []byte {
+func (c *conn) signal(req protocol.Request) []byte {
 	err := c.h.srv.Signal(c.sess.Identity(), server.SignalRequest{Channel: req.Channel, State: req.State, TTL: req.TTL})
 	if err != nil {
 		return errorReply(req.ID, err)
@@ -235,7 +236,7 @@ func (c *conn) signal(req request) []byte {
 }
 
 // refresh swaps the session's token for a fresh one of the same user.
-func (c *conn) refresh(req request) []byte {
+func (c *conn) refresh(req protocol.Request) []byte {
 	if req.Token == "" {
 		return badRequest(req.ID, `refresh needs a "token"`)
 	}
@@ -246,7 +247,7 @@ func (c *conn) refresh(req request) []byte {
 	if err != nil {
 		return errorReply(req.ID, err)
 	}
-	out := refreshReply{reply: reply{ID: req.ID, OK: true}}
+	out := protocol.RefreshReply{Reply: protocol.Reply{ID: req.ID, OK: true}}
 	if !id.Expires.IsZero() {
 		out.Expires = id.Expires.UTC().Format(time.RFC3339)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
 	"github.com/heraldrt/herald/transports/internal/writer"
 )
@@ -21,7 +22,7 @@ func (c *conn) turn(kind writer.TurnKind) int {
 		if code, tell := closeCode(reason); tell {
 			c.items = c.sess.Drain(c.items[:0])
 			_ = c.writeItems(c.items)
-			_ = c.writeFrame(encode(disconnectPush{Type: "disconnect", Code: code, Reason: reason.String(), Reconnect: reason.Reconnect()}))
+			_ = c.writeFrame(encode(protocol.DisconnectPush{Type: protocol.PushDisconnect, Code: code, Reason: reason.String(), Reconnect: reason.Reconnect()}))
 			c.closeWith(code, reason.String())
 		}
 		c.ws.Close()
@@ -58,13 +59,13 @@ func closeCode(r server.Reason) (int, bool) {
 	case server.ReasonShutdown:
 		return websocket.CloseServiceRestart, true
 	case server.ReasonSlowConsumer:
-		return closeSlowConsumer, true
+		return protocol.CloseSlowConsumer, true
 	case server.ReasonTokenExpired:
-		return closeTokenExpired, true
+		return protocol.CloseTokenExpired, true
 	case server.ReasonInternal:
 		return websocket.CloseInternalServerErr, true
 	case server.ReasonRevoked, server.ReasonKicked, server.ReasonBanned, server.ReasonReplaced:
-		return closePolicy, true
+		return protocol.ClosePolicy, true
 	}
 	return 0, false
 }
@@ -95,18 +96,18 @@ func (c *conn) writeItems(items []server.Item) error {
 			}
 			continue
 		case server.KindReset:
-			err = c.writeWrapped(resetPrefix, it.Msg.Raw)
+			err = c.writeWrapped(protocol.ResetPrefix, it.Msg.Raw)
 		case server.KindPresence:
-			err = c.writeWrapped(presencePrefix, it.Msg.Raw)
+			err = c.writeWrapped(protocol.PresencePrefix, it.Msg.Raw)
 		case server.KindFrame:
 			err = c.writeFrame(it.Raw)
 		case server.KindUnsubscribed:
-			err = c.writeFrame(encode(unsubscribedPush{Type: "unsubscribed", Channel: it.Msg.Channel, Reason: "revoked"}))
+			err = c.writeFrame(encode(protocol.UnsubscribedPush{Type: protocol.PushUnsubscribed, Channel: it.Msg.Channel, Reason: protocol.ReasonRevoked}))
 		case server.KindSkip:
 			// The client excluded itself from this message: it gets the
 			// position, not the message, so a resume does not bring it back.
 			m := it.Msg
-			err = c.writeFrame(encode(skipPush{Type: "skip", Channel: m.Channel, Offset: m.Offset, Epoch: m.Epoch}))
+			err = c.writeFrame(encode(protocol.SkipPush{Type: protocol.PushSkip, Channel: m.Channel, Offset: m.Offset, Epoch: m.Epoch}))
 		}
 		if err != nil {
 			return err
@@ -118,13 +119,13 @@ func (c *conn) writeItems(items []server.Item) error {
 
 func (c *conn) writeMessages(run []server.Item) error {
 	if len(run) == 1 {
-		return c.writeWrapped(messagePrefix, run[0].Msg.Raw)
+		return c.writeWrapped(protocol.MessagePrefix, run[0].Msg.Raw)
 	}
 	w, err := c.ws.NextWriter(websocket.TextMessage)
 	if err != nil {
 		return err
 	}
-	_, _ = io.WriteString(w, batchPrefix)
+	_, _ = io.WriteString(w, protocol.BatchPrefix)
 	for k := range run {
 		if k > 0 {
 			_, _ = io.WriteString(w, ",")

@@ -1,0 +1,205 @@
+package bench
+
+// The workloads: fan-out and channels (streams), idle, resume.
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+)
+
+// runStream runs fanout and channels.
+func (r *benchRun) runStream(ctx context.Context) (*benchResult, error) {
+	res := r.newResult()
+	if err := r.prepareChannels(ctx); err != nil {
+		return nil, err
+	}
+	subCtx, cancelSubs := context.WithCancel(context.WithoutCancel(ctx))
+	var subWG sync.WaitGroup
+	if err := r.connectAll(ctx, subCtx, &subWG); err != nil {
+		r.stopSubscribers(cancelSubs, &subWG)
+		return nil, err
+	}
+
+	pubCtx, cancelPubs := context.WithCancel(ctx)
+	defer cancelPubs()
+	var pubWG sync.WaitGroup
+	if err := r.startPublishers(pubCtx, &pubWG); err != nil {
+		r.stopSubscribers(cancelSubs, &subWG)
+		return nil, err
+	}
+	stopProgress := r.startProgress()
+
+	r.phase.Store(benchPhaseWarmup)
+	benchWait(ctx, r.opts.warmup)
+	s0 := r.snapshot()
+	r.latFrom.Store(s0.at.UnixNano())
+	r.phase.Store(benchPhaseMeasure)
+	benchWait(ctx, r.opts.duration)
+	s1 := r.snapshot()
+	r.latTo.Store(s1.at.UnixNano())
+
+	r.pubStop.Store(true)
+	pubWG.Wait()
+	r.settleHeads()
+	r.phase.Store(benchPhaseDrain)
+	drainStart := time.Now()
+	arrived := r.drain(ctx, r.opts.drain)
+	res.DrainSeconds = round3(time.Since(drainStart).Seconds())
+	res.DrainComplete = arrived
+	r.stopSubscribers(cancelSubs, &subWG)
+	r.phase.Store(benchPhaseDone)
+	stopProgress()
+
+	r.fill(res, s0, s1)
+	return res, nil
+}
+
+// runIdle opens N connections, holds them and reads the server's memory.
+func (r *benchRun) runIdle(ctx context.Context) (*benchResult, error) {
+	res := r.newResult()
+	before, err := benchReadProc(r.opts.serverPID)
+	if err != nil {
+		return nil, fmt.Errorf("--server-pid %d: %w", r.opts.serverPID, err)
+	}
+	selfBefore, _ := benchReadProc(0)
+	subCtx, cancelSubs := context.WithCancel(context.WithoutCancel(ctx))
+	var subWG sync.WaitGroup
+	connectStart := time.Now()
+	if err := r.connectAll(ctx, subCtx, &subWG); err != nil {
+		r.stopSubscribers(cancelSubs, &subWG)
+		return nil, err
+	}
+	connectSecs := time.Since(connectStart).Seconds()
+	r.phase.Store(benchPhaseHold)
+	stopProgress := r.startProgress()
+	benchWait(ctx, r.opts.hold)
+	after, err := benchReadProc(r.opts.serverPID)
+	selfAfter, _ := benchReadProc(0)
+	var reconnects int64
+	for _, s := range r.subs {
+		reconnects += s.reconnects.Load()
+	}
+	r.stopSubscribers(cancelSubs, &subWG)
+	r.phase.Store(benchPhaseDone)
+	stopProgress()
+	if err != nil {
+		return nil, fmt.Errorf("--server-pid %d: %w", r.opts.serverPID, err)
+	}
+	n := float64(len(r.subs))
+	res.Idle = &benchIdleResult{
+		Connections:      len(r.subs),
+		Channels:         len(r.chans),
+		ConnectSeconds:   connectSecs,
+		HoldSeconds:      r.opts.hold.Seconds(),
+		RSSBeforeKiB:     before.RSSKiB,
+		RSSAfterKiB:      after.RSSKiB,
+		PerConnKiB:       math.Round(float64(after.RSSKiB-before.RSSKiB)/n*100) / 100,
+		ToolPerConnKiB:   math.Round(float64(selfAfter.RSSKiB-selfBefore.RSSKiB)/n*100) / 100,
+		ServerCPUSeconds: (after.CPU - before.CPU).Seconds(),
+	}
+	res.Server = &benchServerResult{PID: r.opts.serverPID, RSSKiB: after.RSSKiB, PeakRSSKiB: after.HWMKiB, CPUs: after.CPUs}
+	res.Tool.RSSKiB = selfAfter.RSSKiB
+	res.Reconnects = reconnects
+	r.fillErrors(res)
+	return res, nil
+}
+
+// runResume: subscribe, note the position, leave; publish K; come back
+// from the position and time the catch-up.
+func (r *benchRun) runResume(ctx context.Context) (*benchResult, error) {
+	res := r.newResult()
+	if err := r.prepareChannels(ctx); err != nil {
+		return nil, err
+	}
+	sub := r.subs[0]
+	ch := r.chans[0]
+
+	// 1. Subscribe and leave at once, keeping the position.
+	r.phase.Store(benchPhaseConnect)
+	sub.once = true
+	if err := sub.session(ctx, func() {}); err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	sub.once = false
+	sub.pollSess = "" // come back by cursor alone, as after losing the session
+
+	// 2. Publish K, as fast as the publishers are acknowledged.
+	r.phase.Store(benchPhasePublish)
+	stopProgress := r.startProgress()
+	r.pubBounded = true
+	r.pubTickets.Store(int64(r.opts.messages))
+	pubCtx, cancelPubs := context.WithCancel(ctx)
+	defer cancelPubs()
+	var pubWG sync.WaitGroup
+	r.latFrom.Store(0) // every message counts
+	p0 := time.Now()
+	if err := r.startPublishers(pubCtx, &pubWG); err != nil {
+		stopProgress()
+		return nil, err
+	}
+	pubWG.Wait()
+	pubSecs := time.Since(p0).Seconds()
+	r.settleHeads()
+	if ctx.Err() != nil {
+		stopProgress()
+		return nil, fmt.Errorf("interrupted while publishing: %w", ctx.Err())
+	}
+	want := int64(ch.head - sub.track.base)
+	if h, err := r.history(ctx, ch, sub.track.base); err != nil {
+		stopProgress()
+		return nil, fmt.Errorf("check the history: %w", err)
+	} else if !h.covers(sub.track.base) {
+		stopProgress()
+		return nil, fmt.Errorf("the server no longer keeps channel %s from offset %d (head %d): its history holds fewer than the %d messages published; raise history.size in the server's configuration to at least %d", ch.name, sub.track.base+1, h.Head, want, want)
+	}
+
+	// 3. Come back from the position and time the catch-up.
+	r.phase.Store(benchPhaseCatchUp)
+	s0 := r.snapshot()
+	subCtx, cancelSubs := context.WithCancel(context.WithoutCancel(ctx))
+	var subWG sync.WaitGroup
+	ready := make(chan error, 1)
+	subWG.Add(1)
+	go func() {
+		defer subWG.Done()
+		sub.run(subCtx, ready)
+	}()
+	arrived := r.drain(ctx, r.opts.timeout)
+	s1 := r.snapshot()
+	end := time.Unix(0, sub.lastAt.Load())
+	if !arrived || end.Before(s0.at) {
+		end = s1.at
+	}
+	s1.at = end
+	r.latTo.Store(math.MaxInt64)
+	r.stopSubscribers(cancelSubs, &subWG)
+	r.phase.Store(benchPhaseDone)
+	stopProgress()
+	select {
+	case err := <-ready:
+		if err != nil {
+			r.errs.add("resume: reconnect: %v", err)
+		}
+	default:
+	}
+	res.DrainComplete = arrived
+	r.fill(res, s0, s1)
+	catch := end.Sub(s0.at).Seconds()
+	res.Resume = &benchResumeResult{
+		Messages:       want,
+		PublishSeconds: round3(pubSecs),
+		PublishPerSec:  math.Round(float64(r.acks()) / pubSecs),
+		CatchUpSeconds: round3(catch),
+		CatchUpPerSec:  math.Round(float64(sub.track.distinct) / catch),
+		CaughtUp:       arrived,
+		ReceivedOfWant: sub.track.distinct,
+		StartOffset:    sub.track.base,
+		EndOffset:      ch.head,
+	}
+	res.AcksPerSec = res.Resume.PublishPerSec
+	res.Acks = r.acks()
+	return res, nil
+}
