@@ -65,9 +65,9 @@ func (o Options) validate() error {
 // and subscriptions. It holds no connection of its own and is safe for
 // concurrent use.
 type Client struct {
-	base  *url.URL
-	opts  Options
-	sseRT http.RoundTripper // SSE streams
+	base   *url.URL
+	opts   Options
+	sseRT  http.RoundTripper // SSE streams
 	pollRT http.RoundTripper // long polls
 }
 

@@ -73,4 +73,3 @@ func runConfigCheck(args []string, lookupEnv func(string) (string, bool), stdout
 	}
 	return loaded.WriteReport(stdout)
 }
-

@@ -148,4 +148,5 @@ func writeFile(t *testing.T, body string) string {
 	}
 	return p
 }
+
 const okKey = "api-key-0123456789abcdef"
