@@ -21,15 +21,15 @@ import (
 )
 
 func cmdGrant(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runGrant(ctx, args, processEnv(), nil, stdout, stderr)
+	return runGrant(ctx, args, cli.ProcessEnv(), nil, stdout, stderr)
 }
 
 func cmdBan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runBan(ctx, args, processEnv(), nil, stdout, stderr)
+	return runBan(ctx, args, cli.ProcessEnv(), nil, stdout, stderr)
 }
 
 func cmdDisconnect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runDisconnect(ctx, args, processEnv(), nil, stdout, stderr)
+	return runDisconnect(ctx, args, cli.ProcessEnv(), nil, stdout, stderr)
 }
 
 // runGrant implements `herald grant`: POST, DELETE and GET /api/grants.
@@ -37,7 +37,7 @@ func cmdDisconnect(ctx context.Context, args []string, stdout, stderr io.Writer)
 //	herald grant --user 17 --channel chat_room_9 [--action subscribe --action publish]
 //	herald grant --revoke --user 17 --channel chat_room_9 [--action publish]
 //	herald grant --list --user 17
-func runGrant(ctx context.Context, args []string, env clientEnv, hc *http.Client, stdout, stderr io.Writer) error {
+func runGrant(ctx context.Context, args []string, env cli.Env, hc *http.Client, stdout, stderr io.Writer) error {
 	var (
 		channel         string
 		actions         cli.StringList
@@ -77,7 +77,7 @@ func runGrant(ctx context.Context, args []string, env clientEnv, hc *http.Client
 //
 //	herald ban --user 17 --duration 24h
 //	herald ban --lift --user 17
-func runBan(ctx context.Context, args []string, env clientEnv, hc *http.Client, stdout, stderr io.Writer) error {
+func runBan(ctx context.Context, args []string, env cli.Env, hc *http.Client, stdout, stderr io.Writer) error {
 	var (
 		duration string
 		lift     bool
@@ -101,7 +101,7 @@ func runBan(ctx context.Context, args []string, env clientEnv, hc *http.Client, 
 
 // runDisconnect implements `herald disconnect --user 17`: POST
 // /api/disconnect closes every session of the user (who may reconnect).
-func runDisconnect(ctx context.Context, args []string, env clientEnv, hc *http.Client, stdout, stderr io.Writer) error {
+func runDisconnect(ctx context.Context, args []string, env cli.Env, hc *http.Client, stdout, stderr io.Writer) error {
 	c, user, err := parseUserCommand("disconnect --user ID", args, env, hc, stderr, func(*flag.FlagSet) {})
 	if err != nil {
 		return err
@@ -111,19 +111,19 @@ func runDisconnect(ctx context.Context, args []string, env clientEnv, hc *http.C
 
 // parseUserCommand parses the flags of an admin command — the client
 // flags, --user (required) and its own (more) — and returns its client.
-func parseUserCommand(synopsis string, args []string, env clientEnv, hc *http.Client, stderr io.Writer, more func(*flag.FlagSet)) (*client.Client, string, error) {
+func parseUserCommand(synopsis string, args []string, env cli.Env, hc *http.Client, stderr io.Writer, more func(*flag.FlagSet)) (*client.Client, string, error) {
 	fs := cli.NewFlagSet(synopsis[:strings.IndexByte(synopsis, ' ')], synopsis, stderr)
 	var (
-		cf   clientFlags
+		cf   cli.ClientFlags
 		user string
 	)
-	cf.register(fs)
+	cf.Register(fs)
 	fs.StringVar(&user, "user", "", "the user (token sub); required")
 	more(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, "", err
 	}
-	c, err := cf.client(env.getenv, client.Options{HTTPClient: hc})
+	c, err := cf.Client(env.Getenv, client.Options{HTTPClient: hc})
 	if err == nil && user == "" {
 		err = errors.New("--user is required")
 	}

@@ -40,7 +40,7 @@ func adminTestServer(t *testing.T) (url string, userToken func(sub string) strin
 	}
 	f := servertest.Start(t, cfg, store.Options{}, func(*server.Server, *httprouter.Router) func(context.Context) error { return nil })
 	return f.HTTP.URL, func(sub string) string {
-		tok, err := mintToken(tokenOptions{secret: adminTestSecret, sub: sub, ttl: time.Hour}, time.Now())
+		tok, err := cli.Token{Secret: adminTestSecret, Sub: sub, TTL: time.Hour}.Mint(time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,12 +54,12 @@ func adminRun(t *testing.T, url string, run adminRunner, args ...string) (string
 	t.Helper()
 	env := map[string]string{cli.EnvURL: url, cli.EnvAPIKey: adminTestKey}
 	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), args, clientEnv{getenv: func(k string) string { return env[k] }}, http.DefaultClient, &stdout, &stderr)
+	err := run(context.Background(), args, cli.Env{Getenv: func(k string) string { return env[k] }}, http.DefaultClient, &stdout, &stderr)
 	return stdout.String(), err
 }
 
 // adminRunner is runGrant, runBan or runDisconnect.
-type adminRunner func(context.Context, []string, clientEnv, *http.Client, io.Writer, io.Writer) error
+type adminRunner func(context.Context, []string, cli.Env, *http.Client, io.Writer, io.Writer) error
 
 // publishAs publishes to channel with a user token and returns the
 // status.

@@ -173,7 +173,7 @@ func TestPublish(t *testing.T) {
 			}
 			var stdout, stderr bytes.Buffer
 			err := runPublish(context.Background(), tc.args,
-				clientEnv{getenv: func(k string) string { return env[k] }, stdin: strings.NewReader(tc.stdin)},
+				cli.Env{Getenv: func(k string) string { return env[k] }, Stdin: strings.NewReader(tc.stdin)},
 				srv.Client(), &stdout, &stderr)
 			if tc.wantErr == "" && err != nil {
 				t.Fatalf("publish: %v", err)
@@ -204,7 +204,7 @@ func TestPublish(t *testing.T) {
 
 func TestPublishHelp(t *testing.T) {
 	var stderr bytes.Buffer
-	err := runPublish(context.Background(), []string{"-h"}, clientEnv{getenv: func(string) string { return "secret-token" }}, nil, io.Discard, &stderr)
+	err := runPublish(context.Background(), []string{"-h"}, cli.Env{Getenv: func(string) string { return "secret-token" }}, nil, io.Discard, &stderr)
 	if err == nil || err.Error() != "flag: help requested" {
 		t.Fatalf("err = %v, want flag.ErrHelp", err)
 	}
@@ -227,7 +227,7 @@ func TestPublishTransportFlags(t *testing.T) {
 		{[]string{"--channel", "c", "--transport", "sse"}, `--transport "sse" is unknown`},
 	}
 	for _, tc := range cases {
-		_, err := parsePublishFlags(tc.args, clientEnv{getenv: func(string) string { return "" }}, nil, &bytes.Buffer{})
+		_, err := parsePublishFlags(tc.args, cli.Env{Getenv: func(string) string { return "" }}, nil, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 			t.Errorf("%q: err = %v, want %q", tc.args, err, tc.wantErr)
 		}
@@ -243,7 +243,7 @@ func TestPublishOverWebSocket(t *testing.T) {
 	env := map[string]string{cli.EnvURL: url, cli.EnvAPIKey: subTestKey}
 	var stdout bytes.Buffer
 	err := runPublish(context.Background(), []string{"--transport", "ws", "--channel", "c", "--data", `{"n":{{i}}}`, "--count", "3", "--exclude-self"},
-		clientEnv{getenv: func(k string) string { return env[k] }}, nil, &stdout, io.Discard)
+		cli.Env{Getenv: func(k string) string { return env[k] }}, nil, &stdout, io.Discard)
 	if err != nil {
 		t.Fatalf("publish: %v", err)
 	}

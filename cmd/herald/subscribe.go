@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/heraldrt/herald/client"
@@ -23,7 +21,7 @@ import (
 //
 //	herald subscribe --channel chat_room_7 [--channel B] [--cursor C | --since N...] [--max N] [--timeout D]
 func cmdSubscribe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	opts, err := parseSubscribeFlags(args, processEnv().getenv, nil, stderr)
+	opts, err := parseSubscribeFlags(args, cli.ProcessEnv().Getenv, nil, stderr)
 	if err != nil {
 		return err
 	}
@@ -44,14 +42,14 @@ type subscribeOptions struct {
 func parseSubscribeFlags(args []string, getenv func(string) string, hc *http.Client, stderr io.Writer) (subscribeOptions, error) {
 	fs := cli.NewFlagSet("subscribe", "subscribe --channel NAME [--channel NAME]... [--transport sse|ws|poll] [--cursor C | --since N... [--epoch E...]] [--max N] [--timeout D] [--poll-timeout N] [--verbose]", stderr)
 	var (
-		cf                      clientFlags
+		cf                      cli.ClientFlags
 		opts                    subscribeOptions
 		channels, since, epochs cli.StringList
 		transport               string
 		stall                   time.Duration
 		pollWait                int
 	)
-	cf.register(fs)
+	cf.Register(fs)
 	fs.Var(&channels, "channel", "channel to follow; repeat for several (one stream, one cursor)")
 	fs.StringVar(&opts.sub.Cursor, "cursor", "", "resume from this cursor (an SSE event id or poll cursor; --verbose logs the last one on exit); sse and poll only")
 	fs.Var(&since, "since", "resume after this offset: one per --channel, in the same order (empty for \"from now\")")
@@ -67,7 +65,7 @@ func parseSubscribeFlags(args []string, getenv func(string) string, hc *http.Cli
 		return subscribeOptions{}, err
 	}
 	var err error
-	if opts.c, err = cf.client(getenv, client.Options{HTTPClient: hc, Logger: cli.NewLineLogger(stderr, "subscribe", opts.verbose)}); err != nil {
+	if opts.c, err = cf.Client(getenv, client.Options{HTTPClient: hc, Logger: cli.NewLineLogger(stderr, "subscribe", opts.verbose)}); err != nil {
 		return subscribeOptions{}, err
 	}
 	switch transport {
@@ -153,7 +151,7 @@ func runSubscribe(ctx context.Context, opts subscribeOptions, stdout, stderr io.
 	if sub != nil {
 		sub.Close()
 		if opts.verbose {
-			fmt.Fprintf(stderr, "herald subscribe: stopped; %s\n", resumeHint(sub, opts.sub.Channels))
+			fmt.Fprintf(stderr, "herald subscribe: stopped; %s\n", cli.ResumeHint(sub.Cursor(), sub.Positions(), opts.sub.Channels))
 		}
 	}
 	var idle *idleTimeout
@@ -164,26 +162,4 @@ func runSubscribe(ctx context.Context, opts subscribeOptions, stdout, stderr io.
 		return nil // SIGINT, SIGTERM
 	}
 	return err
-}
-
-// resumeHint says how to resume where the subscription stopped: the
-// cursor, else the positions of the channels that have one.
-func resumeHint(sub *client.Subscription, channels []string) string {
-	if c := sub.Cursor(); c != "" {
-		return "resume with --cursor " + c
-	}
-	pos := sub.Positions()
-	if len(pos) == 0 {
-		return "no position to resume from yet"
-	}
-	var since, epochs []string
-	for _, ch := range channels {
-		s, e := "", ""
-		if p, ok := pos[ch]; ok {
-			s, e = strconv.FormatUint(p.Offset, 10), p.Epoch
-		}
-		since = append(since, "--since "+strconv.Quote(s))
-		epochs = append(epochs, "--epoch "+strconv.Quote(e))
-	}
-	return "resume with " + strings.Join(since, " ") + " " + strings.Join(epochs, " ")
 }

@@ -151,7 +151,7 @@ func TestSubscribeCommand(t *testing.T) {
 func TestSubscribeCommandEnds(t *testing.T) {
 	t.Parallel()
 	url := subTestServer(t)
-	tok, err := mintToken(tokenOptions{secret: adminTestSecret, sub: "17", ttl: time.Hour}, time.Now())
+	tok, err := cli.Token{Secret: adminTestSecret, Sub: "17", TTL: time.Hour}.Mint(time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

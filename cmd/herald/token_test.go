@@ -59,7 +59,7 @@ func TestTokenRoundTrip(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout bytes.Buffer
-			env := clientEnv{getenv: func(k string) string { return tc.env[k] }, now: func() time.Time { return now }}
+			env := cli.Env{Getenv: func(k string) string { return tc.env[k] }, Now: func() time.Time { return now }}
 			if err := runToken(tc.args, env, &stdout, io.Discard); err != nil {
 				t.Fatalf("token: %v", err)
 			}
@@ -123,7 +123,7 @@ func TestTokenErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout bytes.Buffer
-			env := clientEnv{getenv: func(k string) string { return tc.env[k] }, now: time.Now}
+			env := cli.Env{Getenv: func(k string) string { return tc.env[k] }, Now: time.Now}
 			err := runToken(tc.args, env, &stdout, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
@@ -133,36 +133,8 @@ func TestTokenErrors(t *testing.T) {
 			}
 		})
 	}
-	err := runToken([]string{"-h"}, clientEnv{getenv: func(string) string { return "" }, now: time.Now}, io.Discard, io.Discard)
+	err := runToken([]string{"-h"}, cli.Env{Getenv: func(string) string { return "" }, Now: time.Now}, io.Discard, io.Discard)
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("-h: err = %v, want flag.ErrHelp", err)
-	}
-}
-
-func TestParseAttrs(t *testing.T) {
-	cases := []struct {
-		in      []string
-		want    map[string]any
-		wantErr bool
-	}{
-		{nil, nil, false},
-		{[]string{"team=3"}, map[string]any{"team": "3"}, false},
-		{[]string{"team=3", "team=4"}, map[string]any{"team": []string{"3", "4"}}, false},
-		{[]string{"team=3", "team=3"}, map[string]any{"team": "3"}, false},
-		{[]string{"team=3", "org=a", "team=4", "team=5"}, map[string]any{"team": []string{"3", "4", "5"}, "org": "a"}, false},
-		{[]string{"expr=a=b"}, map[string]any{"expr": "a=b"}, false},
-		{[]string{"team"}, nil, true},
-		{[]string{"=3"}, nil, true},
-		{[]string{"team="}, nil, true},
-	}
-	for _, tc := range cases {
-		got, err := parseAttrs(tc.in)
-		if (err != nil) != tc.wantErr {
-			t.Errorf("parseAttrs(%q): err = %v, want error %t", tc.in, err, tc.wantErr)
-			continue
-		}
-		if !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("parseAttrs(%q) = %#v, want %#v", tc.in, got, tc.want)
-		}
 	}
 }
