@@ -1,6 +1,3 @@
-// Command herald is the Herald real-time channel server and its commands:
-// serve, config check, publish, subscribe, token, grant, ban, disconnect,
-// bench and version.
 package main
 
 import (
