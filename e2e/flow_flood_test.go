@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/heraldrt/herald/internal/bench"
 )
 
 // --- 1. the flood ---
@@ -110,7 +112,7 @@ func flood(ctx context.Context, base, token, body string, conns, window int) flo
 					}
 					continue
 				}
-				code, retryHdr, b, err := readHTTPAnswer(br, &bodyBuf)
+				code, retryHdr, b, err := bench.ReadHTTPAnswer(br, &bodyBuf)
 				if err != nil {
 					r.errs = append(r.errs, fmt.Errorf("answer #%d: %w", received+1, err))
 					conn.Close()
@@ -181,53 +183,6 @@ func flood(ctx context.Context, base, token, body string, conns, window int) flo
 		total.errs = append(total.errs, r.errs...)
 	}
 	return total
-}
-
-// readHTTPAnswer reads one HTTP/1.1 answer with a Content-Length body;
-// the body is read into *buf and valid until the next call.
-func readHTTPAnswer(br *bufio.Reader, buf *[]byte) (code int, retryAfter bool, body []byte, err error) {
-	line, err := br.ReadSlice('\n')
-	if err != nil {
-		return 0, false, nil, err
-	}
-	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.1 ")) {
-		return 0, false, nil, fmt.Errorf("status line %q", line)
-	}
-	code, err = strconv.Atoi(string(line[9:12]))
-	if err != nil {
-		return 0, false, nil, fmt.Errorf("status line %q", line)
-	}
-	length := -1
-	for {
-		h, err := br.ReadSlice('\n')
-		if err != nil {
-			return 0, false, nil, err
-		}
-		if len(h) <= 2 {
-			break
-		}
-		name, value, _ := bytes.Cut(h, []byte(":"))
-		value = bytes.TrimSpace(value)
-		switch {
-		case bytes.EqualFold(name, []byte("Content-Length")):
-			length, _ = strconv.Atoi(string(value))
-		case bytes.EqualFold(name, []byte("Retry-After")):
-			retryAfter = len(value) > 0
-		case bytes.EqualFold(name, []byte("Connection")) && bytes.EqualFold(value, []byte("close")):
-			return 0, false, nil, fmt.Errorf("the server closes the connection (status %d)", code)
-		}
-	}
-	if length < 0 {
-		return 0, false, nil, fmt.Errorf("a %d answer without Content-Length", code)
-	}
-	if cap(*buf) < length {
-		*buf = make([]byte, length)
-	}
-	body = (*buf)[:length]
-	if _, err := io.ReadFull(br, body); err != nil {
-		return 0, false, nil, err
-	}
-	return code, retryAfter, body, nil
 }
 
 // floodReader is one well-behaved subscriber of the flood test.

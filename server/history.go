@@ -1,11 +1,11 @@
 package server
 
 import (
-	"github.com/heraldrt/herald/protocol"
-
 	"context"
 	"encoding/json"
 	"net/http"
+
+	"github.com/heraldrt/herald/protocol"
 )
 
 // History paging limits, the same on every transport and in the API.

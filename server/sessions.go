@@ -1,8 +1,6 @@
 package server
 
 import (
-	"github.com/heraldrt/herald/protocol"
-
 	"context"
 	"errors"
 	"net/http"
@@ -10,6 +8,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/heraldrt/herald/protocol"
 )
 
 // OpenRequest opens a session on a fixed set of channels (SSE, poll).

@@ -1,12 +1,12 @@
 package server
 
 import (
-	"github.com/heraldrt/herald/protocol"
-
 	"context"
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/heraldrt/herald/protocol"
 )
 
 // Position is where a client stands on one channel: the last offset it

@@ -168,7 +168,7 @@ func (a *benchAbuser) flood(ctx context.Context) (c benchAbuseCount) {
 			continue
 		}
 		_ = conn.SetReadDeadline(time.Now().Add(publishTimeout))
-		code, retryHdr, b, err := benchReadAnswer(br, &body)
+		code, retryHdr, b, err := ReadHTTPAnswer(br, &body)
 		if err != nil {
 			c.errs = append(c.errs, fmt.Sprintf("answer %d: %v", received+1, err))
 			conn.Close()
@@ -235,11 +235,11 @@ func (c *benchAbuseCount) note(format string, args ...any) {
 	}
 }
 
-// benchReadAnswer reads one HTTP/1.1 answer with a Content-Length body
+// ReadHTTPAnswer reads one HTTP/1.1 answer with a Content-Length body
 // into *buf (valid until the next call), noting a Retry-After header. A
 // hand-made reader, as the publishers' ones: the abuser must stay cheap
 // next to the server it floods.
-func benchReadAnswer(br *bufio.Reader, buf *[]byte) (code int, retryAfter bool, body []byte, err error) {
+func ReadHTTPAnswer(br *bufio.Reader, buf *[]byte) (code int, retryAfter bool, body []byte, err error) {
 	line, err := br.ReadSlice('\n')
 	if err != nil {
 		return 0, false, nil, err

@@ -26,7 +26,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -135,26 +134,10 @@ func (r *benchRun) runFlood(ctx context.Context) (*benchResult, error) {
 	}
 	r.pubToken = pubTok
 	r.abuser = newBenchAbuser(r, abuserTok)
-	if err := r.prepareChannels(ctx); err != nil {
+	st, err := r.startStreams(ctx)
+	if err != nil {
 		return nil, err
 	}
-	subCtx, cancelSubs := context.WithCancel(context.WithoutCancel(ctx))
-	var subWG sync.WaitGroup
-	if err := r.connectAll(ctx, subCtx, &subWG); err != nil {
-		r.stopSubscribers(cancelSubs, &subWG)
-		return nil, err
-	}
-	pubCtx, cancelPubs := context.WithCancel(ctx)
-	defer cancelPubs()
-	var pubWG sync.WaitGroup
-	if err := r.startPublishers(pubCtx, &pubWG); err != nil {
-		r.stopSubscribers(cancelSubs, &subWG)
-		return nil, err
-	}
-	stopProgress := r.startProgress()
-
-	r.phase.Store(benchPhaseWarmup)
-	benchWait(ctx, r.opts.warmup)
 	b0 := time.Now()
 	r.baseFrom.Store(b0.UnixNano())
 	r.phase.Store(benchPhaseBaseline)
@@ -177,21 +160,13 @@ func (r *benchRun) runFlood(ctx context.Context) (*benchResult, error) {
 	stopFlood()
 	<-floodDone
 
-	r.pubStop.Store(true)
-	pubWG.Wait()
-	r.settleHeads()
 	ch := r.chans[0]
-	r.abuser.mu.Lock()
-	ch.head = max(ch.head, r.abuser.count.maxOffset)
-	r.abuser.mu.Unlock()
-	r.phase.Store(benchPhaseDrain)
-	drainStart := time.Now()
-	arrived := r.drain(ctx, r.opts.drain)
-	res.DrainSeconds = round3(time.Since(drainStart).Seconds())
-	res.DrainComplete = arrived
-	r.stopSubscribers(cancelSubs, &subWG)
-	r.phase.Store(benchPhaseDone)
-	stopProgress()
+	st.stop(ctx, res, func() {
+		// The abuser's accepted publishes are on the channel too.
+		r.abuser.mu.Lock()
+		ch.head = max(ch.head, r.abuser.count.maxOffset)
+		r.abuser.mu.Unlock()
+	})
 
 	r.fill(res, s0, s1)
 	res.Flood = r.floodResult(b1.Sub(b0))

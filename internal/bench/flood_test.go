@@ -91,13 +91,13 @@ func TestBenchFloodAnswers(t *testing.T) {
 	var c benchAbuseCount
 	var buf []byte
 	for i := range 5 {
-		code, retry, body, err := benchReadAnswer(br, &buf)
+		code, retry, body, err := ReadHTTPAnswer(br, &buf)
 		if err != nil {
 			t.Fatalf("answer %d: %v", i+1, err)
 		}
 		c.tally(code, retry, body)
 	}
-	if _, _, _, err := benchReadAnswer(br, &buf); err == nil {
+	if _, _, _, err := ReadHTTPAnswer(br, &buf); err == nil {
 		t.Error("read past the last answer")
 	}
 	if c.attempts != 5 || c.accepted != 1 || c.maxOffset != 7 || c.byRule != 1 || c.inFlight != 2 ||
@@ -120,7 +120,7 @@ func TestBenchFloodAnswers(t *testing.T) {
 	}
 	// A status line that is not HTTP/1.1, and an answer that closes.
 	for _, bad := range []string{"HTTP/1.0 200 OK\r\n\r\n", "HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"} {
-		if _, _, _, err := benchReadAnswer(bufio.NewReader(strings.NewReader(bad)), &buf); err == nil {
+		if _, _, _, err := ReadHTTPAnswer(bufio.NewReader(strings.NewReader(bad)), &buf); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}

@@ -10,49 +10,77 @@ import (
 	"time"
 )
 
-// runStream runs fanout and channels.
-func (r *benchRun) runStream(ctx context.Context) (*benchResult, error) {
-	res := r.newResult()
+// streams is a stream workload under way: channels prepared, subscribers
+// connected, publishers running, the warm-up over.
+type streams struct {
+	r                      *benchRun
+	cancelSubs, cancelPubs context.CancelFunc
+	subWG, pubWG           sync.WaitGroup
+	stopProgress           func()
+}
+
+// startStreams connects the subscribers, starts the publishers and the
+// progress line, and waits out the warm-up.
+func (r *benchRun) startStreams(ctx context.Context) (*streams, error) {
 	if err := r.prepareChannels(ctx); err != nil {
 		return nil, err
 	}
+	st := &streams{r: r}
 	subCtx, cancelSubs := context.WithCancel(context.WithoutCancel(ctx))
-	var subWG sync.WaitGroup
-	if err := r.connectAll(ctx, subCtx, &subWG); err != nil {
-		r.stopSubscribers(cancelSubs, &subWG)
+	st.cancelSubs = cancelSubs
+	if err := r.connectAll(ctx, subCtx, &st.subWG); err != nil {
+		r.stopSubscribers(cancelSubs, &st.subWG)
 		return nil, err
 	}
-
 	pubCtx, cancelPubs := context.WithCancel(ctx)
-	defer cancelPubs()
-	var pubWG sync.WaitGroup
-	if err := r.startPublishers(pubCtx, &pubWG); err != nil {
-		r.stopSubscribers(cancelSubs, &subWG)
+	st.cancelPubs = cancelPubs
+	if err := r.startPublishers(pubCtx, &st.pubWG); err != nil {
+		cancelPubs()
+		r.stopSubscribers(cancelSubs, &st.subWG)
 		return nil, err
 	}
-	stopProgress := r.startProgress()
-
+	st.stopProgress = r.startProgress()
 	r.phase.Store(benchPhaseWarmup)
 	benchWait(ctx, r.opts.warmup)
+	return st, nil
+}
+
+// stop stops the publishers, lets settle (when not nil) adjust the heads
+// the drain waits for, waits (bounded) for what is in flight, and stops
+// the subscribers.
+func (st *streams) stop(ctx context.Context, res *benchResult, settle func()) {
+	r := st.r
+	r.pubStop.Store(true)
+	st.pubWG.Wait()
+	st.cancelPubs()
+	r.settleHeads()
+	if settle != nil {
+		settle()
+	}
+	r.phase.Store(benchPhaseDrain)
+	drainStart := time.Now()
+	arrived := r.drain(ctx, r.opts.drain)
+	res.DrainSeconds = round3(time.Since(drainStart).Seconds())
+	res.DrainComplete = arrived
+	r.stopSubscribers(st.cancelSubs, &st.subWG)
+	r.phase.Store(benchPhaseDone)
+	st.stopProgress()
+}
+
+// runStream runs fanout and channels.
+func (r *benchRun) runStream(ctx context.Context) (*benchResult, error) {
+	res := r.newResult()
+	st, err := r.startStreams(ctx)
+	if err != nil {
+		return nil, err
+	}
 	s0 := r.snapshot()
 	r.latFrom.Store(s0.at.UnixNano())
 	r.phase.Store(benchPhaseMeasure)
 	benchWait(ctx, r.opts.duration)
 	s1 := r.snapshot()
 	r.latTo.Store(s1.at.UnixNano())
-
-	r.pubStop.Store(true)
-	pubWG.Wait()
-	r.settleHeads()
-	r.phase.Store(benchPhaseDrain)
-	drainStart := time.Now()
-	arrived := r.drain(ctx, r.opts.drain)
-	res.DrainSeconds = round3(time.Since(drainStart).Seconds())
-	res.DrainComplete = arrived
-	r.stopSubscribers(cancelSubs, &subWG)
-	r.phase.Store(benchPhaseDone)
-	stopProgress()
-
+	st.stop(ctx, res, nil)
 	r.fill(res, s0, s1)
 	return res, nil
 }
