@@ -8,16 +8,16 @@
 // the stream's resume cursor after it, so a browser's automatic reconnect
 // (Last-Event-ID) resumes every channel with no gap and no duplicate.
 //
-// The stream takes its connection over from net/http. One writer at a
-// time owns it — a writer.Pump goroutine, running only while the session
-// has something to send or a heartbeat is due — and a watcher goroutine
-// reads, to notice at once when the client goes. The stream ends (closing
+// The stream takes its connection over from net/http. The handler's
+// writer.Flusher writes it — a shard loop takes a turn on the stream when
+// its session has something to send or a heartbeat is due — and a watcher
+// goroutine reads, to notice at once when the client goes. The stream ends (closing
 // the session) when the client goes, a write fails or times out, or the
 // core closes the session (slow consumer, shutdown), in which case the
 // writer first writes a herald.disconnect event telling the client
 // whether to reconnect.
 //
 // It imports server (the core) and transports/internal/writer (the
-// on-demand writer it shares with WebSocket), never the HTTP API or
+// flusher it shares with WebSocket), never the HTTP API or
 // another transport.
 package sse

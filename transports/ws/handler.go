@@ -1,9 +1,12 @@
 package ws
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -104,7 +107,8 @@ type Handler struct {
 	t        *server.Transport // "ws": opens the sessions
 	opts     Options
 	upgrader websocket.Upgrader
-	conns    writer.Group // two per connection: its reader and its writer
+	conns    writer.Group    // each connection's reader, and the writers' loops and slow writes
+	flusher  *writer.Flusher // writes every connection
 }
 
 // New returns the WebSocket handler for srv. Origins are checked against
@@ -120,12 +124,16 @@ func New(srv *server.Server, opts Options) (*Handler, error) {
 		CheckOrigin:       originChecker(srv.Config().CORS.AllowedOrigins),
 		EnableCompression: opts.Compression,
 		// An idle connection holds a small read buffer of its own (not
-		// net/http's 4 KiB one) and no write buffer: writes borrow a large
-		// one from the pool, so a batch push goes out in one syscall.
+		// net/http's 4 KiB one) and no write buffer: the upgrader writes
+		// only the handshake and the close of a refused connection; the
+		// flusher writes everything else.
 		ReadBufferSize:  512,
-		WriteBufferSize: 32 << 10,
+		WriteBufferSize: 1024,
 		WriteBufferPool: &sync.Pool{},
 	}
+	h.flusher = writer.NewFlusher(&h.conns, writer.Options{
+		Coalesce: opts.Coalesce, Heartbeat: opts.PingInterval, Steady: true, WriteTimeout: opts.WriteTimeout,
+	})
 	return h, nil
 }
 
@@ -159,12 +167,13 @@ func (h *Handler) Wait(ctx context.Context) error { return h.conns.Wait(ctx) }
 // request's goroutine and net/http's buffers are freed while the
 // connection idles.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ws, err := h.upgrader.Upgrade(w, r, nil)
+	up := &upgrade{ResponseWriter: w}
+	ws, err := h.upgrader.Upgrade(up, r, nil)
 	if err != nil {
 		return // the upgrader answered the client already
 	}
 	ws.SetReadLimit(h.opts.MaxFrameBytes)
-	c := &conn{h: h, ws: ws, slots: make(chan struct{}, maxOpsInFlight)}
+	c := &conn{h: h, ws: ws, slots: make(chan struct{}, maxOpsInFlight), deflate: up.deflate()}
 
 	id, err := h.srv.Authenticate(r)
 	if err != nil {
@@ -204,21 +213,69 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sess.Send(encode(protocol.ConnectedPush{Type: protocol.PushConnected, Session: sess.ID, User: id.User, UserChannel: server.UserChannel(id.User)}))
 
 	// The reader closes the session when it ends; the session's close
-	// makes the writer's last turn close the connection, which ends the
-	// reader if the writer went first. The writer runs on demand.
-	if !h.conns.Go(func() { c.readLoop(pending) }) {
+	// makes the flusher's last turn close the connection, which ends the
+	// reader if the writer went first.
+	st, ok := h.flusher.Start(sess, up.conn, c, nil)
+	if !ok {
 		c.closeWith(websocket.CloseServiceRestart, "server shutting down")
 		ws.Close()
 		sess.Close(server.ReasonShutdown)
 		return
 	}
-	pump := writer.NewPump(sess, &h.conns, writer.Options{
-		Coalesce: h.opts.Coalesce, Heartbeat: h.opts.PingInterval, Steady: true,
-	}, c.turn)
-	if !pump.Start() {
-		ws.Close() // shutting down; the reader ends with the connection
-		sess.Close(server.ReasonShutdown)
+	c.stream = st
+	// Pings and closes from the client are answered by the flusher, the
+	// connection's one writer.
+	ws.SetPingHandler(func(data string) error {
+		c.sendControl(opPong, []byte(data))
+		return nil
+	})
+	ws.SetCloseHandler(func(code int, _ string) error {
+		c.sendClose(code, "")
+		return nil
+	})
+	if !h.conns.Go(func() { c.readLoop(pending) }) {
+		sess.Close(server.ReasonShutdown) // the flusher tells the client and closes
 	}
+}
+
+// upgrade is the response writer the upgrader hijacks: it keeps the
+// connection (the flusher writes to it directly) and the handshake's
+// answer, which says whether the client and the upgrader agreed on
+// compression.
+type upgrade struct {
+	http.ResponseWriter
+	conn net.Conn
+	head []byte // the start of the handshake's answer
+}
+
+func (u *upgrade) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, rw, err := http.NewResponseController(u.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	u.conn = conn
+	return &handshakeConn{Conn: conn, u: u}, rw, nil
+}
+
+// deflate reports whether the handshake's answer accepted
+// permessage-deflate.
+func (u *upgrade) deflate() bool {
+	end := bytes.Index(u.head, []byte("\r\n\r\n"))
+	return end >= 0 && bytes.Contains(bytes.ToLower(u.head[:end]), []byte("\r\nsec-websocket-extensions: permessage-deflate"))
+}
+
+// handshakeConn records the first write on a hijacked connection: the
+// upgrader's answer.
+type handshakeConn struct {
+	net.Conn
+	u *upgrade
+}
+
+func (c *handshakeConn) Write(b []byte) (int, error) {
+	if c.u.head == nil {
+		c.u.head = append([]byte(nil), b...)
+	}
+	return c.Conn.Write(b)
 }
 
 // authenticateFirstFrame waits for the first frame of a connection that
@@ -268,9 +325,9 @@ func (c *conn) tooBig() string {
 	return fmt.Sprintf("frame over %d bytes", c.h.opts.MaxFrameBytes)
 }
 
-// closeWith sends a close frame; the caller then closes the connection.
-// Safe to call from either goroutine (gorilla allows WriteControl
-// concurrently with the writer).
+// closeWith sends a close frame before the connection's stream starts
+// (a refused connection); the caller then closes the connection. Once the
+// stream runs, close frames go through it (sendClose).
 func (c *conn) closeWith(code int, reason string) {
 	if len(reason) > 120 { // a close reason must fit a control frame (125 bytes)
 		reason = reason[:120]

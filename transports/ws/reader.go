@@ -9,6 +9,7 @@ import (
 
 	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/transports/internal/writer"
 )
 
 // conn is one WebSocket connection and its session.
@@ -17,7 +18,11 @@ type conn struct {
 	ws   *websocket.Conn
 	sess *server.Session
 
-	items []server.Item // the writer's, used by one writer at a time
+	stream  *writer.Stream // the flusher's handle: Wake it for control frames
+	deflate bool           // the client and the upgrader agreed on compression
+
+	ctrlMu sync.Mutex // guards ctrl
+	ctrl   []byte     // control frames for the next turn (pongs, a close)
 
 	// slots bounds the ops read but not yet served: when they are all
 	// taken the reader stops reading, and TCP slows the client down.
@@ -48,12 +53,12 @@ func (c *conn) readLoop(pending []byte) {
 		typ, frame, err := c.ws.ReadMessage()
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
-				c.closeWith(websocket.CloseMessageTooBig, c.tooBig())
+				c.sendClose(websocket.CloseMessageTooBig, c.tooBig())
 			}
 			return // closed, timed out (no pong), or broken: the client resumes
 		}
 		if typ != websocket.TextMessage {
-			c.closeWith(websocket.CloseUnsupportedData, binaryRefused)
+			c.sendClose(websocket.CloseUnsupportedData, binaryRefused)
 			return
 		}
 		_ = extend("")
