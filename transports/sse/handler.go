@@ -13,6 +13,7 @@ import (
 
 	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/transports/internal/watch"
 	"github.com/heraldrt/herald/transports/internal/writer"
 )
 
@@ -87,8 +88,9 @@ type Handler struct {
 	t       *server.Transport // "sse": opens the sessions, caches the frames
 	log     *slog.Logger
 	opts    Options
-	streams writer.Group    // the writers' loops and slow writes, and each stream's watcher
+	streams writer.Group    // the flusher's loops and slow writes, the watcher's loop
 	flusher *writer.Flusher // writes every stream
+	watcher *watch.Watcher  // notices a client that leaves
 }
 
 // New returns the SSE handler for srv.
@@ -101,6 +103,7 @@ func New(srv *server.Server, opts Options) (*Handler, error) {
 	h.flusher = writer.NewFlusher(&h.streams, writer.Options{
 		Coalesce: opts.Coalesce, Heartbeat: opts.Heartbeat, WriteTimeout: opts.WriteTimeout,
 	})
+	h.watcher = watch.New(&h.streams)
 	return h, nil
 }
 
@@ -179,13 +182,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sess.Close(server.ReasonWriteError)
 		return
 	}
-	if !h.streams.Go(st.watch) {
-		st.conn.Close() // shutting down: the client reconnects elsewhere or later
+	wt, ok := h.watcher.Watch(conn, st.read)
+	if !ok {
+		conn.Close() // shutting down: the client reconnects elsewhere or later
 		sess.Close(server.ReasonShutdown)
 		return
 	}
-	if _, ok := h.flusher.Start(sess, conn, st, nil); !ok {
-		st.conn.Close() // shutting down; the watcher ends with the connection
+	if _, ok := h.flusher.Start(sess, conn, st, wt.Stop); !ok {
+		wt.Stop()
+		conn.Close()
 		sess.Close(server.ReasonShutdown)
 	}
 }
@@ -225,10 +230,9 @@ func appendResponseHead(b []byte, r *http.Request, h http.Header) []byte {
 }
 
 // stream is one open SSE response on a hijacked connection. No goroutine
-// waits for an idle stream to have something to write: the handler's
-// writer.Flusher takes a turn on it when its session has something (Frame
-// frames it). The watch goroutine reads, to notice at once when the
-// client goes. Both are owned by the Handler.
+// waits on an idle stream: the handler's writer.Flusher takes a turn on it
+// when its session has something (Frame frames it), and its watch.Watcher
+// calls read when the client sends something or leaves.
 type stream struct {
 	conn    net.Conn
 	chunked bool
@@ -236,16 +240,14 @@ type stream struct {
 	t       *server.Transport
 }
 
-// watch reads until the connection ends: a client sends nothing on a
-// stream, so any end of reading means it is gone.
-func (st *stream) watch() {
-	var b [1]byte
-	for {
-		if _, err := st.conn.Read(b[:]); err != nil {
-			st.sess.Close(server.ReasonClientGone) // the flusher's close turn closes the connection
-			return
-		}
+// read is told what the client sent (watch.OnRead). A client sends
+// nothing on a stream, so what it sends is dropped, and the end of its
+// side means it is gone.
+func (st *stream) read(_ []byte, err error) bool {
+	if err != nil {
+		st.sess.Close(server.ReasonClientGone) // the flusher's close turn closes the connection
 	}
+	return true
 }
 
 // Frame frames one turn (writer.Framer) as one chunk: the queued events,

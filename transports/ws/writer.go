@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"encoding/binary"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -215,8 +216,12 @@ func closePayload(code int, reason string) []byte {
 	if code == websocket.CloseNoStatusReceived {
 		return nil // never sent on the wire
 	}
-	if len(reason) > 123 {
-		reason = reason[:123]
+	if len(reason) > 120 {
+		cut := 120
+		for cut > 0 && !utf8.RuneStart(reason[cut]) {
+			cut-- // never cut a character in two: the reason must stay UTF-8
+		}
+		reason = reason[:cut]
 	}
 	return append(binary.BigEndian.AppendUint16(nil, uint16(code)), reason...)
 }

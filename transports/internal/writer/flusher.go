@@ -75,6 +75,10 @@ type Options struct {
 	BigWrite int
 	// Shards is the number of shard loops. Default GOMAXPROCS.
 	Shards int
+	// Expire closes a stream (reason client_gone) whose client has not
+	// been heard from (Stream.Touch) for this long; 0 for never. It is
+	// checked with the heartbeats, so it needs Heartbeat.
+	Expire time.Duration
 }
 
 // TurnKind says why a turn runs.
@@ -173,11 +177,13 @@ type Stream struct {
 	blocked bool // a write of its own owns the connection
 	again   bool // marked while blocked
 	beating bool // the heartbeat is due
+	expired bool // the client has not been heard from for Expire
 	closed  bool
 
 	// Clocks (Flusher.since), atomic so the heartbeat scan reads them.
 	lastWrite atomic.Int64 // any bytes written
 	lastBeat  atomic.Int64 // the last heartbeat turn
+	lastSeen  atomic.Int64 // the client was last heard from (Touch)
 	// The writer's, read and written by the one goroutine taking turns.
 	lastData int64 // the last write of items, for the pacing
 	lastSize int   // items in it
@@ -196,6 +202,7 @@ func (f *Flusher) Start(sess *server.Session, conn net.Conn, framer Framer, onCl
 	now := f.since(time.Now())
 	st.lastWrite.Store(now)
 	st.lastBeat.Store(now)
+	st.lastSeen.Store(now)
 	st.lastData = math.MinInt64 / 2 // long ago: the first write goes at once
 	sh.mu.Lock()
 	st.index = len(sh.streams)
@@ -219,6 +226,16 @@ func (st *Stream) Wake() {
 	st.sh.mu.Lock()
 	st.sh.markLocked(st)
 	st.sh.mu.Unlock()
+}
+
+// Touch notes that the client was heard from (Options.Expire).
+func (st *Stream) Touch() { st.lastSeen.Store(st.sh.f.since(time.Now())) }
+
+// Closed reports whether the stream has closed its connection.
+func (st *Stream) Closed() bool {
+	st.sh.mu.Lock()
+	defer st.sh.mu.Unlock()
+	return st.closed
 }
 
 // markLocked puts st on the ready list and makes sure the loop runs.
@@ -346,8 +363,11 @@ func (st *Stream) take(t *Turn, now time.Time) time.Duration {
 		sh.mu.Unlock()
 		return 0
 	}
-	beating := st.beating
+	beating, expired := st.beating, st.expired
 	sh.mu.Unlock()
+	if expired {
+		st.sess.Close(server.ReasonClientGone) // silent too long: the close turn below ends it
+	}
 	kind := TurnWrite
 	select {
 	case <-st.sess.Done():
@@ -510,11 +530,19 @@ func (st *Stream) closeConn() {
 // interval less one tick, so that no gap exceeds the interval.
 func (sh *shard) scan() {
 	f := sh.f
-	due := f.since(time.Now()) - int64(f.opts.Heartbeat-f.beatTick())
+	now := f.since(time.Now())
+	due := now - int64(f.opts.Heartbeat-f.beatTick())
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	for _, st := range sh.streams {
-		if st.beating || st.closed {
+		if st.closed {
+			continue
+		}
+		if f.opts.Expire > 0 && !st.expired && now-st.lastSeen.Load() > int64(f.opts.Expire) {
+			st.expired = true
+			sh.markLocked(st)
+		}
+		if st.beating {
 			continue
 		}
 		last := st.lastWrite.Load()
