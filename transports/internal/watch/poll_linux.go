@@ -39,10 +39,11 @@ type polled struct {
 	onRead OnRead
 
 	// Guarded by p.mu.
-	reading bool // the loop is reading it: it is out of the set
-	paused  bool // OnRead asked to wait for Resume
-	resumed bool // Resume came while reading
-	stopped bool
+	reading bool          // the loop is reading it: it is out of the set
+	paused  bool          // OnRead asked to wait for Resume
+	resumed bool          // Resume came while reading
+	stopped bool          //
+	idle    chan struct{} // closed when a read under way at Stop is over
 }
 
 // readSize is the poller's read buffer: what one read of a socket takes.
@@ -194,12 +195,15 @@ func (pd *polled) readable(buf []byte) {
 		more = false
 		pd.deliver(nil, io.EOF)
 	default:
-		more = pd.deliver(buf[:n], nil)
+		more = pd.onRead(buf[:n], nil) // what was read is handed over, even past Stop
 	}
 	p := pd.p
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pd.reading = false
+	if pd.idle != nil {
+		close(pd.idle)
+	}
 	if pd.stopped || err != nil && err != syscall.EAGAIN || n == 0 && err == nil {
 		return
 	}
@@ -253,11 +257,22 @@ func (pd *polled) resume() {
 func (pd *polled) stopWatch() {
 	p := pd.p
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if pd.stopped {
+		p.mu.Unlock()
 		return
 	}
 	pd.stopped = true
+	var idle chan struct{}
+	if pd.reading {
+		pd.idle = make(chan struct{})
+		idle = pd.idle
+	}
+	defer func() {
+		p.mu.Unlock()
+		if idle != nil {
+			<-idle // the read under way hands over what it read
+		}
+	}()
 	delete(p.watches, pd.id)
 	if err := pd.rc.Control(func(fd uintptr) {
 		_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)

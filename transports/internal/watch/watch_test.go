@@ -249,3 +249,39 @@ func TestAWatcherStartsAgainAfterItsLastWatchEnded(t *testing.T) {
 		t.Error("a watcher whose group is waited for took a connection")
 	}
 }
+
+func TestAStoppedWatchHandsTheConnectionOnIntact(t *testing.T) {
+	t.Parallel()
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			var g writer.Group
+			w := New(&g)
+			s, c := tcpPair(t)
+			conn := mode.wrap(s)
+			rec := newRecorder()
+			wt, ok := w.Watch(conn, rec.onRead)
+			if !ok {
+				t.Fatal("watch refused")
+			}
+			c.Write([]byte("watched"))
+			rec.waitFor(t, "watched", func(got string, _ error) bool { return got == "watched" })
+			wt.Stop()
+			// What comes after Stop is the next reader's, with no deadline
+			// left behind.
+			c.Write([]byte("next"))
+			buf := make([]byte, 16)
+			n, err := io.ReadAtLeast(conn, buf, len("next"))
+			if err != nil || string(buf[:n]) != "next" {
+				t.Fatalf("reading after Stop: %q, %v", buf[:n], err)
+			}
+			rec.mu.Lock()
+			if rec.got.String() != "watched" || rec.err != nil {
+				t.Errorf("the stopped watch got %q, %v", rec.got.String(), rec.err)
+			}
+			rec.mu.Unlock()
+			s.Close()
+			waitGroup(t, &g)
+		})
+	}
+}
