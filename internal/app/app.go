@@ -118,6 +118,7 @@ func (a *App) build() error {
 		}
 	}
 	a.ln = &notifyListener{Listener: inner, closed: make(chan struct{})}
+	a.logFileLimit()
 	limits := a.srv.Config().Limits
 	a.http = &http.Server{
 		Handler:           api.CORS(router),
