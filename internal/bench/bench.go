@@ -55,6 +55,7 @@ type benchOptions struct {
 	warmup      time.Duration
 	drain       time.Duration
 	hold        time.Duration // idle
+	steps       []int         // idle in a sweep: connection counts to grow through, measuring at each
 	timeout     time.Duration // resume: the catch-up's bound
 	payload     int
 	channel     string // the channel (fanout, resume, flood) or the channels' prefix

@@ -30,13 +30,17 @@ type sweepPoint struct {
 	// Streams (subscribers, channels).
 	DeliveredPerSec float64 `json:"delivered_per_sec,omitempty"`
 	CPUPerMsgUS     float64 `json:"cpu_us_per_delivered,omitempty"`
-	// Connections.
-	KiBPerConn  float64 `json:"kib_per_connection,omitempty"`
-	RSSKiB      int64   `json:"server_rss_kib,omitempty"`
-	IdleCPUPct  float64 `json:"idle_cpu_percent,omitempty"`
-	Bad         int64   `json:"lost_duplicated_out_of_order"`
-	Errors      int64   `json:"errors"`
-	Reconnected int64   `json:"reconnects"`
+	// MsgsPerWrite is how many deliveries one write of the server carried.
+	MsgsPerWrite float64 `json:"delivered_per_write,omitempty"`
+	// Connections: the server's RSS growth per connection since before
+	// the first, its RSS, and its CPU while they idle (% of one core).
+	KiBPerConn float64 `json:"kib_per_connection,omitempty"`
+	RSSKiB     int64   `json:"server_rss_kib,omitempty"`
+	IdleCPUPct float64 `json:"idle_cpu_percent,omitempty"`
+	Bad        int64   `json:"lost_duplicated_out_of_order"`
+	Errors     int64   `json:"errors"`
+	// Reconnected counts subscribers that lost their connection.
+	Reconnected int64 `json:"reconnects"`
 }
 
 // sweepResult is what a sweep reports: its points and the memory model
@@ -150,34 +154,41 @@ func runSweep(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("--out: %w", err)
 	}
 	var res sweepResult
+	// Connections first, on the server as it started: one run that grows
+	// its connections through the sizes, measuring at each, so that what
+	// a point measures is never memory an earlier point freed.
+	if n := len(o.connections); n > 0 {
+		args := append(append([]string{}, o.common...), "--connections", strconv.Itoa(o.connections[n-1]),
+			"--hold", o.hold.String(), "--channels", strconv.Itoa(min(o.connections[0], 100)))
+		args = slicesWithout(args, "--publishers")
+		fmt.Fprintf(stderr, "bench sweep: connections %v\n", o.connections)
+		pts, err := sweepRun(ctx, "idle", args, o.connections, getenv, stderr)
+		if err != nil {
+			return fmt.Errorf("connections: %w", err)
+		}
+		res.Points = append(res.Points, pts...)
+	}
 	dur := []string{"--duration", o.duration.String(), "--warmup", o.warmup.String()}
-	type run struct {
+	for _, s := range []struct {
 		series, workload, flag string
 		sizes                  []int
-		extra                  []string
-	}
-	for _, s := range []run{
-		{"subscribers", "fanout", "--subscribers", o.subscribers, dur},
-		{"channels", "channels", "--channels", o.channels, dur},
-		{"connections", "idle", "--connections", o.connections, []string{"--hold", o.hold.String()}},
+	}{
+		{"subscribers", "fanout", "--subscribers", o.subscribers},
+		{"channels", "channels", "--channels", o.channels},
 	} {
 		for _, n := range s.sizes {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			args := append(append([]string{}, o.common...), s.flag, strconv.Itoa(n))
-			args = append(args, s.extra...)
-			if s.workload == "idle" {
-				args = slicesWithout(args, "--publishers")
-				args = append(args, "--channels", strconv.Itoa(min(n, 100)))
-			}
+			args = append(args, dur...)
 			fmt.Fprintf(stderr, "bench sweep: %s %d\n", s.series, n)
-			p, err := sweepRun(ctx, s.workload, args, getenv, stderr)
+			pts, err := sweepRun(ctx, s.workload, args, nil, getenv, stderr)
 			if err != nil {
 				return fmt.Errorf("%s %d: %w", s.series, n, err)
 			}
-			p.Series, p.X = s.series, n
-			res.Points = append(res.Points, p)
+			pts[0].Series, pts[0].X = s.series, n
+			res.Points = append(res.Points, pts...)
 		}
 	}
 	res.Fit = fitMemory(res.Points)
@@ -206,20 +217,22 @@ func slicesWithout(args []string, name string) []string {
 	return out
 }
 
-// sweepRun runs one workload and keeps the figures the sweep charts.
-func sweepRun(ctx context.Context, workload string, args []string, getenv func(string) string, stderr io.Writer) (sweepPoint, error) {
+// sweepRun runs one workload and keeps the figures the sweep charts: one
+// point, or for idle with steps, a connections point per step.
+func sweepRun(ctx context.Context, workload string, args []string, steps []int, getenv func(string) string, stderr io.Writer) ([]sweepPoint, error) {
 	opts, err := parseBenchFlags(workload, args, getenv, stderr)
 	if err != nil {
-		return sweepPoint{}, err
+		return nil, err
 	}
+	opts.steps = steps
 	r, err := newBenchRun(opts, stderr)
 	if err != nil {
-		return sweepPoint{}, err
+		return nil, err
 	}
 	defer r.close()
 	res, err := r.run(ctx)
 	if err != nil {
-		return sweepPoint{}, err
+		return nil, err
 	}
 	p := sweepPoint{
 		DeliveredPerSec: res.DeliveredPerSec,
@@ -229,15 +242,19 @@ func sweepRun(ctx context.Context, workload string, args []string, getenv func(s
 	}
 	if res.Server != nil {
 		p.CPUPerMsgUS = res.Server.CPUPerMsgUS
+		p.MsgsPerWrite = res.Server.MsgsPerWrite
 	}
-	if res.Idle != nil {
-		p.KiBPerConn = res.Idle.PerConnKiB
-		p.RSSKiB = res.Idle.RSSAfterKiB
-		if res.Idle.HoldSeconds > 0 {
-			p.IdleCPUPct = math.Round(res.Idle.ServerCPUSeconds/res.Idle.HoldSeconds*10000) / 100
-		}
+	if res.Idle == nil {
+		return []sweepPoint{p}, nil
 	}
-	return p, nil
+	var pts []sweepPoint
+	for _, st := range res.Idle.Steps {
+		q := p
+		q.Series, q.X = "connections", st.Connections
+		q.KiBPerConn, q.RSSKiB, q.IdleCPUPct = st.PerConnKiB, st.RSSKiB, st.IdleCPUPercent
+		pts = append(pts, q)
+	}
+	return pts, nil
 }
 
 // fitMemory fits the server's RSS to base + perConn × connections over
@@ -295,9 +312,11 @@ func writeSweep(dir string, res *sweepResult) error {
 		y2Label              string
 	}{
 		{"subscribers", "sweep-subscribers.svg", "subscribers of one channel",
-			func(p sweepPoint) float64 { return p.CPUPerMsgUS }, "server CPU µs per delivery", nil, ""},
+			func(p sweepPoint) float64 { return p.CPUPerMsgUS }, "server CPU µs per delivery",
+			func(p sweepPoint) float64 { return p.MsgsPerWrite }, "deliveries per write"},
 		{"channels", "sweep-channels.svg", "channels, one subscriber each",
-			func(p sweepPoint) float64 { return p.CPUPerMsgUS }, "server CPU µs per delivery", nil, ""},
+			func(p sweepPoint) float64 { return p.CPUPerMsgUS }, "server CPU µs per delivery",
+			func(p sweepPoint) float64 { return p.MsgsPerWrite }, "deliveries per write"},
 		{"connections", "sweep-connections.svg", "idle subscribed connections",
 			func(p sweepPoint) float64 { return p.KiBPerConn }, "server KiB per connection",
 			func(p sweepPoint) float64 { return p.IdleCPUPct }, "idle CPU %"},
@@ -380,9 +399,9 @@ func sweepNum(v float64) string {
 
 func writeSweepTable(w io.Writer, res *sweepResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "series\tsize\tdelivered/s\tCPU µs/delivery\tKiB/connection\tidle CPU %\tRSS MiB")
+	fmt.Fprintln(tw, "series\tsize\tdelivered/s\tCPU µs/delivery\tdelivered/write\tKiB/connection\tidle CPU %\tRSS MiB")
 	for _, p := range res.Points {
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.1f\n", p.Series, p.X, p.DeliveredPerSec, p.CPUPerMsgUS, p.KiBPerConn, p.IdleCPUPct, float64(p.RSSKiB)/1024)
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.1f\t%.2f\t%.2f\t%.1f\n", p.Series, p.X, p.DeliveredPerSec, p.CPUPerMsgUS, p.MsgsPerWrite, p.KiBPerConn, p.IdleCPUPct, float64(p.RSSKiB)/1024)
 	}
 	tw.Flush()
 	if f := res.Fit; f != nil {
