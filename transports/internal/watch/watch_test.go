@@ -177,6 +177,9 @@ func TestAPausedConnectionIsNotReadUntilResumed(t *testing.T) {
 				t.Fatal(err)
 			}
 			rec.waitFor(t, "the first read", func(got string, _ error) bool { return got == "first" })
+			for len(rec.calls) > 0 {
+				<-rec.calls // the first read's signal, when waitFor found it done already
+			}
 			// Paused: what the client sends now waits in the socket.
 			if _, err := c.Write([]byte("second")); err != nil {
 				t.Fatal(err)
