@@ -27,13 +27,14 @@ build:
 	$(GO) build -o $(BIN) ./cmd/herald
 
 ## test: everything CI runs, in order: deps, check, every test (unit and
-## e2e) with the race detector — also the bench on its portable reactor —
-## then a short run of every fuzzer
+## e2e) with the race detector — also the bench and the streaming
+## transports on their portable socket readers (no epoll) — then a short
+## run of every fuzzer
 test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory check
 	$(GO) test -race -count=1 -timeout 20m ./...
-	$(GO) test -race -count=1 -tags noepoll ./internal/bench/
+	$(GO) test -race -count=1 -tags noepoll ./internal/bench/ ./transports/...
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=40000x
 
 ## deps: install what the tests need beyond Go when it is missing (nginx,
@@ -65,6 +66,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCompilePattern$$' -fuzztime $(FUZZTIME) ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzIdentify$$' -fuzztime $(FUZZTIME) ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzEventFraming$$' -fuzztime $(FUZZTIME) ./transports/sse/
+	$(GO) test -run '^$$' -fuzz '^FuzzFrameReader$$' -fuzztime $(FUZZTIME) ./transports/ws/
 
 clean:
 	rm -rf bin

@@ -94,11 +94,15 @@ func (t *Transport) Attach(ctx context.Context, id Identity, req AttachRequest) 
 // open, same channels, and the client is where the last response left it.
 func (s *Session) attach(req AttachRequest) bool {
 	s.mu.Lock()
-	if s.park.attached {
+	preempted := s.park.attached
+	if preempted {
 		close(s.park.preempt) // the connection being served answers now
 		s.park.attached = false
 	}
 	s.mu.Unlock()
+	if preempted {
+		s.q.signal() // wakes a connection waiting through Notify, not on Preempted
+	}
 	s.parkMu.Lock() // waits for that connection's Park
 	s.mu.Lock()
 	ok := !s.closed && s.park.lastCursor == req.Cursor && sameChannels(s.subs, req.Channels)

@@ -107,14 +107,33 @@ func (s *Session) Send(frame []byte) bool {
 }
 
 // Notify makes the session call f, instead of signalling Ready, whenever
-// Drain may have something to return and when the session closes: for a
+// Drain may have something to return, when the session closes, and when
+// another connection takes a detachable session over (Preempted): for a
 // transport that runs no goroutine while a connection idles and starts
 // its writer on demand. f runs under the core's locks: it must not block
 // or call back into the session; it should start (or flag) the writer and
 // return. Notify calls f once at once, for what may already be queued.
+// Notify(nil) goes back to signalling Ready, and signals it once.
 func (s *Session) Notify(f func()) {
+	if f == nil {
+		s.q.notify.Store(nil)
+		s.q.signal()
+		return
+	}
 	s.q.notify.Store(&f)
 	f()
+}
+
+// Pending reports whether the session has something for its connection:
+// queued items, a catch-up under way, its close, or — a detachable
+// session — another connection taking it over. A transport parked on
+// Notify asks it, as its notification may come when there is nothing.
+// Like Notify's function it may be called under the core's locks.
+func (s *Session) Pending() bool {
+	s.mu.Lock()
+	busy := s.closed || len(s.catchingUp) > 0 || (s.detachable && !s.park.attached)
+	s.mu.Unlock()
+	return busy || s.Queued() > 0
 }
 
 // Ready returns a channel that receives a value whenever Drain may have

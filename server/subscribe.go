@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/heraldrt/herald/protocol"
@@ -73,6 +74,11 @@ func (s *Server) subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	if err := checkCapacity(s.hub, cr); err != nil {
 		return SubscribeResult{}, err
 	}
+
+	// The name lives as long as the subscription (and the channel, and
+	// the store's entry for it): a copy of its own, not a piece of the
+	// request it came in (an SSE query string, a WebSocket frame).
+	req.Channel = strings.Clone(req.Channel)
 
 	// Register first, then read the head: every message committed after
 	// the head read is fanned out after registration and lands in

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/sha256"
 	"sync"
 	"time"
 )
@@ -10,10 +11,17 @@ import (
 // publisher) costs a map lookup, not a signature check. A token is kept
 // until its expiry or tokenCacheTTL, whichever comes first; bans are
 // checked on every use, not cached.
+//
+// It is keyed by the token's SHA-256, not the token: a key of fixed size
+// holds no secret, and does not keep alive the request the token was cut
+// from (a token in a query string is a piece of the request line, which
+// a string key would hold for as long as the entry lives).
 type tokenCache struct {
 	mu sync.Mutex // guards m
-	m  map[string]cachedToken
+	m  map[tokenKey]cachedToken
 }
+
+type tokenKey [sha256.Size]byte
 
 type cachedToken struct {
 	id    Identity
@@ -26,14 +34,15 @@ const (
 )
 
 func (c *tokenCache) get(tok string, now time.Time) (Identity, bool) {
+	key := tokenKey(sha256.Sum256([]byte(tok)))
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.m[tok]
+	e, ok := c.m[key]
 	if !ok {
 		return Identity{}, false
 	}
 	if !now.Before(e.until) {
-		delete(c.m, tok)
+		delete(c.m, key)
 		return Identity{}, false
 	}
 	return e.id, true
@@ -44,10 +53,11 @@ func (c *tokenCache) put(tok string, id Identity, now time.Time) {
 	if !id.Expires.IsZero() && id.Expires.Before(until) {
 		until = id.Expires
 	}
+	key := tokenKey(sha256.Sum256([]byte(tok)))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = make(map[string]cachedToken)
+		c.m = make(map[tokenKey]cachedToken)
 	}
 	if len(c.m) >= tokenCacheSize {
 		// Forget a tenth, the expired first; map order does the rest.
@@ -59,5 +69,5 @@ func (c *tokenCache) put(tok string, id Identity, now time.Time) {
 			}
 		}
 	}
-	c.m[tok] = cachedToken{id: id, until: until}
+	c.m[key] = cachedToken{id: id, until: until}
 }

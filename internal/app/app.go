@@ -38,6 +38,7 @@ type App struct {
 	srv    *server.Server
 	sse    *sse.Handler
 	ws     *ws.Handler
+	poll   *longpoll.Handler
 
 	http     *http.Server
 	ln       *notifyListener
@@ -92,8 +93,7 @@ func (a *App) build() error {
 	if a.ws, err = ws.New(a.srv, a.cfg.WS); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	poll, err := longpoll.New(a.srv, a.cfg.Poll)
-	if err != nil {
+	if a.poll, err = longpoll.New(a.srv, a.cfg.Poll); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	api, err := httpapi.New(a.srv)
@@ -104,8 +104,8 @@ func (a *App) build() error {
 	api.Routes(router)
 	router.Handler(http.MethodGet, "/sse", a.sse)
 	router.Handler(http.MethodGet, "/ws", a.ws)
-	router.Handler(http.MethodGet, "/poll", poll)
-	router.Handler(http.MethodPost, "/poll", poll)
+	router.Handler(http.MethodGet, "/poll", a.poll)
+	router.Handler(http.MethodPost, "/poll", a.poll)
 
 	inner, err := net.Listen("tcp", a.cfg.Addr)
 	if err != nil {
@@ -118,6 +118,7 @@ func (a *App) build() error {
 		}
 	}
 	a.ln = &notifyListener{Listener: inner, closed: make(chan struct{})}
+	a.logFileLimit()
 	limits := a.srv.Config().Limits
 	a.http = &http.Server{
 		Handler:           api.CORS(router),
@@ -182,13 +183,16 @@ func (a *App) shutdown() error {
 		a.logger.Warn("connections still open at the shutdown deadline; closing them", "err", err)
 		_ = a.http.Close()
 	}
-	// Hijacked SSE and WebSocket connections are not http.Server's to
-	// wait for.
+	// Hijacked SSE and WebSocket connections, and parked polls, are not
+	// http.Server's to wait for.
 	if err := a.sse.Wait(ctx); err != nil {
 		a.logger.Warn("SSE streams still open at the shutdown deadline", "err", err)
 	}
 	if err := a.ws.Wait(ctx); err != nil {
 		a.logger.Warn("WebSocket connections still open at the shutdown deadline", "err", err)
+	}
+	if err := a.poll.Wait(ctx); err != nil {
+		a.logger.Warn("parked polls still unanswered at the shutdown deadline", "err", err)
 	}
 	if err := <-a.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		a.logger.Warn("serve", "err", err)

@@ -30,6 +30,8 @@ Workloads (against a Herald on this machine; run "herald bench WORKLOAD -h"):
   flood     an abusive user floods a rate-limited channel while S subscribers
             receive a well-behaved publisher's messages: refusals, and the
             delivery latency before and during the flood
+  sweep     fanout, channels and idle at growing sizes: per-delivery CPU and
+            per-connection memory as work grows, with SVG charts
 
 Every workload prints a progress line a second on stderr, a table and one
 JSON line on stdout, and exits non-zero if any message was lost, duplicated
@@ -53,6 +55,7 @@ type benchOptions struct {
 	warmup      time.Duration
 	drain       time.Duration
 	hold        time.Duration // idle
+	steps       []int         // idle in a sweep: connection counts to grow through, measuring at each
 	timeout     time.Duration // resume: the catch-up's bound
 	payload     int
 	channel     string // the channel (fanout, resume, flood) or the channels' prefix
@@ -83,9 +86,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, benchUsage)
 		if len(args) == 0 {
-			return errors.New("name a workload: fanout, channels, idle, resume or flood")
+			return errors.New("name a workload: fanout, channels, idle, resume, flood or sweep")
 		}
 		return flag.ErrHelp
+	}
+	if args[0] == "sweep" {
+		return runSweep(ctx, args[1:], getenv, stdout, stderr)
 	}
 	opts, err := parseBenchFlags(args[0], args[1:], getenv, stderr)
 	if err != nil {
@@ -136,20 +142,22 @@ func parseBenchFlags(workload string, args []string, getenv func(string) string,
 	case "channels":
 		synopsis = "bench channels [--transport sse|ws|poll] [--channels C] [--publishers P] [--publish-via api|ws] [--rate N] [--duration D] [flags]"
 	case "idle":
-		synopsis = "bench idle [--transport sse|ws|poll] [--connections N] --server-pid PID [--hold D] [flags]"
+		synopsis = "bench idle [--transport sse|ws|poll|mixed] [--connections N] --server-pid PID [--hold D] [flags]"
 	case "resume":
 		synopsis = "bench resume [--transport sse|ws|poll] [--messages K] [--publishers P] [flags]"
 	case "flood":
 		synopsis = "bench flood --jwt-secret SECRET [--transport mixed|sse|ws|poll] [--subscribers S] [--rate N] [--baseline D] [--duration D] [--flood-connections C] [flags]"
 	default:
-		return benchOptions{}, fmt.Errorf("unknown workload %q; use fanout, channels, idle, resume or flood", workload)
+		return benchOptions{}, fmt.Errorf("unknown workload %q; use fanout, channels, idle, resume, flood or sweep", workload)
 	}
 	fs := cli.NewFlagSet(workload, synopsis, stderr)
 	o := benchOptions{workload: workload}
 	var serverURL string
 	fs.StringVar(&serverURL, "server", "", "server base URL on this machine (default $"+cli.EnvURL+", else "+cli.DefaultServerURL+"); loopback only")
 	fs.StringVar(&o.token, "token", "", "API key sent as Authorization: Bearer on every request (default $"+cli.EnvAPIKey+")")
-	if workload == "flood" {
+	if workload == "idle" {
+		fs.StringVar(&o.transport, "transport", "sse", "subscriber transport: sse, ws, poll, or mixed (40 % sse, 40 % ws, 20 % poll)")
+	} else if workload == "flood" {
 		fs.StringVar(&o.transport, "transport", "mixed", "subscriber transport: mixed (40 % sse, 40 % ws, 20 % poll), sse, ws or poll")
 	} else {
 		fs.StringVar(&o.transport, "transport", "sse", "subscriber transport: sse, ws or poll")
@@ -256,8 +264,8 @@ func (o *benchOptions) validate() error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	switch {
 	case o.transport == "sse", o.transport == "ws", o.transport == "poll":
-	case o.transport == "mixed" && o.workload == "flood":
-	case o.workload == "flood":
+	case o.transport == "mixed" && (o.workload == "flood" || o.workload == "idle"):
+	case o.workload == "flood" || o.workload == "idle":
 		bad("--transport %q: use mixed, sse, ws or poll", o.transport)
 	default:
 		bad("--transport %q: use sse, ws or poll", o.transport)

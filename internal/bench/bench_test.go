@@ -547,17 +547,19 @@ func TestBenchSmoke(t *testing.T) {
 			}
 		})
 	}
-	t.Run("idle/ws", func(t *testing.T) {
-		t.Parallel()
-		res, report, err := runBenchJSON(t, "idle", "--server", base, "--token", key,
-			"--transport", "ws", "--connections", "20", "--channels", "3", "--hold", "0s", "--server-pid", strconv.Itoa(pid), "--quiet")
-		if err != nil {
-			t.Fatalf("%v\n%s", err, report)
-		}
-		if res.Idle == nil || res.Idle.Connections != 20 || res.Idle.RSSAfterKiB <= 0 {
-			t.Errorf("idle %+v\n%s", res.Idle, report)
-		}
-	})
+	for _, transport := range []string{"ws", "mixed"} {
+		t.Run("idle/"+transport, func(t *testing.T) {
+			t.Parallel()
+			res, report, err := runBenchJSON(t, "idle", "--server", base, "--token", key,
+				"--transport", transport, "--connections", "20", "--channels", "3", "--hold", "0s", "--server-pid", strconv.Itoa(pid), "--quiet")
+			if err != nil {
+				t.Fatalf("%v\n%s", err, report)
+			}
+			if res.Idle == nil || res.Idle.Connections != 20 || res.Idle.RSSAfterKiB <= 0 {
+				t.Errorf("idle %+v\n%s", res.Idle, report)
+			}
+		})
+	}
 }
 
 // A resume the server's history does not cover fails, naming the fix.

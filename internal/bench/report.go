@@ -109,6 +109,19 @@ type benchIdleResult struct {
 	PerConnKiB       float64 `json:"server_kib_per_connection"`
 	ToolPerConnKiB   float64 `json:"tool_kib_per_connection"`
 	ServerCPUSeconds float64 `json:"server_cpu_seconds"`
+	// Steps are the sizes a sweep grew the connections through, measured
+	// after each one's hold.
+	Steps []benchIdleStep `json:"steps,omitempty"`
+}
+
+// benchIdleStep is the server with the first Connections connections
+// open: its RSS, RSS growth per connection since before the first, and
+// its CPU over the hold as a share of one core.
+type benchIdleStep struct {
+	Connections    int     `json:"connections"`
+	RSSKiB         int64   `json:"server_rss_kib"`
+	PerConnKiB     float64 `json:"server_kib_per_connection"`
+	IdleCPUPercent float64 `json:"idle_cpu_percent"`
 }
 
 type benchResumeResult struct {

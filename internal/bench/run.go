@@ -356,9 +356,14 @@ func (r *benchRun) history(ctx context.Context, ch *benchChannel, since uint64) 
 // connectAll starts every subscriber under subCtx and waits until each is
 // confirmed subscribed. The first failure ends the connect phase.
 func (r *benchRun) connectAll(ctx, subCtx context.Context, wg *sync.WaitGroup) error {
+	return r.connectSubs(ctx, subCtx, wg, r.subs)
+}
+
+// connectSubs is connectAll for some of the subscribers.
+func (r *benchRun) connectSubs(ctx, subCtx context.Context, wg *sync.WaitGroup, subs []*benchSub) error {
 	r.phase.Store(benchPhaseConnect)
-	ready := make(chan error, len(r.subs))
-	for _, s := range r.subs {
+	ready := make(chan error, len(subs))
+	for _, s := range subs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -370,22 +375,22 @@ func (r *benchRun) connectAll(ctx, subCtx context.Context, wg *sync.WaitGroup) e
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	start := time.Now()
-	for n := 0; n < len(r.subs); {
+	for n := 0; n < len(subs); {
 		select {
 		case err := <-ready:
 			if err != nil {
-				return fmt.Errorf("subscriber could not subscribe (%d of %d did): %w", n, len(r.subs), err)
+				return fmt.Errorf("subscriber could not subscribe (%d of %d did): %w", n, len(subs), err)
 			}
 			n++
 		case <-tick.C:
-			r.progressf("%5.0fs connect   subscribed %d of %d", time.Since(start).Seconds(), n, len(r.subs))
+			r.progressf("%5.0fs connect   subscribed %d of %d", time.Since(start).Seconds(), n, len(subs))
 		case <-deadline.C:
-			return fmt.Errorf("only %d of %d subscribers were subscribed after --connect-timeout %s", n, len(r.subs), r.opts.connectTimeout)
+			return fmt.Errorf("only %d of %d subscribers were subscribed after --connect-timeout %s", n, len(subs), r.opts.connectTimeout)
 		case <-ctx.Done():
-			return fmt.Errorf("interrupted while connecting (%d of %d subscribed): %w", n, len(r.subs), ctx.Err())
+			return fmt.Errorf("interrupted while connecting (%d of %d subscribed): %w", n, len(subs), ctx.Err())
 		}
 	}
-	r.progressf("%5.0fs connect   subscribed %d of %d in %.2fs", time.Since(start).Seconds(), len(r.subs), len(r.subs), time.Since(start).Seconds())
+	r.progressf("%5.0fs connect   subscribed %d of %d in %.2fs", time.Since(start).Seconds(), len(subs), len(subs), time.Since(start).Seconds())
 	return nil
 }
 

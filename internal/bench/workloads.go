@@ -96,15 +96,42 @@ func (r *benchRun) runIdle(ctx context.Context) (*benchResult, error) {
 	subCtx, cancelSubs := context.WithCancel(context.WithoutCancel(ctx))
 	var subWG sync.WaitGroup
 	connectStart := time.Now()
-	if err := r.connectAll(ctx, subCtx, &subWG); err != nil {
-		r.stopSubscribers(cancelSubs, &subWG)
-		return nil, err
+	steps := r.opts.steps
+	if len(steps) == 0 {
+		steps = []int{len(r.subs)}
 	}
-	connectSecs := time.Since(connectStart).Seconds()
-	r.phase.Store(benchPhaseHold)
-	stopProgress := r.startProgress()
-	benchWait(ctx, r.opts.hold)
-	after, err := benchReadProc(r.opts.serverPID)
+	var stepResults []benchIdleStep
+	var connectSecs float64
+	var after benchProcStat
+	stopProgress := func() {}
+	for i, n := range steps {
+		prev := 0
+		if i > 0 {
+			prev = steps[i-1]
+		}
+		if err := r.connectSubs(ctx, subCtx, &subWG, r.subs[prev:n]); err != nil {
+			stopProgress()
+			r.stopSubscribers(cancelSubs, &subWG)
+			return nil, err
+		}
+		if i == 0 {
+			r.phase.Store(benchPhaseHold)
+			stopProgress = r.startProgress()
+		}
+		connectSecs = time.Since(connectStart).Seconds()
+		r.phase.Store(benchPhaseHold)
+		held, _ := benchReadProc(r.opts.serverPID)
+		benchWait(ctx, r.opts.hold)
+		if after, err = benchReadProc(r.opts.serverPID); err != nil {
+			break
+		}
+		st := benchIdleStep{Connections: n, RSSKiB: after.RSSKiB,
+			PerConnKiB: math.Round(float64(after.RSSKiB-before.RSSKiB)/float64(n)*100) / 100}
+		if r.opts.hold > 0 {
+			st.IdleCPUPercent = math.Round((after.CPU-held.CPU).Seconds()/r.opts.hold.Seconds()*10000) / 100
+		}
+		stepResults = append(stepResults, st)
+	}
 	selfAfter, _ := benchReadProc(0)
 	var reconnects int64
 	for _, s := range r.subs {
@@ -127,6 +154,9 @@ func (r *benchRun) runIdle(ctx context.Context) (*benchResult, error) {
 		PerConnKiB:       math.Round(float64(after.RSSKiB-before.RSSKiB)/n*100) / 100,
 		ToolPerConnKiB:   math.Round(float64(selfAfter.RSSKiB-selfBefore.RSSKiB)/n*100) / 100,
 		ServerCPUSeconds: (after.CPU - before.CPU).Seconds(),
+	}
+	if len(r.opts.steps) > 0 {
+		res.Idle.Steps = stepResults
 	}
 	res.Server = &benchServerResult{PID: r.opts.serverPID, RSSKiB: after.RSSKiB, PeakRSSKiB: after.HWMKiB, CPUs: after.CPUs}
 	res.Tool.RSSKiB = selfAfter.RSSKiB

@@ -10,9 +10,14 @@
 // parse, attach, wait on the session as its pacing says (a channel's batch
 // rule), write the JSON answer, park.
 //
-// A waiting poll costs its request's goroutine, one timer and its
-// session: no goroutine or timer per channel.
+// A poll that has to wait holds no goroutine and no buffer while it does
+// (park.go): its connection is taken over from net/http, watched for the
+// client leaving by the handler's watch.Watcher, answered by a goroutine
+// started when the session has something, and handed back to net/http for
+// the client's next request. A waiting poll costs its session, a timer and
+// its socket.
 //
-// It imports server (the core) only, never the HTTP API or another
-// transport.
+// It imports server (the core) and transports/internal/watch and
+// transports/internal/writer (the watcher and the goroutine group the
+// streaming transports use too), never the HTTP API or another transport.
 package longpoll

@@ -1,16 +1,20 @@
 package longpoll
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/transports/internal/watch"
+	"github.com/heraldrt/herald/transports/internal/writer"
 )
 
 // Options configures the long-poll handler. Zero fields take the
@@ -76,10 +80,15 @@ func (o Options) Validate() error { return o.withDefaults().validate() }
 
 // Handler serves GET and POST /poll.
 type Handler struct {
-	srv  *server.Server
-	t    *server.Transport // "poll": attaches the polls to their sessions
-	log  *slog.Logger
-	opts Options
+	srv     *server.Server
+	t       *server.Transport // "poll": attaches the polls to their sessions
+	log     *slog.Logger
+	opts    Options
+	polls   writer.Group   // parked polls' answers and hand-backs, the watcher's loop
+	watcher *watch.Watcher // notices a parked poll's client leaving
+	parks   atomic.Uint64  // polls parked so far (tests look)
+	left    atomic.Uint64  // parked polls whose client left
+	changed chan struct{}  // one slot: signalled when parks or left grows
 }
 
 // New returns the long-poll handler for srv.
@@ -88,8 +97,25 @@ func New(srv *server.Server, opts Options) (*Handler, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	return &Handler{srv: srv, t: srv.Transport("poll"), log: srv.Config().Logger, opts: opts}, nil
+	h := &Handler{srv: srv, t: srv.Transport("poll"), log: srv.Config().Logger, opts: opts, changed: make(chan struct{}, 1)}
+	h.watcher = watch.New(&h.polls)
+	return h, nil
 }
+
+// count adds one to c and signals changed.
+func (h *Handler) count(c *atomic.Uint64) {
+	c.Add(1)
+	select {
+	case h.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Wait blocks until every parked poll has been answered, or ctx is done.
+// A parked poll's connection is hijacked, so net/http's Shutdown does
+// not wait for it; the binary calls Wait after the core has closed every
+// session (which answers every parked poll).
+func (h *Handler) Wait(ctx context.Context) error { return h.polls.Wait(ctx) }
 
 // parse reads a poll, from the query (GET) or a JSON body (POST, for
 // many channels): the same fields either way, protocol.PollRequest.
@@ -149,7 +175,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		server.WriteError(w, r, err, h.log)
 		return
 	}
-	items := h.wait(r, sess, timeout)
+	// Anything already there is answered at once; otherwise the poll
+	// waits — parked, without a goroutine, where it can be (park.go).
+	var items []server.Item
+	select {
+	case <-sess.Ready():
+		items = sess.DrainLimit(items, h.opts.MaxMessages)
+	default:
+	}
+	if len(items) == 0 && timeout > 0 && !sess.Pending() && h.park(w, r, sess, timeout) {
+		return
+	}
+	items = h.wait(r.Context().Done(), sess, timeout, items)
+	body := h.finish(sess, items, timeout)
+	if r.Context().Err() != nil {
+		return // the client left; the next poll's cursor says what it got
+	}
+	setHeaders(w.Header())
+	_, _ = w.Write(body)
+}
+
+// setHeaders sets an answer's content type and forbids caching it.
+func setHeaders(h http.Header) {
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+}
+
+// finish ends a poll's use of its session — parked for the client's next
+// poll, with the cursor handed out — and returns the answer.
+func (h *Handler) finish(sess *server.Session, items []server.Item, timeout time.Duration) []byte {
 	cursor := sess.Cursor()
 	var notice []byte // why the server ended the session, if it did
 	select {
@@ -160,20 +214,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 	}
 	sess.Park(cursor, timeout+h.opts.Grace)
-	if r.Context().Err() != nil {
-		return // the client left; the next poll's cursor says what it got
-	}
-	hdr := w.Header()
-	hdr.Set("Content-Type", "application/json")
-	hdr.Set("Cache-Control", "no-store")
-	_, _ = w.Write(answer(items, cursor, sess.ID, notice))
+	return answer(items, cursor, sess.ID, notice)
 }
 
 // wait collects what the session has, waiting up to timeout for the
 // first of it; then it takes whatever else is ready at once (catch-up
 // pages included), up to MaxMessages.
-func (h *Handler) wait(r *http.Request, sess *server.Session, timeout time.Duration) []server.Item {
-	var items []server.Item
+// done ends the wait early (the client left); nil when none. items are
+// what was drained already.
+func (h *Handler) wait(done <-chan struct{}, sess *server.Session, timeout time.Duration, items []server.Item) []server.Item {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	preempted := sess.Preempted()
@@ -188,7 +237,7 @@ wait:
 			break wait
 		case <-preempted:
 			return items
-		case <-r.Context().Done():
+		case <-done:
 			return items
 		}
 	}
@@ -210,7 +259,7 @@ hold:
 		case <-timer.C:
 		case <-sess.Done():
 			break hold
-		case <-r.Context().Done():
+		case <-done:
 			return items
 		}
 	}

@@ -29,21 +29,23 @@ type fixture struct {
 	srv  *server.Server
 	st   *store.Store
 	http *httptest.Server
+	h    *Handler
 }
 
 func newFixture(t *testing.T, cfg server.Config, opts Options) *fixture {
 	t.Helper()
 	cfg.APIKey, cfg.JWTSecret = apiKey, secret
+	var h *Handler
 	f := servertest.Start(t, cfg, store.Options{}, func(srv *server.Server, r *httprouter.Router) func(context.Context) error {
-		h, err := New(srv, opts)
-		if err != nil {
+		var err error
+		if h, err = New(srv, opts); err != nil {
 			t.Fatal(err)
 		}
 		r.Handler(http.MethodGet, "/poll", h)
 		r.Handler(http.MethodPost, "/poll", h)
-		return nil
+		return h.Wait
 	})
-	return &fixture{srv: f.Srv, st: f.Store, http: f.HTTP}
+	return &fixture{srv: f.Srv, st: f.Store, http: f.HTTP, h: h}
 }
 
 type answerBody struct {

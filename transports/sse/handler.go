@@ -13,6 +13,7 @@ import (
 
 	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/transports/internal/watch"
 	"github.com/heraldrt/herald/transports/internal/writer"
 )
 
@@ -87,7 +88,9 @@ type Handler struct {
 	t       *server.Transport // "sse": opens the sessions, caches the frames
 	log     *slog.Logger
 	opts    Options
-	streams writer.Group // two per open stream: its writer and its watcher
+	streams writer.Group    // the flusher's loops and slow writes, the watcher's loop
+	flusher *writer.Flusher // writes every stream
+	watcher *watch.Watcher  // notices a client that leaves
 }
 
 // New returns the SSE handler for srv.
@@ -96,7 +99,12 @@ func New(srv *server.Server, opts Options) (*Handler, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	return &Handler{srv: srv, t: srv.Transport("sse"), log: srv.Config().Logger, opts: opts}, nil
+	h := &Handler{srv: srv, t: srv.Transport("sse"), log: srv.Config().Logger, opts: opts}
+	h.flusher = writer.NewFlusher(&h.streams, writer.Options{
+		Coalesce: opts.Coalesce, Heartbeat: opts.Heartbeat, WriteTimeout: opts.WriteTimeout,
+	})
+	h.watcher = watch.New(&h.streams)
+	return h, nil
 }
 
 // setHeaders writes the SSE response headers: the content type, no caching
@@ -162,27 +170,41 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setHeaders(w.Header())
-	st := &stream{conn: conn, chunked: r.ProtoAtLeast(1, 1), opts: h.opts, sess: sess, t: h.t}
+	st := &stream{conn: conn, chunked: r.ProtoAtLeast(1, 1), sess: sess, t: h.t}
 	buf := appendResponseHead(nil, r, w.Header())
-	skip := len(buf)
-	buf = append(buf, "00000000\r\n"...)
+	start := len(buf)
+	buf = appendChunkRoom(buf)
 	buf = appendRetry(buf, h.opts.Retry.Milliseconds())
 	buf = appendEvent(buf, protocol.EventConnected, connected, sess.Cursor())
-	if err := st.write(buf, skip); err != nil {
+	buf = st.endChunk(buf, start)
+	if err := writeAll(conn, buf, h.opts.WriteTimeout); err != nil {
 		conn.Close()
 		sess.Close(server.ReasonWriteError)
 		return
 	}
-	if !h.streams.Go(st.watch) {
-		st.conn.Close() // shutting down: the client reconnects elsewhere or later
+	wt, ok := h.watcher.Watch(conn, st.read)
+	if !ok {
+		conn.Close() // shutting down: the client reconnects elsewhere or later
 		sess.Close(server.ReasonShutdown)
 		return
 	}
-	pump := writer.NewPump(sess, &h.streams, writer.Options{Coalesce: h.opts.Coalesce, Heartbeat: h.opts.Heartbeat}, st.turn)
-	if !pump.Start() {
-		st.conn.Close() // shutting down; the watcher ends with the connection
+	if _, ok := h.flusher.Start(sess, conn, st, wt.Stop); !ok {
+		wt.Stop()
+		conn.Close()
 		sess.Close(server.ReasonShutdown)
 	}
+}
+
+// writeAll writes b within timeout, then lifts the deadline: the
+// stream's later writes never wait (writer.Flusher).
+func writeAll(conn net.Conn, b []byte, timeout time.Duration) error {
+	if err := conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	if _, err := conn.Write(b); err != nil {
+		return err
+	}
+	return conn.SetWriteDeadline(time.Time{})
 }
 
 // Wait blocks until every stream has ended, or ctx is done. The streams'
@@ -208,76 +230,63 @@ func appendResponseHead(b []byte, r *http.Request, h http.Header) []byte {
 }
 
 // stream is one open SSE response on a hijacked connection. No goroutine
-// waits for an idle stream to have something to write: a writer.Pump
-// starts a writer when the session has something, which runs the stream's
-// turns. The watch goroutine reads, to notice at once when the client
-// goes. Both are owned by the Handler.
+// waits on an idle stream: the handler's writer.Flusher takes a turn on it
+// when its session has something (Frame frames it), and its watch.Watcher
+// calls read when the client sends something or leaves.
 type stream struct {
 	conn    net.Conn
 	chunked bool
-	opts    Options
 	sess    *server.Session
 	t       *server.Transport
-
-	// The writer's, used by one writer at a time.
-	buf   []byte
-	items []server.Item
 }
 
-// watch reads until the connection ends: a client sends nothing on a
-// stream, so any end of reading means it is gone.
-func (st *stream) watch() {
-	var b [1]byte
-	for {
-		if _, err := st.conn.Read(b[:]); err != nil {
-			st.sess.Close(server.ReasonClientGone) // wakes the writer, which closes
-			return
+// read is told what the client sent (watch.OnRead). A client sends
+// nothing on a stream, so what it sends is dropped, and the end of its
+// side means it is gone.
+func (st *stream) read(_ []byte, err error) bool {
+	if err != nil {
+		st.sess.Close(server.ReasonClientGone) // the flusher's close turn closes the connection
+	}
+	return true
+}
+
+// Frame frames one turn (writer.Framer) as one chunk: the queued events,
+// or a heartbeat comment, or — when the session has closed and the
+// client is to be told — the last events, why, and the end of the body.
+func (st *stream) Frame(t *writer.Turn) int {
+	if t.Kind == writer.TurnClose {
+		reason := st.sess.Reason()
+		if !reason.Told() {
+			return 0 // the client is gone or cannot be written to
 		}
+		t.Items = st.sess.Drain(t.Items[:0])
+		start := len(t.Buf)
+		b := appendItems(appendChunkRoom(t.Buf), t.Items, st.head)
+		b = appendEvent(b, protocol.EventDisconnect, server.DisconnectData(reason), "")
+		b = st.endChunk(b, start)
+		if st.chunked {
+			b = append(b, "0\r\n\r\n"...) // the end of the body
+		}
+		t.Buf = b
+		n := len(t.Items)
+		clear(t.Items)
+		return n
 	}
-}
-
-// turn is one writer turn (writer.Pump): it writes the queued events, or
-// a heartbeat comment, or — when the session has closed — the last events
-// and why. It returns the events written, or -1 when the stream is over.
-func (st *stream) turn(kind writer.TurnKind) int {
-	if kind == writer.TurnClose {
-		st.finish()
+	t.Items = st.sess.Drain(t.Items[:0])
+	n := len(t.Items)
+	if n == 0 && t.Kind != writer.TurnHeartbeat {
 		return 0
 	}
-	st.items = st.sess.Drain(st.items[:0])
-	n := len(st.items)
-	if n == 0 && kind != writer.TurnHeartbeat {
-		return 0
-	}
-	b := st.frameStart()
+	start := len(t.Buf)
+	b := appendChunkRoom(t.Buf)
 	if n > 0 {
-		b = appendItems(b, st.items, st.head)
-		clear(st.items) // drop message references until the next turn
+		b = appendItems(b, t.Items, st.head)
+		clear(t.Items) // drop message references until the next turn
 	} else {
 		b = appendComment(b, "")
 	}
-	st.buf = b
-	if err := st.write(b, 0); err != nil {
-		st.sess.Close(server.WriteFailed(err))
-		st.conn.Close()
-		return -1
-	}
+	t.Buf = st.endChunk(b, start)
 	return n
-}
-
-// finish sends the queued rest and the disconnect event (unless the
-// client is gone), ends the body and closes the connection.
-func (st *stream) finish() {
-	if reason := st.sess.Reason(); reason.Told() {
-		st.items = st.sess.Drain(st.items[:0])
-		b := appendItems(st.frameStart(), st.items, st.head)
-		b = appendEvent(b, protocol.EventDisconnect, server.DisconnectData(reason), "")
-		if st.write(b, 0) == nil {
-			st.end()
-		}
-	}
-	st.conn.Close()
-	st.sess.Close(server.ReasonClientGone) // releases the subscriptions
 }
 
 // head returns the part of m's event every subscriber shares, encoded
@@ -319,39 +328,24 @@ func appendItems(b []byte, items []server.Item, head func(*server.Message) []byt
 // size in 8 hex digits (leading zeros are valid) and CRLF.
 const chunkHead = 8 + 2
 
-// frameStart returns the write buffer, empty but for the room of a chunk
-// size line.
-func (st *stream) frameStart() []byte {
-	return append(st.buf[:0], "00000000\r\n"...)
-}
+// appendChunkRoom appends the room of a chunk size line.
+func appendChunkRoom(b []byte) []byte { return append(b, "00000000\r\n"...) }
 
-// write sends b within the write timeout, in one write. b starts with the
-// room of a chunk size line (at skip, after a response head); on a
-// chunked stream the line is filled in and CRLF appended, else the room
-// is cut out.
-func (st *stream) write(b []byte, skip int) error {
-	if st.chunked {
-		n := len(b) - skip - chunkHead
-		const hex = "0123456789abcdef"
-		for i := 7; i >= 0; i-- {
-			b[skip+i] = hex[n&0xf]
-			n >>= 4
-		}
-		b = append(b, "\r\n"...)
-	} else {
-		b = append(b[:skip], b[skip+chunkHead:]...)
+// endChunk ends the chunk whose room starts at b[start:]: on a chunked
+// stream the size line is filled in and CRLF appended; on an HTTP/1.0
+// stream (no chunks) the room is cut out.
+func (st *stream) endChunk(b []byte, start int) []byte {
+	if !st.chunked {
+		return append(b[:start], b[start+chunkHead:]...)
 	}
-	if err := st.conn.SetWriteDeadline(time.Now().Add(st.opts.WriteTimeout)); err != nil {
-		return err
+	n := len(b) - start - chunkHead
+	if n == 0 {
+		return b[:start] // an empty chunk would end the body
 	}
-	_, err := st.conn.Write(b)
-	return err
-}
-
-// end closes a chunked body properly.
-func (st *stream) end() {
-	if st.chunked {
-		_ = st.conn.SetWriteDeadline(time.Now().Add(st.opts.WriteTimeout))
-		_, _ = st.conn.Write([]byte("0\r\n\r\n"))
+	const hex = "0123456789abcdef"
+	for i := 7; i >= 0; i-- {
+		b[start+i] = hex[n&0xf]
+		n >>= 4
 	}
+	return append(b, "\r\n"...)
 }

@@ -1,9 +1,12 @@
 package ws
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/transports/internal/watch"
 	"github.com/heraldrt/herald/transports/internal/writer"
 )
 
@@ -104,7 +108,9 @@ type Handler struct {
 	t        *server.Transport // "ws": opens the sessions
 	opts     Options
 	upgrader websocket.Upgrader
-	conns    writer.Group // two per connection: its reader and its writer
+	conns    writer.Group    // the flusher's loops and slow writes, the watcher's loop, the op servers
+	flusher  *writer.Flusher // writes every connection
+	watcher  *watch.Watcher  // reads every connection
 }
 
 // New returns the WebSocket handler for srv. Origins are checked against
@@ -119,13 +125,18 @@ func New(srv *server.Server, opts Options) (*Handler, error) {
 		HandshakeTimeout:  opts.WriteTimeout,
 		CheckOrigin:       originChecker(srv.Config().CORS.AllowedOrigins),
 		EnableCompression: opts.Compression,
-		// An idle connection holds a small read buffer of its own (not
-		// net/http's 4 KiB one) and no write buffer: writes borrow a large
-		// one from the pool, so a batch push goes out in one syscall.
-		ReadBufferSize:  512,
-		WriteBufferSize: 32 << 10,
+		// The upgrader only does the handshake (its Conn is dropped after
+		// it): no buffers of its own beyond it.
+		ReadBufferSize:  256,
+		WriteBufferSize: 256,
 		WriteBufferPool: &sync.Pool{},
 	}
+	h.flusher = writer.NewFlusher(&h.conns, writer.Options{
+		Coalesce: opts.Coalesce, Heartbeat: opts.PingInterval, Steady: true, WriteTimeout: opts.WriteTimeout,
+		// A peer that answers no ping (sends nothing at all) is dropped.
+		Expire: opts.PingInterval + opts.PongTimeout,
+	})
+	h.watcher = watch.New(&h.conns)
 	return h, nil
 }
 
@@ -159,17 +170,21 @@ func (h *Handler) Wait(ctx context.Context) error { return h.conns.Wait(ctx) }
 // request's goroutine and net/http's buffers are freed while the
 // connection idles.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ws, err := h.upgrader.Upgrade(w, r, nil)
-	if err != nil {
+	up := &upgrade{ResponseWriter: w}
+	if _, err := h.upgrader.Upgrade(up, r, nil); err != nil {
 		return // the upgrader answered the client already
 	}
-	ws.SetReadLimit(h.opts.MaxFrameBytes)
-	c := &conn{h: h, ws: ws, slots: make(chan struct{}, maxOpsInFlight)}
+	// From here on the connection is the transport's: gorilla's Conn,
+	// which did the handshake, is dropped (the transport reads and writes
+	// the frames), and so are net/http's request and buffers.
+	c := &conn{h: h, netConn: up.conn, deflate: up.deflate()}
+	up.ResponseWriter, up.conn = nil, nil
+	c.frames = frameReader{maxMessage: h.opts.MaxFrameBytes, tooBig: c.tooBig(), deflate: c.deflate}
 
 	id, err := h.srv.Authenticate(r)
 	if err != nil {
 		c.closeWith(authCloseCode(err), server.AsError(err).Message)
-		ws.Close()
+		c.netConn.Close()
 		return
 	}
 	var pending []byte         // an anonymous connection's first op, served once the session exists
@@ -177,7 +192,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if id.Anonymous {
 		var ok bool
 		if id, auth, pending, ok = c.authenticateFirstFrame(); !ok {
-			ws.Close()
+			c.netConn.Close()
 			return
 		}
 	}
@@ -194,7 +209,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			c.closeWith(protocol.ClosePolicy, server.AsError(err).Message) // a session or connection limit
 		}
-		ws.Close()
+		c.netConn.Close()
 		return
 	}
 	c.sess = sess
@@ -203,22 +218,81 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sess.Send(encode(protocol.ConnectedPush{Type: protocol.PushConnected, Session: sess.ID, User: id.User, UserChannel: server.UserChannel(id.User)}))
 
-	// The reader closes the session when it ends; the session's close
-	// makes the writer's last turn close the connection, which ends the
-	// reader if the writer went first. The writer runs on demand.
-	if !h.conns.Go(func() { c.readLoop(pending) }) {
+	// The flusher writes the connection and closes it when the session
+	// ends (stopping the watch first); the watcher hands the reader what
+	// the client sends, and the reader closes the session when the client
+	// leaves or breaks the protocol.
+	st, ok := h.flusher.Start(sess, c.netConn, c, func() {
+		if wt := c.watch.Load(); wt != nil {
+			wt.Stop()
+		}
+	})
+	if !ok {
 		c.closeWith(websocket.CloseServiceRestart, "server shutting down")
-		ws.Close()
+		c.netConn.Close()
 		sess.Close(server.ReasonShutdown)
 		return
 	}
-	pump := writer.NewPump(sess, &h.conns, writer.Options{
-		Coalesce: h.opts.Coalesce, Heartbeat: h.opts.PingInterval, Steady: true,
-	}, c.turn)
-	if !pump.Start() {
-		ws.Close() // shutting down; the reader ends with the connection
-		sess.Close(server.ReasonShutdown)
+	c.stream = st
+	if pending != nil {
+		c.enqueue(pending)
 	}
+	wt, ok := h.watcher.Watch(c.netConn, c.read)
+	if !ok {
+		sess.Close(server.ReasonShutdown) // the flusher tells the client and closes
+		return
+	}
+	c.watch.Store(wt)
+	if st.Closed() {
+		wt.Stop() // the flusher closed the connection before the watch began
+		return
+	}
+	// What the client sent right after its auth frame waits in the frame
+	// reader; parsing it now keeps its order (the watcher's reads come
+	// after it, in the same reader).
+	c.readMu.Lock()
+	c.parseLocked(nil)
+	c.readMu.Unlock()
+}
+
+// upgrade is the response writer the upgrader hijacks: it keeps the
+// connection (the flusher writes to it directly) and the handshake's
+// answer, which says whether the client and the upgrader agreed on
+// compression.
+type upgrade struct {
+	http.ResponseWriter
+	conn net.Conn
+	head []byte // the start of the handshake's answer
+}
+
+func (u *upgrade) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, rw, err := http.NewResponseController(u.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	u.conn = conn
+	return &handshakeConn{Conn: conn, u: u}, rw, nil
+}
+
+// deflate reports whether the handshake's answer accepted
+// permessage-deflate.
+func (u *upgrade) deflate() bool {
+	end := bytes.Index(u.head, []byte("\r\n\r\n"))
+	return end >= 0 && bytes.Contains(bytes.ToLower(u.head[:end]), []byte("\r\nsec-websocket-extensions: permessage-deflate"))
+}
+
+// handshakeConn records the first write on a hijacked connection: the
+// upgrader's answer.
+type handshakeConn struct {
+	net.Conn
+	u *upgrade
+}
+
+func (c *handshakeConn) Write(b []byte) (int, error) {
+	if c.u.head == nil {
+		c.u.head = append([]byte(nil), b...)
+	}
+	return c.Conn.Write(b)
 }
 
 // authenticateFirstFrame waits for the first frame of a connection that
@@ -229,17 +303,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // connection (ok false).
 func (c *conn) authenticateFirstFrame() (id server.Identity, auth *protocol.Request, pending []byte, ok bool) {
 	anon := server.Identity{Anonymous: true}
-	_ = c.ws.SetReadDeadline(time.Now().Add(c.h.opts.AuthTimeout))
-	typ, frame, err := c.ws.ReadMessage()
-	switch {
-	case errors.Is(err, websocket.ErrReadLimit):
-		c.closeWith(websocket.CloseMessageTooBig, c.tooBig())
-		return anon, nil, nil, false
-	case err != nil:
-		c.closeWith(protocol.CloseUnauthorized, fmt.Sprintf("no credentials and no frame within %s", c.h.opts.AuthTimeout))
-		return anon, nil, nil, false
-	case typ != websocket.TextMessage:
-		c.closeWith(websocket.CloseUnsupportedData, binaryRefused)
+	frame, err := c.readFirst(time.Now().Add(c.h.opts.AuthTimeout))
+	if err != nil {
+		var re *readError
+		if !errors.As(err, &re) { // a frame fault was answered already
+			c.closeWith(protocol.CloseUnauthorized, fmt.Sprintf("no credentials and no frame within %s", c.h.opts.AuthTimeout))
+		}
 		return anon, nil, nil, false
 	}
 	req, err := decodeRequest(frame)
@@ -268,13 +337,9 @@ func (c *conn) tooBig() string {
 	return fmt.Sprintf("frame over %d bytes", c.h.opts.MaxFrameBytes)
 }
 
-// closeWith sends a close frame; the caller then closes the connection.
-// Safe to call from either goroutine (gorilla allows WriteControl
-// concurrently with the writer).
+// closeWith sends a close frame before the connection's stream starts
+// (a refused connection); the caller then closes the connection. Once the
+// stream runs, close frames go through it (sendClose).
 func (c *conn) closeWith(code int, reason string) {
-	if len(reason) > 120 { // a close reason must fit a control frame (125 bytes)
-		reason = reason[:120]
-	}
-	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason),
-		time.Now().Add(c.h.opts.WriteTimeout))
+	c.writeNow(appendClose(nil, code, reason))
 }

@@ -1,79 +1,122 @@
 package ws
 
 import (
-	"errors"
+	"bytes"
+	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/heraldrt/herald/protocol"
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/transports/internal/watch"
+	"github.com/heraldrt/herald/transports/internal/writer"
 )
 
 // conn is one WebSocket connection and its session.
 type conn struct {
-	h    *Handler
-	ws   *websocket.Conn
-	sess *server.Session
+	h       *Handler
+	netConn net.Conn // the upgraded connection
+	sess    *server.Session
+	deflate bool // the client and the upgrader agreed on compression
 
-	items []server.Item // the writer's, used by one writer at a time
+	stream *writer.Stream              // the flusher's handle: Wake it for control frames
+	watch  atomic.Pointer[watch.Watch] // the watcher's, once it watches
 
-	// slots bounds the ops read but not yet served: when they are all
-	// taken the reader stops reading, and TCP slows the client down.
-	slots chan struct{}
+	ctrlMu sync.Mutex // guards ctrl
+	ctrl   []byte     // control frames for the next turn (pongs, a close)
 
-	opsMu      sync.Mutex // guards ops and opsRunning
+	readMu sync.Mutex  // held while frames are parsed (by the watcher, or a resume)
+	frames frameReader // guarded by readMu
+	ended  bool        // guarded by readMu: the client closed, or broke the protocol
+
+	opsMu      sync.Mutex // guards the fields below
 	ops        [][]byte   // frames read and not yet served, in order
 	opsRunning bool       // a goroutine is serving ops
+	readPaused bool       // maxOpsInFlight ops wait: reading waits for them
 }
 
 // maxOpsInFlight bounds the ops a connection may have read but not yet
-// served.
+// served: past it the connection is not read until they are served, and
+// TCP slows the client down.
 const maxOpsInFlight = 256
 
-// readLoop reads frames until the connection ends and turns each op into
-// a core call. It closes the session when it returns, which stops the
-// writer.
-func (c *conn) readLoop(pending []byte) {
-	defer c.sess.Close(server.ReasonClientGone)
-	alive := c.h.opts.PingInterval + c.h.opts.PongTimeout
-	extend := func(string) error { return c.ws.SetReadDeadline(time.Now().Add(alive)) }
-	_ = extend("")
-	c.ws.SetPongHandler(extend)
-	if pending != nil && !c.enqueue(pending) {
-		return
+// read is told what the client sent (watch.OnRead): it parses the frames
+// and reports whether to read on.
+func (c *conn) read(p []byte, err error) bool {
+	if err != nil {
+		c.sess.Close(server.ReasonClientGone) // closed, reset: the client resumes
+		return false
 	}
-	for {
-		typ, frame, err := c.ws.ReadMessage()
-		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
-				c.closeWith(websocket.CloseMessageTooBig, c.tooBig())
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	return c.parseLocked(p)
+}
+
+// parseLocked feeds p to the frame reader and serves what completes:
+// text messages become ops, pings get pongs, a close is answered. It
+// reports whether to read on (false: the connection ended or waits for
+// its ops).
+func (c *conn) parseLocked(p []byte) bool {
+	if c.ended {
+		return false
+	}
+	c.stream.Touch()
+	paused := false
+	err := c.frames.feed(p, func(m message) bool {
+		switch m.op {
+		case opText:
+			if !c.enqueue(bytes.Clone(m.payload)) {
+				paused = true
+				return false
 			}
-			return // closed, timed out (no pong), or broken: the client resumes
+		case opPing:
+			c.sendControl(opPong, m.payload)
+		case opClose:
+			code, err := closeReceived(m.payload)
+			if err != nil {
+				c.fault(err.(*readError))
+				return false
+			}
+			c.sendClose(code, "") // the closing handshake's answer
+			c.ended = true
+			c.sess.Close(server.ReasonClientGone)
+			return false
 		}
-		if typ != websocket.TextMessage {
-			c.closeWith(websocket.CloseUnsupportedData, binaryRefused)
-			return
-		}
-		_ = extend("")
-		if !c.enqueue(frame) {
-			return
-		}
+		return true // a pong: the client is alive, which Touch noted
+	})
+	if err != nil {
+		c.fault(err.(*readError))
+	}
+	return !c.ended && !paused
+}
+
+// fault ends a connection whose client broke the protocol (or sent a
+// binary or oversized message): a close frame saying why, then the end.
+func (c *conn) fault(e *readError) {
+	c.ended = true
+	c.sendClose(e.code, e.text)
+	c.sess.Close(server.ReasonClientGone)
+}
+
+// resumeReading parses what waited while the ops were served, then reads
+// the connection again.
+func (c *conn) resumeReading() {
+	c.readMu.Lock()
+	more := c.parseLocked(nil)
+	c.readMu.Unlock()
+	if wt := c.watch.Load(); more && wt != nil {
+		wt.Resume()
 	}
 }
 
 // enqueue hands a frame to the op server: ops are served one after
 // another, in order, on a goroutine that runs only while there are some.
-// The reader itself only reads, so its goroutine stays small while the
-// connection idles. It waits while maxOpsInFlight ops are waiting, and
-// reports false when the session closed meanwhile.
+// It reports false when maxOpsInFlight ops wait: reading pauses until the
+// server has caught up.
 func (c *conn) enqueue(frame []byte) bool {
-	select {
-	case c.slots <- struct{}{}:
-	case <-c.sess.Done():
-		return false
-	}
 	c.opsMu.Lock()
 	defer c.opsMu.Unlock()
 	c.ops = append(c.ops, frame)
@@ -83,10 +126,15 @@ func (c *conn) enqueue(frame []byte) bool {
 			c.opsRunning = false // shutting down: the session closes next
 		}
 	}
+	if len(c.ops) >= maxOpsInFlight {
+		c.readPaused = true
+		return false
+	}
 	return true
 }
 
-// serveOps serves queued ops until none is left.
+// serveOps serves queued ops until none is left, and lets a paused
+// connection be read again once half the ops are served.
 func (c *conn) serveOps() {
 	for {
 		c.opsMu.Lock()
@@ -98,10 +146,78 @@ func (c *conn) serveOps() {
 		frame := c.ops[0]
 		c.ops[0] = nil
 		c.ops = c.ops[1:]
+		resume := c.readPaused && len(c.ops) < maxOpsInFlight/2
+		if resume {
+			c.readPaused = false
+		}
 		c.opsMu.Unlock()
+		if resume {
+			c.resumeReading()
+		}
 		c.handle(frame)
-		<-c.slots
 	}
+}
+
+// readFirst reads the connection's first message, before the session
+// exists (a connection without credentials authenticates with it),
+// answering pings and a close itself. It gives up at the deadline.
+func (c *conn) readFirst(deadline time.Time) ([]byte, error) {
+	if err := c.netConn.SetReadDeadline(deadline); err != nil {
+		return nil, err
+	}
+	defer c.netConn.SetReadDeadline(time.Time{}) //nolint:errcheck // the watcher reads without one
+	buf := make([]byte, 4<<10)
+	var first []byte
+	var ferr error
+	for first == nil {
+		n, err := c.netConn.Read(buf)
+		if n > 0 {
+			c.readMu.Lock()
+			perr := c.frames.feed(buf[:n], func(m message) bool {
+				switch m.op {
+				case opText:
+					first = bytes.Clone(m.payload)
+					return false // the rest waits for the session
+				case opPing:
+					c.writeNow(appendHeader(nil, opPong, len(m.payload), false), m.payload)
+				case opClose:
+					ferr = errClientClosed
+					if code, err := closeReceived(m.payload); err == nil {
+						c.closeWith(code, "")
+					}
+					return false
+				}
+				return true
+			})
+			c.readMu.Unlock()
+			if perr != nil {
+				e := perr.(*readError)
+				c.closeWith(e.code, e.text)
+				return nil, perr
+			}
+			if ferr != nil {
+				return nil, ferr
+			}
+		}
+		if err != nil && first == nil {
+			return nil, err
+		}
+	}
+	return first, nil
+}
+
+var errClientClosed = &readError{code: websocket.CloseNormalClosure, text: "the client closed the connection"}
+
+// writeNow writes frames before the connection's stream starts (a
+// refused connection's close, a pong during authentication).
+func (c *conn) writeNow(frames ...[]byte) {
+	_ = c.netConn.SetWriteDeadline(time.Now().Add(c.h.opts.WriteTimeout))
+	for _, f := range frames {
+		if _, err := c.netConn.Write(f); err != nil {
+			return
+		}
+	}
+	_ = c.netConn.SetWriteDeadline(time.Time{})
 }
 
 // handle serves one op. Every outcome is a reply on the session's queue;

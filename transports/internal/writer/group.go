@@ -44,6 +44,13 @@ func (g *Group) done() {
 	g.mu.Unlock()
 }
 
+// isClosing reports whether Wait has begun.
+func (g *Group) isClosing() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closing
+}
+
 // Wait refuses new goroutines and waits until the running ones have
 // returned, or ctx is done.
 func (g *Group) Wait(ctx context.Context) error {
