@@ -41,6 +41,7 @@ func (s *Store) Append(ctx context.Context, channel string, rec Record) (Appende
 		rec.Time = s.opts.Now()
 	}
 	r := s.newRequest(c)
+	r.kind = requestAppend
 	r.rec = rec
 	r.store = s.opts.Retention(channel).MaxCount > 0
 	if rec.IdempotencyKey != "" {
@@ -50,14 +51,25 @@ func (s *Store) Append(ctx context.Context, channel string, rec Record) (Appende
 	return s.submit(ctx, r)
 }
 
-// request is one queued Append, or one Head creating a channel.
+// requestKind says what a queued request writes.
+type requestKind uint8
+
+const (
+	requestAppend requestKind = iota // Append: one record
+	requestCreate                    // Head of a new channel: its epoch, no record
+	requestState                     // PutState or DeleteState: op
+)
+
+// request is one queued write: an Append, a Head creating a channel, or a
+// change of state.
 type request struct {
-	ch     *channel
-	rec    Record
-	create bool   // Head of a new channel: commit its epoch, append nothing
-	store  bool   // keep the payload: the channel's retention keeps some
-	idem   []byte // Badger key of rec.IdempotencyKey; nil without one
-	cost   int    // bytes Badger counts for this request's entries
+	kind  requestKind
+	ch    *channel // nil for state
+	rec   Record
+	store bool   // keep the payload: the channel's retention keeps some
+	idem  []byte // Badger key of rec.IdempotencyKey; nil without one
+	op    kvOp   // the state change
+	cost  int    // bytes Badger counts for this request's entries
 
 	// Set by the committer before it signals done.
 	res  Appended
@@ -85,6 +97,10 @@ func putRequest(r *request) {
 // of its channel, counted for every request because any request may be its
 // channel's first in a batch.
 func (r *request) setCost() {
+	if r.kind == requestState {
+		r.cost = len(r.op.key) + len(r.op.value) + batchEntryOverhead
+		return
+	}
 	n := len(r.ch.name)
 	cost := 1 + n + headValueLen + batchEntryOverhead
 	if r.store {

@@ -47,6 +47,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxBatchBytes == 0 {
 		o.MaxBatchBytes = defaultMaxBatchBytes
 	}
+	if o.WALSegmentBytes == 0 {
+		o.WALSegmentBytes = defaultWALSegmentBytes
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -77,6 +80,9 @@ func (o Options) validate() error {
 	if o.MaxBatchBytes < 0 || o.MaxBatchBytes > maxBatchBytesLimit {
 		errs = append(errs, fmt.Errorf("max batch bytes %d: want 1 to %d", o.MaxBatchBytes, maxBatchBytesLimit))
 	}
+	if o.WALSegmentBytes < minWALSegmentBytes {
+		errs = append(errs, fmt.Errorf("write-ahead log segment of %d bytes: want at least %d", o.WALSegmentBytes, minWALSegmentBytes))
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("store: invalid options: %w", errors.Join(errs...))
 	}
@@ -105,7 +111,8 @@ func (o Options) badgerOptions() badger.Options {
 	}
 	bo := badger.DefaultOptions(dir).
 		WithInMemory(o.InMemory).
-		WithSyncWrites(o.Durability == SyncEachBatch && !o.InMemory).
+		WithSyncWrites(false). // the write-ahead log or NoSync: see wal.go
+
 		WithDetectConflicts(false).
 		WithMemTableSize(memTableSize(o.MaxBatchBytes, o.MaxBatchRecords)).
 		WithNumMemtables(3).

@@ -12,8 +12,9 @@ type Durability int
 
 const (
 	// SyncEachBatch answers an append only after the group-commit batch that
-	// holds it has been written and fsynced. This is the default: an
-	// acknowledged message survives a process kill and a power loss.
+	// holds it has been written to the write-ahead log and fsynced (one
+	// fdatasync per batch). This is the default: an acknowledged message
+	// survives a process kill and a power loss.
 	SyncEachBatch Durability = iota
 	// NoSync answers once the batch is in the operating system's page cache.
 	// An acknowledged message survives a process kill (SIGKILL, a crash) but
@@ -95,6 +96,11 @@ type Options struct {
 	// Defaults 4096 records and 4 MiB.
 	MaxBatchRecords int
 	MaxBatchBytes   int
+	// WALSegmentBytes is the size of a write-ahead log segment file
+	// (SyncEachBatch on disk; see wal.go). Default 16 MiB, at least 64 KiB.
+	// The log holds about two segments' worth of recent batches and up to
+	// two spare segments.
+	WALSegmentBytes int
 	// Logger receives the store's and Badger's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
