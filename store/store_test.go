@@ -203,7 +203,7 @@ func TestFailedBatchRollsBackAndLaterAppendsReuseNothing(t *testing.T) {
 	}
 }
 
-func TestFullBatchesFitInOneTransaction(t *testing.T) {
+func TestFullBatchesOfLargeRecordsCommit(t *testing.T) {
 	t.Parallel()
 	long := strings.Repeat("n", 255)
 	inMemoryMax := Options{InMemory: true}.withDefaults().maxRecordBytes()
