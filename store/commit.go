@@ -108,7 +108,7 @@ func (s *Store) commitBatch(c *committer) {
 		}
 	}
 	for _, r := range c.batch {
-		r.done <- nil
+		r.finish(nil)
 	}
 	if receive != nil && len(c.committed) > 0 {
 		(*receive)(c.committed)
@@ -119,7 +119,7 @@ func (s *Store) commitBatch(c *committer) {
 // answerAll answers every request of the batch with err.
 func (s *Store) answerAll(c *committer, err error) {
 	for _, r := range c.batch {
-		r.done <- err
+		r.finish(err)
 	}
 }
 

@@ -162,6 +162,19 @@ type Appended struct {
 	Duplicate bool
 }
 
+// ChannelRecord is a record and the channel it goes to (AppendBatch).
+type ChannelRecord struct {
+	Channel string
+	Record  Record
+}
+
+// BatchAppended is AppendBatch's answer for one record: its result, or
+// why it was not stored.
+type BatchAppended struct {
+	Appended
+	Err error
+}
+
 // Committed is one record made durable, as reported to the commit feed
 // (Engine.Feed).
 type Committed struct {
