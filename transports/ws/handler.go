@@ -105,6 +105,7 @@ type Handler struct {
 	opts     Options
 	upgrader websocket.Upgrader
 	conns    writer.Group // two per connection: its reader and its writer
+	maxBatch int          // limits.max_batch_messages: publish ops served together
 }
 
 // New returns the WebSocket handler for srv. Origins are checked against
@@ -114,7 +115,7 @@ func New(srv *server.Server, opts Options) (*Handler, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	h := &Handler{srv: srv, t: srv.Transport("ws"), opts: opts}
+	h := &Handler{srv: srv, t: srv.Transport("ws"), opts: opts, maxBatch: srv.Config().Limits.MaxBatchMessages}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  opts.WriteTimeout,
 		CheckOrigin:       originChecker(srv.Config().CORS.AllowedOrigins),
