@@ -111,8 +111,9 @@ type Options struct {
 }
 
 // Memory bounds the memory Badger takes. A channel log is read mostly at
-// its tail, which the memtables hold; the block cache serves reads of
-// older messages from tables. Badger keeps a memtable in a memory arena
+// its tail, whose keys the memtables hold (payloads are read from the
+// value log, through the page cache; see valueThreshold); the block cache
+// serves reads of older keys from tables. Badger keeps a memtable in a memory arena
 // of about 1.3 times its size (plus, on disk, its log in a memory-mapped
 // file), and up to MemTables+2 of them at once: the one being written,
 // the one being flushed to a table, and up to MemTables waiting for it;
