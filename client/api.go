@@ -25,6 +25,25 @@ func (c *Client) Publish(ctx context.Context, req protocol.PublishRequest) (prot
 	return res, err
 }
 
+// PublishBatch sends many messages, to one channel or many, in one POST
+// /api/publish and returns one result per message, in order, once every
+// stored one is durable; the server commits them together, with one disk
+// sync. Each message is judged on its own: one the server refused (a bad
+// channel, no permission, its rate limit) has its Error set and stops
+// nothing. The error is for the request as a whole — an *APIError when
+// the server refused the batch (empty, over limits.max_batch_messages or
+// limits.max_body_bytes), nothing of it published.
+func (c *Client) PublishBatch(ctx context.Context, msgs []protocol.PublishRequest) ([]protocol.BatchPublishResult, error) {
+	var res protocol.BatchPublishResponse
+	if err := c.Call(ctx, http.MethodPost, "api/publish", nil, protocol.BatchPublishRequest{Messages: msgs}, &res); err != nil {
+		return nil, err
+	}
+	if len(res.Results) != len(msgs) {
+		return nil, fmt.Errorf("client: POST /api/publish answered %d results for %d messages", len(res.Results), len(msgs))
+	}
+	return res.Results, nil
+}
+
 // History reads one page of a channel's stored messages with GET
 // /api/history: those after since (exclusive; 0 reads from the oldest
 // kept), ascending, at most limit (0: the server's default, 100; at most

@@ -63,6 +63,34 @@ type PublishResult struct {
 	Ephemeral bool   `json:"ephemeral,omitempty"`
 }
 
+// BatchPublishRequest is the body of POST /api/publish that publishes
+// many messages at once (README, "Server API"): each message has the
+// fields of a PublishRequest, to any channel.
+type BatchPublishRequest struct {
+	Messages []PublishRequest `json:"messages"`
+}
+
+// BatchPublishResponse answers a BatchPublishRequest once every stored
+// message is durable: one result per message, in order, and how many of
+// them failed (a refused message does not stop the others).
+type BatchPublishResponse struct {
+	Results []BatchPublishResult `json:"results"`
+	Failed  int                  `json:"failed"`
+}
+
+// BatchPublishResult is one message's answer in a batch: the fields of a
+// PublishResult, or Error (with Channel) when it was refused or not
+// stored.
+type BatchPublishResult struct {
+	Channel   string       `json:"channel"`
+	Offset    uint64       `json:"offset,omitempty"`
+	Epoch     string       `json:"epoch,omitempty"`
+	ID        string       `json:"id,omitempty"`
+	Duplicate bool         `json:"duplicate,omitempty"`
+	Ephemeral bool         `json:"ephemeral,omitempty"`
+	Error     *ErrorDetail `json:"error,omitempty"`
+}
+
 // HistoryPage is the answer of GET /api/history and of the WebSocket
 // history op: stored messages after since, ascending.
 type HistoryPage struct {

@@ -120,6 +120,9 @@ type Limits struct {
 	MaxDataBytes int `yaml:"max_data_bytes"`
 	// MaxBodyBytes bounds a request body. Default 1 MiB.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxBatchMessages bounds the messages of one batch publish (POST
+	// /api/publish with "messages"). Default 1,000.
+	MaxBatchMessages int `yaml:"max_batch_messages"`
 	// MaxChannelsPerRequest bounds the channels of one SSE or poll
 	// request. Default 64.
 	MaxChannelsPerRequest int `yaml:"max_channels_per_request"`
@@ -180,6 +183,7 @@ func (c Config) withDefaults() Config {
 	l := &c.Limits
 	setDefault(&l.MaxDataBytes, 64<<10)
 	setDefault(&l.MaxBodyBytes, 1<<20)
+	setDefault(&l.MaxBatchMessages, 1000)
 	setDefault(&l.MaxChannelsPerRequest, 64)
 	setDefault(&l.MaxSubscriptions, 128)
 	setDefault(&l.MaxSessionsPerUser, 32)
@@ -280,6 +284,7 @@ func (c Config) validate() error {
 	}{
 		{"limits.max_data_bytes", int64(c.Limits.MaxDataBytes)},
 		{"limits.max_body_bytes", c.Limits.MaxBodyBytes},
+		{"limits.max_batch_messages", int64(c.Limits.MaxBatchMessages)},
 		{"limits.max_channels_per_request", int64(c.Limits.MaxChannelsPerRequest)},
 		{"limits.max_subscriptions", int64(c.Limits.MaxSubscriptions)},
 		{"limits.max_connections_per_user", int64(c.Limits.MaxSessionsPerUser)},

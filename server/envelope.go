@@ -179,10 +179,19 @@ func buildEnvelope(channel string, offset uint64, epoch string, tail []byte) []b
 }
 
 // compactData validates a message's data as JSON and removes insignificant
-// white space, so the envelope is one line (SSE frames it per line).
+// white space, so the envelope is one line (SSE frames it per line). Data
+// that is compact already (what clients send, mostly) is returned as it
+// is, after one scan.
 func compactData(data json.RawMessage, max int) (json.RawMessage, error) {
-	if len(bytes.TrimSpace(data)) == 0 {
+	trimmed := trimJSONSpace(data)
+	if len(trimmed) == 0 {
 		return json.RawMessage("null"), nil
+	}
+	if n, spaced, ok := ScanJSONValue(trimmed); ok && n == len(trimmed) && !spaced {
+		if len(trimmed) > max {
+			return nil, tooLargef("data is %d bytes, the limit is %d", len(trimmed), max)
+		}
+		return trimmed, nil
 	}
 	var buf bytes.Buffer
 	buf.Grow(len(data))
@@ -193,6 +202,18 @@ func compactData(data json.RawMessage, max int) (json.RawMessage, error) {
 		return nil, tooLargef("data is %d bytes, the limit is %d", buf.Len(), max)
 	}
 	return buf.Bytes(), nil
+}
+
+// trimJSONSpace removes the whitespace JSON allows around a value.
+func trimJSONSpace(b []byte) []byte {
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
+	}
+	for len(b) > 0 && isSpace(b[len(b)-1]) {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 // Crockford's base32 alphabet, as used by ULIDs.

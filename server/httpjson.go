@@ -11,6 +11,17 @@ import (
 	"github.com/heraldrt/herald/protocol"
 )
 
+// ErrorDetail returns err as the wire says it (AsError): its code, message,
+// channel, and retry_after in whole seconds, rounded up.
+func ErrorDetail(err error) protocol.ErrorDetail {
+	e := AsError(err)
+	d := protocol.ErrorDetail{Code: e.Code, Message: e.Message, Channel: e.Channel}
+	if e.RetryAfter > 0 {
+		d.RetryAfter = int((e.RetryAfter + 999_999_999) / 1_000_000_000)
+	}
+	return d
+}
+
 // WriteError answers an HTTP request with err as
 // {"error":{"code","message",…}} and the matching status, with
 // WWW-Authenticate on a 401 and Retry-After when the error says when to
@@ -29,11 +40,9 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error, logger *slog.
 	if e.Code == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer realm="herald"`)
 	}
-	body := protocol.ErrorBody{Error: protocol.ErrorDetail{Code: e.Code, Message: e.Message, Channel: e.Channel}}
-	if e.RetryAfter > 0 {
-		secs := int((e.RetryAfter + 999_999_999) / 1_000_000_000)
+	body := protocol.ErrorBody{Error: ErrorDetail(err)}
+	if secs := body.Error.RetryAfter; secs > 0 {
 		h.Set("Retry-After", strconv.Itoa(secs))
-		body.Error.RetryAfter = secs
 	}
 	// <, > and & are written as they are, not as \u003c…: an error
 	// quoting a client's value reads as the client wrote it. JSON is never

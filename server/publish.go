@@ -21,6 +21,13 @@ type PublishRequest = protocol.PublishRequest
 // it is sent only once the message is durable.
 type PublishResult = protocol.PublishResult
 
+// PublishOutcome is one message's answer in a batch: its result, or why
+// it was refused or not stored.
+type PublishOutcome struct {
+	Result PublishResult
+	Err    error
+}
+
 // checkSender checks the sessions a publish names — the sender's and the
 // excluded one — and applies exclude_sender. A user may name only sessions
 // of its own, open or not: an id that is not the caller's is refused the
@@ -47,84 +54,173 @@ func checkSender(ids sessionIDs, id Identity, req *PublishRequest) error {
 	return nil
 }
 
-// Publish runs the publish pipeline: validate, authorise, store (group
-// commit), and — through the store's commit feed — fan out. It returns
-// once the message is durable.
-func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (PublishResult, error) {
+// prepared is a message that passed the publish pipeline up to the store:
+// checked, allowed, counted against its rate limit, and encoded.
+type prepared struct {
+	channel string
+	id      string // the message id
+	event   string
+	payload []byte // the stored payload (see encodePayload)
+	at      time.Time
+	idemKey string
+	// exclude is the session an ephemeral message passes over (a stored
+	// one carries it in its payload).
+	exclude   string
+	ephemeral bool
+}
+
+// prepare runs the publish pipeline's checks on one message: validate,
+// authorise, rate-limit, then encode. Permission and rate come before the
+// data is read: a refused publish costs no more than it must (a flood is
+// mostly refusals).
+func (s *Server) prepare(id Identity, req PublishRequest) (prepared, error) {
 	if err := ValidateChannel(req.Channel); err != nil {
-		return PublishResult{}, err
+		return prepared{}, err
 	}
 	event, err := validateEvent(req.Event)
 	if err != nil {
-		return PublishResult{}, err
+		return prepared{}, err
 	}
 	if len(req.IdempotencyKey) > maxIdempotencyKey {
-		return PublishResult{}, invalidf("idempotency_key is %d bytes long, the limit is %d", len(req.IdempotencyKey), maxIdempotencyKey)
+		return prepared{}, invalidf("idempotency_key is %d bytes long, the limit is %d", len(req.IdempotencyKey), maxIdempotencyKey)
 	}
 	if req.Ephemeral && req.IdempotencyKey != "" {
-		return PublishResult{}, invalidf("idempotency_key has no meaning on an ephemeral message")
+		return prepared{}, invalidf("idempotency_key has no meaning on an ephemeral message")
 	}
-	// Permission and rate first: a refused publish costs no more than it
-	// must (a flood is mostly refusals).
 	cr := s.rules.lookup(req.Channel)
 	if err := s.authorize(id, ActionPublish, &cr); err != nil {
-		return PublishResult{}, err
+		return prepared{}, err
 	}
 	if err := s.limits.allowPublish(id, &cr, s.now()); err != nil {
-		return PublishResult{}, err
+		return prepared{}, err
 	}
 	data, err := compactData(req.Data, s.cfg.Limits.MaxDataBytes)
 	if err != nil {
-		return PublishResult{}, err
+		return prepared{}, err
 	}
 	if err := checkSender(s.ids, id, &req); err != nil {
-		return PublishResult{}, err
+		return prepared{}, err
 	}
 
 	now := s.now()
-	msgID := newMessageID(now)
+	p := prepared{
+		channel:   req.Channel,
+		id:        newMessageID(now),
+		event:     event,
+		at:        now,
+		idemKey:   req.IdempotencyKey,
+		ephemeral: req.Ephemeral,
+	}
 	var from *protocol.Sender
 	if !id.System && !id.Anonymous {
 		from = &protocol.Sender{User: id.User, Session: req.Session}
 	}
-	exclude := req.ExcludeSession
+	stored := req.ExcludeSession
 	if req.Ephemeral {
-		exclude = "" // not stored; the live message carries it
+		stored = "" // not stored; the live message carries it
+		p.exclude = req.ExcludeSession
 	}
-	payload, err := encodePayload(msgID, event, data, now, from, exclude)
-	if err != nil {
-		return PublishResult{}, err
+	if p.payload, err = encodePayload(p.id, event, data, now, from, stored); err != nil {
+		return prepared{}, err
 	}
+	return p, nil
+}
 
-	if req.Ephemeral {
-		_, _, tail, _ := decodePayload(payload)
-		s.stats.published.Inc()
-		m := &Message{
-			at:             time.Now(),
-			Channel:        req.Channel,
-			Event:          event,
-			Raw:            buildEnvelope(req.Channel, 0, "", tail),
-			excludeSession: req.ExcludeSession,
-		}
-		s.hub.deliverEphemeral(m)
-		return PublishResult{Channel: req.Channel, ID: msgID, Ephemeral: true}, nil
-	}
+// deliverEphemeral fans out a prepared ephemeral message at once.
+func (s *Server) deliverEphemeral(p prepared) PublishResult {
+	_, _, tail, _ := decodePayload(p.payload)
+	s.stats.published.Inc()
+	s.hub.deliverEphemeral(&Message{
+		at:             time.Now(),
+		Channel:        p.channel,
+		Event:          p.event,
+		Raw:            buildEnvelope(p.channel, 0, "", tail),
+		excludeSession: p.exclude,
+	})
+	return PublishResult{Channel: p.channel, ID: p.id, Ephemeral: true}
+}
 
-	rec := store.Record{ID: msgID, Time: now, Payload: payload, IdempotencyKey: req.IdempotencyKey}
-	start := time.Now()
-	res, err := s.engine.Append(ctx, req.Channel, rec)
-	if err != nil {
-		return PublishResult{}, fmt.Errorf("publish to %q: %w", req.Channel, err)
-	}
-	s.stats.appendTime.Observe(time.Since(start).Seconds())
+func (p prepared) record() store.Record {
+	return store.Record{ID: p.id, Time: p.at, Payload: p.payload, IdempotencyKey: p.idemKey}
+}
+
+func (s *Server) stored(channel string, res store.Appended) PublishResult {
 	if !res.Duplicate {
 		s.stats.published.Inc()
 	}
-	return PublishResult{
-		Channel:   req.Channel,
-		Offset:    res.Offset,
-		Epoch:     res.Epoch,
-		ID:        res.ID,
-		Duplicate: res.Duplicate,
-	}, nil
+	return PublishResult{Channel: channel, Offset: res.Offset, Epoch: res.Epoch, ID: res.ID, Duplicate: res.Duplicate}
+}
+
+// Publish runs the publish pipeline: validate, authorise, store (group
+// commit), and — through the store's commit feed — fan out. It returns
+// once the message is durable.
+func (s *Server) Publish(ctx context.Context, id Identity, req PublishRequest) (PublishResult, error) {
+	p, err := s.prepare(id, req)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	if p.ephemeral {
+		return s.deliverEphemeral(p), nil
+	}
+	start := time.Now()
+	res, err := s.engine.Append(ctx, p.channel, p.record())
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("publish to %q: %w", p.channel, err)
+	}
+	s.stats.appendTime.Observe(time.Since(start).Seconds())
+	return s.stored(p.channel, res), nil
+}
+
+// PublishBatch publishes many messages, to one channel or many, and
+// answers each in order once every stored one is durable. Each message
+// goes through the publish pipeline on its own: one refused (a bad
+// channel, no permission, its rate limit, too large) gets its error and
+// stops nothing. The messages accepted for storage are committed together
+// (store.Engine.AppendBatch): durable all at once, in their order per
+// channel, or, should the commit fail, none of them. Ephemeral messages
+// are delivered as they pass the pipeline. The call itself is refused —
+// nothing published — only for an empty list or one over
+// limits.max_batch_messages.
+func (s *Server) PublishBatch(ctx context.Context, id Identity, reqs []PublishRequest) ([]PublishOutcome, error) {
+	if len(reqs) == 0 {
+		return nil, invalidf("messages is empty: give at least one message")
+	}
+	if limit := s.cfg.Limits.MaxBatchMessages; len(reqs) > limit {
+		return nil, tooLargef("%d messages in one request, the limit is %d (limits.max_batch_messages)", len(reqs), limit)
+	}
+	out := make([]PublishOutcome, len(reqs))
+	recs := make([]store.ChannelRecord, 0, len(reqs))
+	index := make([]int, 0, len(reqs)) // out's index of each record
+	for i, req := range reqs {
+		p, err := s.prepare(id, req)
+		switch {
+		case err != nil:
+			out[i].Err = err
+		case p.ephemeral:
+			out[i].Result = s.deliverEphemeral(p)
+		default:
+			recs = append(recs, store.ChannelRecord{Channel: p.channel, Record: p.record()})
+			index = append(index, i)
+		}
+	}
+	if len(recs) == 0 {
+		return out, nil
+	}
+	start := time.Now()
+	res, err := s.engine.AppendBatch(ctx, recs)
+	if err != nil {
+		for _, i := range index {
+			out[i].Err = fmt.Errorf("publish to %q: %w", reqs[i].Channel, err)
+		}
+		return out, nil
+	}
+	s.stats.appendTime.Observe(time.Since(start).Seconds())
+	for j, i := range index {
+		if err := res[j].Err; err != nil {
+			out[i].Err = fmt.Errorf("publish to %q: %w", reqs[i].Channel, err)
+			continue
+		}
+		out[i].Result = s.stored(reqs[i].Channel, res[j].Appended)
+	}
+	return out, nil
 }

@@ -16,12 +16,13 @@ type channel struct {
 	name string
 
 	// Committer state: read and written only by the committer goroutine
-	// (set once by the loader before the channel is published).
-	next         uint64 // last offset assigned; equals head between batches
-	pendingEpoch string // epoch being committed for a new channel
-	batchFirst   uint64 // first, as the current batch will leave it
-	inBatch      bool   // the channel is in the current batch's touched list
-	dirty        bool   // the batch changed head or epoch: write the head key
+	// (set once by the loader before the channel is published). The
+	// assigned values run ahead of the committed ones below while batches
+	// wait for their sync.
+	next          uint64 // last offset assigned; equals head when no batch is in flight
+	assignedEpoch string // the epoch, assigned by the batch creating the channel
+	assignedFirst uint64 // first, as the last batch prepared leaves it
+	inBatch       int    // index in the touched list of the batch being prepared; -1 when not in it
 
 	mu sync.Mutex // guards following
 	// epoch is "" until the channel's creation is committed.
@@ -93,7 +94,7 @@ func (s *Store) channel(name string, create bool) (*channel, error) {
 		if !create {
 			return nil, nil
 		}
-		c = &channel{name: name, first: 1}
+		c = &channel{name: name, first: 1, assignedFirst: 1, inBatch: -1}
 	}
 	return s.reg.add(c), nil
 }
@@ -149,7 +150,10 @@ func (s *Store) loadChannel(name string) (*channel, error) {
 		} else {
 			first = head + 1
 		}
-		c = &channel{name: name, next: head, epoch: epoch, head: head, first: first}
+		c = &channel{
+			name: name, next: head, epoch: epoch, head: head, first: first,
+			assignedEpoch: epoch, assignedFirst: first, inBatch: -1,
+		}
 		return nil
 	})
 	if err != nil {

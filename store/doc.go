@@ -16,14 +16,30 @@
 // it never changes while the Badger directory lives, and a lost or reset
 // directory yields new epochs.
 //
+// # Durability
+//
+// With SyncEachBatch on disk (the default), a batch is committed by one
+// frame in the store's write-ahead log (the wal directory beside Badger's
+// files), made durable with one fdatasync; Badger is written without
+// syncing, and is checkpointed (its unsynced files fsynced) before a log
+// segment is reused. Open replays what the log holds onto Badger, so a
+// batch whose frame reached the disk is in Badger after Open, whatever
+// Badger kept of it through a crash or a power loss. wal.go explains the
+// format and why this is safe. With NoSync nothing is synced and there is
+// no log: Badger's writes reach the operating system at once and survive
+// a process kill. A write to the log or to Badger that fails after it
+// began leaves the store refusing writes until a restart.
+//
 // # Invariants
 //
-//   - A channel's head offset and the entries up to it are written in one
-//     Badger transaction, so after a crash (SIGKILL, power loss with
-//     SyncEachBatch) the head found on reopen is exactly the last entry on
-//     disk and a new append continues at head+1.
-//   - Append answers only once its record is committed (and fsynced with
-//     SyncEachBatch). An acknowledged offset is never lost.
+//   - A channel's head is written after its entries, in the same batch,
+//     and replay restores whole batches, so after a crash (SIGKILL, power
+//     loss with SyncEachBatch) the head found on reopen is the last entry
+//     acknowledged or after it, never beyond the entries on disk, and a
+//     new append continues at head+1.
+//   - Append answers only once its record is committed (and its batch's
+//     log frame fsynced with SyncEachBatch). An acknowledged offset is
+//     never lost.
 //   - Entries kept for a channel are the contiguous range [First, Head].
 //     Retention only ever removes the oldest entries, raising First.
 //   - Read never returns an entry beyond the Head it reports, and reports
@@ -34,11 +50,11 @@
 // # Concurrency
 //
 // A *Store is safe for concurrent use by any number of goroutines. Appends
-// are queued to one committer goroutine which takes every queued append
-// (up to Options.MaxBatchRecords and Options.MaxBatchBytes), assigns offsets,
-// writes the batch in one Badger transaction, publishes the new heads,
-// answers the callers and then calls the commit feed's receiver (Feed), in
-// that order. While a batch is being written and synced, new appends queue
+// and state changes are queued to one committer goroutine which takes
+// every queued request (up to Options.MaxBatchRecords and
+// Options.MaxBatchBytes), assigns offsets, writes the batch to the log and
+// to Badger, publishes the new heads, answers the callers and then calls
+// the commit feed's receiver (Feed), in that order. While a batch is being written and synced, new appends queue
 // for the next one: there is no timer, so a lone append is written at once
 // and a busy store pays one fsync per batch, not per record. The receiver
 // is therefore called from that one goroutine, batch after batch, and sees
@@ -49,8 +65,11 @@
 // memory read, Read is a Badger snapshot read bounded by the head it read
 // first. A background trimmer owned by the Store applies retention in small
 // transactions; it writes only the keys it deletes and a channel's "first"
-// key, which the committer never writes, so the two never conflict.
+// key, which the committer never writes, so the two never conflict. With
+// the log, an applier goroutine writes each batch to Badger while the
+// committer syncs the log, and a checkpointer retires full log segments.
 //
 // Close answers every append already queued (committing it), stops the
-// trimmer and closes Badger. Every call made after Close returns ErrClosed.
+// trimmer and its other goroutines, closes Badger (which syncs it) and
+// then empties the log. Every call made after Close returns ErrClosed.
 package store

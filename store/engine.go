@@ -103,6 +103,22 @@ type Engine interface {
 	// ErrTooLarge.
 	Append(ctx context.Context, channel string, rec Record) (Appended, error)
 
+	// AppendBatch appends each record to its channel as Append does and
+	// returns one answer per record, in order, once every record is
+	// answered. A record refused on its own (a bad channel, too large:
+	// ErrBadChannel, ErrTooLarge) gets that error, stores nothing, and
+	// does not stop the others. Records of one channel get ascending
+	// offsets in their order in recs, with no record of another call
+	// between them. The records are committed together, as one unit where
+	// the engine can (the Badger store: one group commit; with
+	// SyncEachBatch, one log frame, so a crash keeps all of them or none),
+	// and a failed commit fails all of them. It returns an error, and no
+	// answers, when
+	// it stored nothing: ctx was done or the engine closed before any
+	// record was queued. ctx ending while it waits gives every queued
+	// record ctx's error; they may still be stored, as with Append.
+	AppendBatch(ctx context.Context, recs []ChannelRecord) ([]BatchAppended, error)
+
 	// Read returns the channel's epoch, head and first kept offset, and
 	// its kept records with offsets greater than after, ascending and
 	// contiguous. The head is read first and no record beyond it is

@@ -19,12 +19,16 @@ import (
 // findDuplicate reports whether r's idempotency key was already used: by
 // an earlier request of this batch, or by a committed append whose key has
 // not expired at now. On a duplicate it sets r.res to the first result.
-func (s *Store) findDuplicate(c *committer, txn *badger.Txn, r *request, now time.Time) (bool, error) {
+func (s *Store) findDuplicate(c *committer, r *request, epoch string, now time.Time) (bool, error) {
 	if first, ok := c.seen[string(r.idem)]; ok {
 		r.res = first.res
 		r.res.Duplicate = true
 		return true, nil
 	}
+	// Every earlier batch is in Badger: the committer persists a batch
+	// before it prepares the next.
+	txn := s.db.NewTransaction(false)
+	defer txn.Discard()
 	item, err := txn.Get(r.idem)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return false, nil
@@ -42,21 +46,19 @@ func (s *Store) findDuplicate(c *committer, txn *badger.Txn, r *request, now tim
 	if !rec.Expires.After(now) {
 		return false, nil
 	}
-	r.res = Appended{Offset: rec.Offset, Epoch: r.ch.pendingEpoch, ID: rec.ID, Duplicate: true}
+	r.res = Appended{Offset: rec.Offset, Epoch: epoch, ID: rec.ID, Duplicate: true}
 	return true, nil
 }
 
-// rememberKey writes r's idempotency key, with r's result, into txn and
-// remembers it for the rest of the batch.
-func (s *Store) rememberKey(c *committer, txn *badger.Txn, r *request, now time.Time) error {
+// rememberKey adds the write of r's idempotency key, with r's result, to
+// the batch and remembers it for the rest of the batch.
+func (s *Store) rememberKey(c *committer, r *request, now time.Time) {
 	ttl := s.opts.IdempotencyTTL
 	v := idemRecord{Expires: now.Add(ttl), Offset: r.res.Offset, ID: r.res.ID}.value()
-	if err := txn.SetEntry(badger.NewEntry(r.idem, v).WithTTL(ttl)); err != nil {
-		return err
-	}
+	// Badger's TTL runs on the real clock, as Entry.WithTTL sets it.
+	c.ops = append(c.ops, kvOp{key: r.idem, value: v, expiresAt: uint64(time.Now().Add(ttl).Unix())})
 	if c.seen == nil {
 		c.seen = make(map[string]*request)
 	}
 	c.seen[string(r.idem)] = r
-	return nil
 }

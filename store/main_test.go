@@ -18,6 +18,10 @@ func TestMain(m *testing.M) {
 		crashChild(dir)
 		return
 	}
+	if dir := os.Getenv(walCrashChildEnv); dir != "" {
+		walCrashChild(dir)
+		return
+	}
 	goleak.VerifyTestMain(m)
 }
 

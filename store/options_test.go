@@ -1,38 +1,80 @@
 package store
 
 import (
-	"fmt"
+	"bytes"
+	"context"
+	"errors"
+	"strings"
 	"testing"
 )
 
-func TestMemTableHoldsAFullBatchInOneTransaction(t *testing.T) {
+func TestMemorySettingsAreChecked(t *testing.T) {
 	t.Parallel()
-	cases := []struct{ bytes, records int }{
-		{defaultMaxBatchBytes, defaultMaxBatchRecords},
-		{1 << 10, 1},
-		{1 << 20, maxBatchRecordsLimit},
-		{maxBatchBytesLimit, maxBatchRecordsLimit},
+	cases := []struct {
+		name string
+		mem  Memory
+		key  string // "" when valid
+	}{
+		{"defaults", Memory{}, ""},
+		{"the smallest memtable", Memory{MemTableBytes: minMemTableBytes}, ""},
+		{"a memtable too small for a message", Memory{MemTableBytes: 4 << 20}, "store.memtable_bytes"},
+		{"no memtable may wait", Memory{MemTables: -1}, "store.memtables"},
+		{"a negative block cache", Memory{BlockCacheBytes: -1}, "store.block_cache_bytes"},
 	}
 	for _, tc := range cases {
-		t.Run(fmt.Sprintf("%d bytes %d records", tc.bytes, tc.records), func(t *testing.T) {
-			mt := memTableSize(tc.bytes, tc.records)
-			// Badger's limits (checkAndSetOptions, Txn.checkSize).
-			maxSize := 15 * mt / 100
-			maxCount := maxSize / skiplistNodeSize
-			// One batch: cost <= bytes, or one record of bytes plus its keys
-			// (< 2 KiB), and at most 3 entries per record.
-			if need := int64(tc.bytes) + 2<<10; maxSize <= need {
-				t.Errorf("memtable %d allows %d bytes per transaction, a batch needs %d", mt, maxSize, need)
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := Options{Memory: tc.mem}.Validate()
+			if tc.key == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
 			}
-			if need := int64(3*tc.records + 1); maxCount <= need {
-				t.Errorf("memtable %d allows %d entries per transaction, a batch needs %d", mt, maxCount, need)
+			var se *SettingError
+			if !errors.As(err, &se) || se.ConfigKeys()[0] != tc.key || !strings.Contains(err.Error(), tc.key) {
+				t.Fatalf("Validate = %v, want an error naming %s", err, tc.key)
 			}
-			if mt%(1<<20) != 0 || mt < 32<<20 {
-				t.Errorf("memtable %d is not a whole number of MiB, at least 32", mt)
+			if _, err := Open(Options{InMemory: true, Memory: tc.mem}); err == nil {
+				t.Fatal("Open accepted the setting Validate refused")
 			}
 		})
 	}
-	if mt := memTableSize(defaultMaxBatchBytes, defaultMaxBatchRecords); mt != 32<<20 {
-		t.Errorf("default memtable is %d MiB, want 32", mt>>20)
+}
+
+// The largest record a store accepts commits with the smallest memtable:
+// on disk, the largest value Badger keeps in its tree and a record that
+// goes to its value log; in memory, the largest it allows.
+func TestTheLargestRecordFitsTheSmallestMemtable(t *testing.T) {
+	t.Parallel()
+	mem := Memory{MemTableBytes: minMemTableBytes}
+	cases := []struct {
+		name   string
+		onDisk bool
+		size   int
+	}{
+		{"in memory", false, Options{InMemory: true}.withDefaults().maxRecordBytes()},
+		{"on disk, kept in the tree", true, 1<<20 - entryHeaderLen - 1},
+		{"on disk, in the value log", true, defaultMaxBatchBytes},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			opts := Options{Memory: mem, Retention: keepAll}
+			if tc.onDisk {
+				opts.Dir = t.TempDir()
+			}
+			s := openTest(t, opts)
+			p := bytes.Repeat([]byte{'m'}, tc.size)
+			for range 3 {
+				mustAppend(t, s, "big", Record{Payload: p})
+			}
+			if e := readAll(t, s, "big", 0); len(e) != 3 || !bytes.Equal(e[2].Payload, p) {
+				t.Fatalf("read back %d entries", len(e))
+			}
+			if _, err := s.Head(context.Background(), "big"); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -10,9 +10,9 @@ import (
 
 // Small state: keyed values beside the channel logs, for the few records a
 // server keeps durably besides messages (dynamic grants, bans, last-seen
-// times). Each call is its own Badger transaction, written with the
-// store's Durability; none goes through the group committer, whose keys it
-// never touches.
+// times). A change goes through the group committer like an append (and so
+// through the write-ahead log), in the next batch, and is answered once
+// durable.
 
 // maxStateKey bounds a state key.
 const maxStateKey = 1024
@@ -30,7 +30,12 @@ func (s *Store) PutState(ctx context.Context, key string, value []byte) error {
 	if err != nil {
 		return err
 	}
-	return s.updateState(ctx, func(txn *badger.Txn) error { return txn.Set(k, value) })
+	if len(value) > s.opts.maxRecordBytes() {
+		return fmt.Errorf("store: state value of %d bytes, max %d: %w", len(value), s.opts.maxRecordBytes(), ErrTooLarge)
+	}
+	// The committer may still hold the request after ctx ends: it gets a
+	// copy the caller cannot change.
+	return s.updateState(ctx, kvOp{key: k, value: append([]byte{}, value...)})
 }
 
 // DeleteState removes key; removing a missing key is not an error.
@@ -39,10 +44,10 @@ func (s *Store) DeleteState(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	return s.updateState(ctx, func(txn *badger.Txn) error { return txn.Delete(k) })
+	return s.updateState(ctx, kvOp{key: k, del: true})
 }
 
-func (s *Store) updateState(ctx context.Context, fn func(*badger.Txn) error) error {
+func (s *Store) updateState(ctx context.Context, op kvOp) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -50,7 +55,11 @@ func (s *Store) updateState(ctx context.Context, fn func(*badger.Txn) error) err
 		return ErrClosed
 	}
 	defer s.exit()
-	if err := s.db.Update(fn); err != nil {
+	r := s.newRequest(nil)
+	r.kind = requestState
+	r.op = op
+	r.setCost()
+	if _, err := s.submit(ctx, r); err != nil {
 		return fmt.Errorf("store: write state: %w", err)
 	}
 	return nil

@@ -25,6 +25,17 @@ type Store struct {
 	trimDone   chan struct{} // closed when the trimmer has returned
 	trimMu     sync.Mutex    // serialises trims, so two never race on one channel
 
+	// wal is the write-ahead log (SyncEachBatch on disk), nil otherwise.
+	wal *wal
+	// background runs the applier and the checkpointer.
+	background sync.WaitGroup
+	// applyReq and applyDone carry the committer's batches to the applier
+	// goroutine and its results back (with the log only).
+	applyReq  chan []kvOp
+	applyDone chan error
+	// broken is set when a commit failed after it began writing; see fail.
+	broken atomic.Pointer[error]
+
 	// feed is the commit feed's receiver, set once by Feed; the committer
 	// loads it once per batch.
 	feed atomic.Pointer[func([]Committed)]
@@ -39,9 +50,10 @@ type Store struct {
 	closeErr  error
 }
 
-// Open opens (or creates) the store described by opts and starts its
-// committer and its background trimmer. Channel state is loaded lazily, on
-// a channel's first use.
+// Open opens (or creates) the store described by opts, replays its
+// write-ahead log onto Badger, and starts its committer, its background
+// trimmer and (with the log) its applier and checkpointer. Channel state
+// is loaded lazily, on a channel's first use.
 func Open(opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
@@ -64,6 +76,16 @@ func Open(opts Options) (*Store, error) {
 		commitDone: make(chan struct{}),
 		stopTrim:   cancel,
 		trimDone:   make(chan struct{}),
+	}
+	if err := s.openWAL(); err != nil {
+		cancel()
+		_ = db.Close()
+		return nil, err
+	}
+	if s.wal != nil {
+		s.applyReq, s.applyDone = make(chan []kvOp), make(chan error)
+		s.background.Go(s.applyLoop)
+		s.background.Go(func() { s.checkpointLoop(ctx) })
 	}
 	go s.commitLoop()
 	go s.trimLoop(ctx)
@@ -129,7 +151,7 @@ func (s *Store) Head(ctx context.Context, channel string) (Position, error) {
 		return Position{Epoch: epoch, Head: head}, nil
 	}
 	r := s.newRequest(c)
-	r.create = true
+	r.kind = requestCreate
 	r.setCost()
 	res, err := s.submit(ctx, r)
 	if err != nil {
@@ -230,10 +252,17 @@ func (s *Store) Close() error {
 		<-s.commitDone
 		s.stopTrim()
 		<-s.trimDone
+		if s.wal != nil {
+			close(s.applyReq)
+		}
+		s.background.Wait()
 		s.opMu.Lock()
 		defer s.opMu.Unlock()
 		if err := s.db.Close(); err != nil {
 			s.closeErr = fmt.Errorf("store: close badger: %w", err)
+		}
+		if s.wal != nil {
+			s.closeErr = errors.Join(s.closeErr, s.closeWAL(s.closeErr == nil))
 		}
 	})
 	return s.closeErr

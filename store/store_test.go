@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -203,7 +204,7 @@ func TestFailedBatchRollsBackAndLaterAppendsReuseNothing(t *testing.T) {
 	}
 }
 
-func TestFullBatchesFitInOneTransaction(t *testing.T) {
+func TestFullBatchesOfLargeRecordsCommit(t *testing.T) {
 	t.Parallel()
 	long := strings.Repeat("n", 255)
 	inMemoryMax := Options{InMemory: true}.withDefaults().maxRecordBytes()
@@ -257,5 +258,40 @@ func TestFullBatchesFitInOneTransaction(t *testing.T) {
 				t.Fatalf("head %d, want %d", pos.Head, tc.count)
 			}
 		})
+	}
+}
+
+// The committer takes a batch of appends (AppendBatch) whole: never split
+// over two commits, and alone when it is larger than a commit's bounds.
+func TestQueueTakesAGroupWhole(t *testing.T) {
+	t.Parallel()
+	q := queue{ready: make(chan struct{}, 1)}
+	single := func() *request { return &request{cost: 10} }
+	groupOf := func(n int) []*request {
+		g := &group{}
+		reqs := make([]*request, n)
+		for i := range reqs {
+			reqs[i] = &request{cost: 10, group: g}
+			g.cost += 10
+		}
+		g.left.Store(int64(n))
+		return reqs
+	}
+	q.push(single())
+	q.push(single())
+	q.pushAll(groupOf(5))
+	q.push(single())
+	q.pushAll(groupOf(8))
+	var sizes []int
+	for range 4 {
+		batch, ok := q.next(nil, 4, 1<<20)
+		if !ok {
+			t.Fatal("queue closed")
+		}
+		sizes = append(sizes, len(batch))
+	}
+	// max 4 records: two singles; the group of 5 alone; a single; the group of 8 alone.
+	if want := []int{2, 5, 1, 8}; !slices.Equal(sizes, want) {
+		t.Fatalf("batches of %v, want %v", sizes, want)
 	}
 }

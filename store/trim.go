@@ -14,8 +14,15 @@ import (
 // behind it.
 const trimChunk = 512
 
-// valueLogGCInterval spaces value-log GC runs; a run rewrites a whole file.
-const valueLogGCInterval = 10 * time.Minute
+// valueLogGCInterval spaces value-log GC runs, and valueLogGCFiles bounds
+// the files one run rewrites. Message payloads live in the value log
+// (valueThreshold), so under sustained publishing it grows by megabytes a
+// second: the GC runs often enough to keep up, and a file it picks is at
+// least half garbage, so rewriting it copies at most half a file.
+const (
+	valueLogGCInterval = time.Minute
+	valueLogGCFiles    = 16
+)
 
 // Trim applies retention r to the channel now and returns how many entries
 // it removed. It removes the oldest entries beyond r.MaxCount and, when
@@ -214,11 +221,12 @@ func (s *Store) deleteKeys(channel string, keys [][]byte, first uint64) error {
 	return nil
 }
 
-// runValueLogGC rewrites value-log files that are mostly garbage (values
-// over Badger's value threshold, deleted by trimming), a few per run.
+// runValueLogGC rewrites value-log files that are mostly garbage (payloads
+// of trimmed messages), up to valueLogGCFiles per run, one at a time
+// (rewriteValueLog).
 func (s *Store) runValueLogGC() {
-	for range 4 {
-		err := s.db.RunValueLogGC(0.5)
+	for range valueLogGCFiles {
+		err := s.rewriteValueLog()
 		if err == nil {
 			continue
 		}
@@ -227,4 +235,25 @@ func (s *Store) runValueLogGC() {
 		}
 		return
 	}
+}
+
+// rewriteValueLog runs one value-log GC: Badger copies the live values of
+// the file with the most garbage into its current value log and memtable,
+// which it does not sync, and then deletes the file. A power loss between
+// the two would lose values that no write-ahead log segment holds any
+// more. So an iterator is held open meanwhile, which makes Badger defer
+// deleting the file until the last iterator closes; Badger's logs are
+// synced (syncBadger), and only then is the iterator closed.
+func (s *Store) rewriteValueLog() error {
+	txn := s.db.NewTransaction(false)
+	defer txn.Discard()
+	it := txn.NewIterator(badger.IteratorOptions{}) // pins the files; reads nothing
+	err := s.db.RunValueLogGC(0.5)
+	if err == nil {
+		// Should the sync fail, the file is deleted all the same (Badger
+		// cannot keep it); the next checkpoint syncs again.
+		err = s.syncBadger()
+	}
+	it.Close() // deletes the rewritten file
+	return err
 }

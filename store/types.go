@@ -12,8 +12,9 @@ type Durability int
 
 const (
 	// SyncEachBatch answers an append only after the group-commit batch that
-	// holds it has been written and fsynced. This is the default: an
-	// acknowledged message survives a process kill and a power loss.
+	// holds it has been written to the write-ahead log and fsynced (one
+	// fdatasync per batch). This is the default: an acknowledged message
+	// survives a process kill and a power loss.
 	SyncEachBatch Durability = iota
 	// NoSync answers once the batch is in the operating system's page cache.
 	// An acknowledged message survives a process kill (SIGKILL, a crash) but
@@ -95,10 +96,41 @@ type Options struct {
 	// Defaults 4096 records and 4 MiB.
 	MaxBatchRecords int
 	MaxBatchBytes   int
+	// Memory bounds what Badger keeps in memory: the configuration file's
+	// store: section.
+	Memory Memory `yaml:"store"`
+	// WALSegmentBytes is the size of a write-ahead log segment file
+	// (SyncEachBatch on disk; see wal.go). Default 16 MiB, at least 64 KiB.
+	// The log holds about two segments' worth of recent batches and up to
+	// two spare segments.
+	WALSegmentBytes int
 	// Logger receives the store's and Badger's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+}
+
+// Memory bounds the memory Badger takes. A channel log is read mostly at
+// its tail, whose keys the memtables hold (payloads are read from the
+// value log, through the page cache; see valueThreshold); the block cache
+// serves reads of older keys from tables. Badger keeps a memtable in a memory arena
+// of about 1.3 times its size (plus, on disk, its log in a memory-mapped
+// file), and up to MemTables+2 of them at once: the one being written,
+// the one being flushed to a table, and up to MemTables waiting for it;
+// a flush builds its table in memory of about the memtable's size.
+// With the defaults Badger holds at most about 60 MiB, usually 30.
+type Memory struct {
+	// MemTableBytes is the size of a memtable. Default 8 MiB, at least
+	// 8 MiB (Badger writes at most 15% of a memtable per transaction, and
+	// one message must fit in a transaction). Larger memtables flush less
+	// often, in bigger tables.
+	MemTableBytes int `yaml:"memtable_bytes"`
+	// MemTables is how many full memtables may wait to be flushed before
+	// writes wait for the flush. Default 1.
+	MemTables int `yaml:"memtables"`
+	// BlockCacheBytes bounds the cache of table blocks read back. Default
+	// 8 MiB.
+	BlockCacheBytes int `yaml:"block_cache_bytes"`
 }
 
 // Record is one message to append.
@@ -129,6 +161,19 @@ type Appended struct {
 	// Duplicate is true when the idempotency key was seen before: nothing
 	// was stored and Offset/Epoch/ID are those of the first append.
 	Duplicate bool
+}
+
+// ChannelRecord is a record and the channel it goes to (AppendBatch).
+type ChannelRecord struct {
+	Channel string
+	Record  Record
+}
+
+// BatchAppended is AppendBatch's answer for one record: its result, or
+// why it was not stored.
+type BatchAppended struct {
+	Appended
+	Err error
 }
 
 // Committed is one record made durable, as reported to the commit feed

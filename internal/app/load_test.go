@@ -55,6 +55,9 @@ history:
   ttl: 2h
 sse:
   heartbeat: 20s
+store:
+  memtable_bytes: 16777216
+  block_cache_bytes: 1048576
 `)
 	l, err := load(
 		[]string{"--config", file, "--addr", "127.0.0.1:9000"},
@@ -81,6 +84,9 @@ sse:
 	}
 	if cfg.SSE.Heartbeat != 20*time.Second {
 		t.Errorf("heartbeat %s", cfg.SSE.Heartbeat)
+	}
+	if m := opts.Memory; m.MemTableBytes != 16<<20 || m.BlockCacheBytes != 1<<20 {
+		t.Errorf("store section %+v", m)
 	}
 }
 
@@ -152,6 +158,8 @@ func TestConfigProblemsAreReportedOnceWithTheirPlace(t *testing.T) {
 			want: []string{`F:3: history.ttl -1h0m0s: must not be negative`}},
 		{name: "bad transport value from the file", file: "ws:\n  max_batch: -1\n",
 			want: []string{`F:2: ws.max_batch -1: want at least 1`}},
+		{name: "a memtable too small", file: "store:\n  memtable_bytes: 1048576\n",
+			want: []string{`F:2: store.memtable_bytes 1048576: want at least 8388608 (8 MiB), so that one message fits in a Badger transaction`}},
 		{name: "a default is blamed on the value that conflicts with it", file: "poll:\n  max_timeout: 10s\n",
 			want: []string{`F:2: poll.default_timeout 25s: want whole seconds up to poll.max_timeout (10s)`}},
 		{name: "cross-field with a default", file: "limits:\n  max_data_bytes: 2000000\n",

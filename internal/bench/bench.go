@@ -50,6 +50,8 @@ type benchOptions struct {
 	messages    int    // resume
 	publishers  int
 	publishVia  string  // api, ws
+	batch       int     // messages per POST /api/publish (api)
+	window      int     // publish ops in flight per connection (ws)
 	rate        float64 // messages/s over all publishers; 0 = as fast as acknowledged
 	duration    time.Duration
 	warmup      time.Duration
@@ -177,7 +179,10 @@ func parseBenchFlags(workload string, args []string, getenv func(string) string,
 		fs.StringVar(&o.publishVia, "publish-via", "api", "api (POST /api/publish, keep-alive) or ws (publish ops, one connection per publisher)")
 		fs.IntVar(&o.payload, "payload", 200, "approximate size of each message's data in bytes (JSON carrying the send time)")
 	}
+	o.batch, o.window = 1, 1
 	if workload == "fanout" || workload == "channels" {
+		fs.IntVar(&o.batch, "batch", 1, "messages per POST /api/publish, sent as one batch publish (--publish-via api)")
+		fs.IntVar(&o.window, "window", 1, "publish ops each WebSocket publisher keeps in flight, acknowledged in order (--publish-via ws)")
 		fs.Float64Var(&o.rate, "rate", 0, "publishes per second over all publishers; 0 = as fast as acknowledgements come")
 		fs.DurationVar(&o.duration, "duration", 10*time.Second, "the measured window")
 		fs.DurationVar(&o.warmup, "warmup", time.Second, "publishing before the measured window, left out of the figures")
@@ -284,6 +289,16 @@ func (o *benchOptions) validate() error {
 	if o.workload == "fanout" || o.workload == "channels" {
 		if o.rate < 0 || math.IsNaN(o.rate) || math.IsInf(o.rate, 0) {
 			bad("--rate %v: want 0 (as fast as acknowledged) or a positive number of messages/s", o.rate)
+		}
+		if o.batch < 1 || o.batch > 10000 {
+			bad("--batch %d: want 1 to 10000 messages", o.batch)
+		} else if o.batch > 1 && o.publishVia != "api" {
+			bad("--batch %d: batches are sent with --publish-via api; over a WebSocket use --window", o.batch)
+		}
+		if o.window < 1 || o.window > 1024 {
+			bad("--window %d: want 1 to 1024 ops", o.window)
+		} else if o.window > 1 && o.publishVia != "ws" {
+			bad("--window %d: a window is for --publish-via ws; over the API use --batch", o.window)
 		}
 		if o.duration <= 0 || o.duration > 24*time.Hour {
 			bad("--duration %s: want more than 0 and at most 24h", o.duration)

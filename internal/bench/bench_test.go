@@ -383,6 +383,10 @@ func TestBenchFlags(t *testing.T) {
 		{"resume", "--messages", "0"},
 		{"fanout", "stray"},
 		{"fanout", "--server", "https://127.0.0.1:8443"},
+		{"fanout", "--batch", "0"},
+		{"fanout", "--batch", "5", "--publish-via", "ws"},
+		{"channels", "--window", "4"},
+		{"fanout", "--window", "2000", "--publish-via", "ws"},
 	} {
 		if _, err := parseBenchFlags(args[0], args[1:], env, &bytes.Buffer{}); err == nil {
 			t.Errorf("%v accepted", args)
@@ -518,6 +522,24 @@ func TestBenchSmoke(t *testing.T) {
 			page, err := os.ReadFile(html)
 			if err != nil || !bytes.Contains(page, []byte("<svg")) || bytes.Contains(page, []byte("<script")) || bytes.Contains(page, []byte(key)) {
 				t.Errorf("HTML report: %v", err)
+			}
+		})
+	}
+	// Batches over the API and a window of ops over a WebSocket: messages
+	// are acknowledged, and every acknowledged one is delivered (the drain
+	// completes, none lost), once, in order. Acks and deliveries are each
+	// counted over the measured window, so they need not be equal.
+	for _, c := range []struct{ name, via, flag, n string }{{"batch", "api", "--batch", "10"}, {"window", "ws", "--window", "8"}} {
+		t.Run("channels/"+c.name, func(t *testing.T) {
+			t.Parallel()
+			res, report, err := runBenchJSON(t, "channels", "--server", base, "--token", key, "--publish-via", c.via, c.flag, c.n,
+				"--channels", "5", "--publishers", "2", "--warmup", "100ms", "--duration", "1s", "--drain", "60s", "--quiet")
+			if err != nil {
+				t.Fatalf("%v\n%s", err, report)
+			}
+			checkBenchExact(t, res, report)
+			if res.Acks == 0 || res.Delivered == 0 || !res.DrainComplete {
+				t.Errorf("%d acknowledged, %d delivered, drained %v\n%s", res.Acks, res.Delivered, res.DrainComplete, report)
 			}
 		})
 	}

@@ -123,22 +123,25 @@ func (p *benchPub) close() {
 }
 
 // run publishes until the run stops it, its tickets run out, ctx ends,
-// or ten publishes in a row fail.
+// or ten publishes in a row fail. Over the API a publish is one message,
+// or --batch messages in one batch publish; over a WebSocket it is one op
+// at a time, or --window of them in flight (runWindow).
 func (p *benchPub) run(ctx context.Context) {
 	if p.ws != nil {
 		c := p.ws
 		p.stop = context.AfterFunc(ctx, func() { _ = c.Close() })
+		if p.r.opts.window > 1 {
+			p.runWindow(ctx)
+			return
+		}
 	}
 	o := &p.r.opts
-	nch := len(p.r.chans)
-	next := p.idx * nch / max(1, len(p.r.pubs)) // round robin, each publisher from its own place
-	var interval time.Duration
-	start := time.Now()
-	if o.rate > 0 {
-		interval = time.Duration(float64(len(p.r.pubs)) / o.rate * float64(time.Second))
-		start = start.Add(time.Duration(p.idx) * interval / time.Duration(len(p.r.pubs)))
-	}
+	batch := max(1, o.batch)
+	next := p.firstChannel()
+	interval, start := p.pace(batch)
 	failures := 0
+	chs := make([]*benchChannel, 0, batch)
+	offs := make([]uint64, 0, batch)
 	for k := 0; ; k++ {
 		if p.r.pubStop.Load() || ctx.Err() != nil {
 			return
@@ -151,19 +154,28 @@ func (p *benchPub) run(ctx context.Context) {
 				return
 			}
 		}
-		ch := p.r.chans[next]
-		next++
-		if next == nch {
-			next = 0
+		chs = chs[:0]
+		for range batch {
+			chs = append(chs, p.r.chans[next])
+			next = (next + 1) % len(p.r.chans)
 		}
 		t0 := time.Now()
 		t := t0.UnixNano()
-		var off uint64
 		var err error
-		if p.ws != nil {
-			off, err = p.publishWS(ch, t)
-		} else {
-			off, err = p.publishAPI(ctx, ch, t)
+		offs = offs[:0]
+		switch {
+		case p.ws != nil:
+			var off uint64
+			if off, err = p.publishWS(chs[0], t); err == nil {
+				offs = append(offs, off)
+			}
+		case batch == 1:
+			var off uint64
+			if off, err = p.publishAPI(ctx, chs[0], t); err == nil {
+				offs = append(offs, off)
+			}
+		default:
+			offs, err = p.publishBatchAPI(ctx, chs, t, offs)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -182,15 +194,94 @@ func (p *benchPub) run(ctx context.Context) {
 			continue
 		}
 		failures = 0
-		p.acks.Add(1)
-		if off > p.maxAck[ch.idx] {
-			p.maxAck[ch.idx] = off
+		took := time.Since(t0).Nanoseconds()
+		for i, off := range offs {
+			p.acked(chs[i], off, t, took)
 		}
-		if t >= p.r.latFrom.Load() && t < p.r.latTo.Load() {
-			p.ackHist.record(time.Since(t0).Nanoseconds())
-		} else if t >= p.r.baseFrom.Load() && t < p.r.baseTo.Load() {
-			p.baseAckHist.record(time.Since(t0).Nanoseconds())
+	}
+}
+
+// firstChannel is where the publisher starts its round robin over the
+// channels: each from its own place.
+func (p *benchPub) firstChannel() int {
+	return p.idx * len(p.r.chans) / max(1, len(p.r.pubs))
+}
+
+// pace returns the interval between the publisher's publishes of n
+// messages under --rate (0 when unpaced) and when the first is due.
+func (p *benchPub) pace(n int) (time.Duration, time.Time) {
+	o := &p.r.opts
+	start := time.Now()
+	if o.rate <= 0 {
+		return 0, start
+	}
+	interval := time.Duration(float64(len(p.r.pubs)*n) / o.rate * float64(time.Second))
+	return interval, start.Add(time.Duration(p.idx) * interval / time.Duration(len(p.r.pubs)))
+}
+
+// acked counts one acknowledged message sent at t (Unix ns) to ch at
+// offset off, acknowledged took ns after it was sent.
+func (p *benchPub) acked(ch *benchChannel, off uint64, t, took int64) {
+	p.acks.Add(1)
+	if off > p.maxAck[ch.idx] {
+		p.maxAck[ch.idx] = off
+	}
+	if t >= p.r.latFrom.Load() && t < p.r.latTo.Load() {
+		p.ackHist.record(took)
+	} else if t >= p.r.baseFrom.Load() && t < p.r.baseTo.Load() {
+		p.baseAckHist.record(took)
+	}
+}
+
+// runWindow publishes over the WebSocket with --window ops in flight:
+// it sends ops until the window is full, then takes each acknowledgement
+// (the server answers in op order) and sends the next. When the run
+// stops it sends no more and collects what is in flight.
+func (p *benchPub) runWindow(ctx context.Context) {
+	o := &p.r.opts
+	type inFlight struct {
+		id uint64
+		ch *benchChannel
+		t  int64
+	}
+	window := make([]inFlight, 0, o.window)
+	next := p.firstChannel()
+	interval, start := p.pace(1)
+	for k := 0; ; {
+		for len(window) < o.window && !p.r.pubStop.Load() && ctx.Err() == nil {
+			if interval > 0 {
+				if len(window) > 0 && time.Until(start.Add(time.Duration(k)*interval)) > 0 {
+					break // collect an acknowledgement while waiting
+				}
+				if !benchWait(ctx, time.Until(start.Add(time.Duration(k)*interval))) {
+					break
+				}
+			}
+			ch := p.r.chans[next]
+			next = (next + 1) % len(p.r.chans)
+			t := time.Now().UnixNano()
+			if err := p.sendWS(ch, t); err != nil {
+				if ctx.Err() == nil {
+					p.r.errs.add("publisher %d: %v", p.idx, err)
+				}
+				return
+			}
+			window = append(window, inFlight{p.opID, ch, t})
+			k++
 		}
+		if len(window) == 0 {
+			return
+		}
+		off, err := p.readWSReply(window[0].id)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.r.errs.add("publisher %d: %v", p.idx, err)
+			}
+			return
+		}
+		f := window[0]
+		p.acked(f.ch, off, f.t, time.Now().UnixNano()-f.t)
+		window = window[1:]
 	}
 }
 
@@ -200,37 +291,92 @@ func (p *benchPub) run(ctx context.Context) {
 // of net/http's client: no goroutine hand-offs per request, a third of the
 // CPU, which matters at tens of thousands of publishes a second.
 func (p *benchPub) publishAPI(ctx context.Context, ch *benchChannel, t int64) (uint64, error) {
-	if p.conn == nil {
-		if err := p.dialHTTP(ctx); err != nil {
-			return 0, err
-		}
-	}
 	data := append(p.data[:0], `{"channel":"`...)
 	data = append(data, ch.name...)
 	data = append(data, `","event":"`+benchEvent+`","data":`...)
 	data = p.appendData(data, t)
 	data = append(data, '}')
 	p.data = data
+	answer, err := p.post(ctx, data)
+	if err != nil {
+		return 0, err
+	}
+	off, ok := benchUintField(answer, benchKeyOffsetQ)
+	if !ok {
+		return 0, fmt.Errorf("POST /api/publish answered without an offset: %.300s", answer)
+	}
+	return off, nil
+}
+
+// benchKeyFailed is the count of refused messages in a batch's answer.
+var benchKeyFailed = []byte(`"failed":`)
+
+// publishBatchAPI publishes one message to each of chs in one batch
+// publish and appends the acknowledged offsets, in order, to offs.
+func (p *benchPub) publishBatchAPI(ctx context.Context, chs []*benchChannel, t int64, offs []uint64) ([]uint64, error) {
+	data := append(p.data[:0], `{"messages":[`...)
+	for i, ch := range chs {
+		if i > 0 {
+			data = append(data, ',')
+		}
+		data = append(data, `{"channel":"`...)
+		data = append(data, ch.name...)
+		data = append(data, `","event":"`+benchEvent+`","data":`...)
+		data = p.appendData(data, t)
+		data = append(data, '}')
+	}
+	data = append(data, "]}"...)
+	p.data = data
+	answer, err := p.post(ctx, data)
+	if err != nil {
+		return offs, err
+	}
+	if failed, ok := benchUintField(answer, benchKeyFailed); !ok || failed != 0 {
+		return offs, fmt.Errorf("POST /api/publish refused messages of a batch: %.300s", answer)
+	}
+	for rest := answer; len(offs) < len(chs); {
+		i := bytes.Index(rest, benchKeyOffsetQ)
+		if i < 0 {
+			return offs, fmt.Errorf("POST /api/publish answered %d offsets for %d messages: %.300s", len(offs), len(chs), answer)
+		}
+		rest = rest[i+len(benchKeyOffsetQ):]
+		v, n := benchParseUint(rest)
+		if n == 0 {
+			return offs, fmt.Errorf("POST /api/publish answered a bad offset: %.300s", answer)
+		}
+		offs = append(offs, v)
+	}
+	return offs, nil
+}
+
+// post sends body as one POST /api/publish and returns the 200 answer's
+// body (valid until the next post).
+func (p *benchPub) post(ctx context.Context, body []byte) ([]byte, error) {
+	if p.conn == nil {
+		if err := p.dialHTTP(ctx); err != nil {
+			return nil, err
+		}
+	}
 	b := append(p.body[:0], p.reqHead...)
-	b = strconv.AppendInt(b, int64(len(data)), 10)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n\r\n"...)
-	b = append(b, data...)
+	b = append(b, body...)
 	p.body = b
 	_ = p.conn.SetDeadline(time.Now().Add(publishTimeout))
 	if _, err := p.conn.Write(b); err != nil {
 		p.dropHTTP()
-		return 0, fmt.Errorf("POST /api/publish: %w", err)
+		return nil, fmt.Errorf("POST /api/publish: %w", err)
 	}
 	resp, err := http.ReadResponse(p.br, nil)
 	if err != nil {
 		p.dropHTTP()
-		return 0, fmt.Errorf("POST /api/publish: read the answer: %w", err)
+		return nil, fmt.Errorf("POST /api/publish: read the answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		aerr := client.ErrorFromResponse(resp)
 		resp.Body.Close()
 		p.dropHTTP() // the body may not have been read whole
-		return 0, fmt.Errorf("POST /api/publish: %w", aerr)
+		return nil, fmt.Errorf("POST /api/publish: %w", aerr)
 	}
 	n := 0
 	for {
@@ -244,17 +390,13 @@ func (p *benchPub) publishAPI(ctx context.Context, ch *benchChannel, t int64) (u
 		}
 		if err != nil {
 			p.dropHTTP()
-			return 0, fmt.Errorf("POST /api/publish: read the answer: %w", err)
+			return nil, fmt.Errorf("POST /api/publish: read the answer: %w", err)
 		}
 	}
 	if resp.Close {
 		p.dropHTTP()
 	}
-	off, ok := benchUintField(p.answer[:n], benchKeyOffsetQ)
-	if !ok {
-		return 0, fmt.Errorf("POST /api/publish answered without an offset: %.300s", p.answer[:n])
-	}
-	return off, nil
+	return p.answer[:n], nil
 }
 
 // dialHTTP opens the publisher's connection; ctx's end closes it.
@@ -290,6 +432,14 @@ func (p *benchPub) dropHTTP() {
 }
 
 func (p *benchPub) publishWS(ch *benchChannel, t int64) (uint64, error) {
+	if err := p.sendWS(ch, t); err != nil {
+		return 0, err
+	}
+	return p.readWSReply(p.opID)
+}
+
+// sendWS sends one publish op, numbered with the next op id.
+func (p *benchPub) sendWS(ch *benchChannel, t int64) error {
 	p.opID++
 	b := append(p.body[:0], `{"id":`...)
 	b = strconv.AppendUint(b, p.opID, 10)
@@ -301,8 +451,15 @@ func (p *benchPub) publishWS(ch *benchChannel, t int64) (uint64, error) {
 	p.body = b
 	_ = p.ws.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
 	if err := p.ws.WriteMessage(websocket.TextMessage, b); err != nil {
-		return 0, fmt.Errorf("send publish: %w", err)
+		return fmt.Errorf("send publish: %w", err)
 	}
+	return nil
+}
+
+// readWSReply reads frames until the reply to op id and returns the
+// acknowledged offset; a reply to another op is an error (replies come
+// in op order).
+func (p *benchPub) readWSReply(id uint64) (uint64, error) {
 	_ = p.ws.SetReadDeadline(time.Now().Add(publishTimeout))
 	for {
 		_, rd, err := p.ws.NextReader()
@@ -323,8 +480,8 @@ func (p *benchPub) publishWS(ch *benchChannel, t int64) (uint64, error) {
 		frame := p.answer[:n]
 		switch benchWSKind(frame) {
 		case benchWSReply:
-			if id, _ := benchUintField(frame, benchKeyID); id != p.opID {
-				continue
+			if got, _ := benchUintField(frame, benchKeyID); got != id {
+				return 0, fmt.Errorf("the reply to op %d came where op %d's was due: %.300s", got, id, frame)
 			}
 			if !bytes.Contains(frame, benchKeyOK) {
 				return 0, fmt.Errorf("publish refused: %.300s", frame)

@@ -421,8 +421,8 @@ func testBadChannelNames(t *testing.T, h Harness) {
 	}
 }
 
-// testDoneContext: an Append whose context is done before it starts
-// stores nothing, and a Head with one creates nothing.
+// testDoneContext: an Append or AppendBatch whose context is done before
+// it starts stores nothing, and a Head with one creates nothing.
 func testDoneContext(t *testing.T, h Harness) {
 	e := newFixture(t, h, nil).e
 	ctx, cancel := context.WithCancel(context.Background())
@@ -432,6 +432,9 @@ func testDoneContext(t *testing.T, h Harness) {
 	}
 	if _, err := e.Head(ctx, "ctx"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Head with a cancelled context: %v, want context.Canceled", err)
+	}
+	if res, err := e.AppendBatch(ctx, []store.ChannelRecord{{Channel: "ctx"}}); !errors.Is(err, context.Canceled) || res != nil {
+		t.Fatalf("AppendBatch with a cancelled context: %v, %v; want context.Canceled and no answers", res, err)
 	}
 	if p := mustRead(t, e, "ctx", 0, 0); p.Epoch != "" {
 		t.Fatalf("a cancelled Head created the channel: %+v", p)
@@ -544,6 +547,7 @@ func testCallsAfterClose(t *testing.T, h Harness) {
 	e := f.e
 	calls := map[string]error{}
 	_, calls["Append"] = e.Append(ctx, "c", store.Record{})
+	_, calls["AppendBatch"] = e.AppendBatch(ctx, []store.ChannelRecord{{Channel: "c"}})
 	_, calls["Read"] = e.Read(ctx, "c", 0, 0)
 	_, calls["Head"] = e.Head(ctx, "c")
 	_, calls["Channels"] = e.Channels(ctx, "", 0)

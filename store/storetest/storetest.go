@@ -71,6 +71,8 @@ func Run(t *testing.T, h Harness) {
 		{"DoneContextStoresNothing", false, testDoneContext},
 		{"CloseKeepsEveryAcknowledgedAppend", false, testCloseKeepsAcknowledged},
 		{"CallsAfterCloseReturnErrClosed", false, testCallsAfterClose},
+		{"AppendBatchAnswersEachRecordInOrder", false, testAppendBatch},
+		{"ConcurrentAppendBatchesDoNotInterleave", false, testConcurrentAppendBatches},
 
 		// Retention.
 		{"RetentionByCountKeepsTheNewest", false, testRetentionByCount},

@@ -111,6 +111,7 @@ type Handler struct {
 	conns    writer.Group    // the flusher's loops and slow writes, the watcher's loop, the op servers
 	flusher  *writer.Flusher // writes every connection
 	watcher  *watch.Watcher  // reads every connection
+	maxBatch int             // limits.max_batch_messages: publish ops served together
 }
 
 // New returns the WebSocket handler for srv. Origins are checked against
@@ -120,7 +121,7 @@ func New(srv *server.Server, opts Options) (*Handler, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	h := &Handler{srv: srv, t: srv.Transport("ws"), opts: opts}
+	h := &Handler{srv: srv, t: srv.Transport("ws"), opts: opts, maxBatch: srv.Config().Limits.MaxBatchMessages}
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  opts.WriteTimeout,
 		CheckOrigin:       originChecker(srv.Config().CORS.AllowedOrigins),

@@ -690,3 +690,50 @@ func TestRepliesComeInOpOrder(t *testing.T) {
 		t.Fatalf("replies in the order %v, want [1 2 3 4]", replies)
 	}
 }
+
+// TestPipelinedPublishesAreAnsweredInOpOrder: a client sends a hundred
+// publishes to two channels, a bad one and a ping among them, without
+// waiting for any acknowledgement: every op is answered, in op order, the
+// bad one with its error in its place, and each channel's offsets follow
+// the order of its ops. limits.max_batch_messages is small, so the run is
+// served in several batches.
+func TestPipelinedPublishesAreAnsweredInOpOrder(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, server.Config{Dev: true, Limits: server.Limits{OpsPerSecond: 10000, OpsBurst: 10000, MaxBatchMessages: 7}}, Options{})
+	c := f.dial(t, nil, "")
+	c.next() // connected
+	const ops = 100
+	for i := 1; i <= ops; i++ {
+		switch i {
+		case 50:
+			c.send(map[string]any{"op": "publish", "channel": "bad#", "data": i})
+		case 60:
+			c.send(map[string]any{"op": "ping"})
+		default:
+			c.send(map[string]any{"op": "publish", "channel": fmt.Sprint("ch", i%2), "data": i})
+		}
+	}
+	next := map[string]float64{"ch0": 1, "ch1": 1}
+	for i := 1; i <= ops; i++ {
+		r := c.next()
+		if id := r["id"].(float64); id != float64(i) {
+			t.Fatalf("reply to op %v where op %d's was due", id, i)
+		}
+		switch i {
+		case 50:
+			if e, _ := r["error"].(map[string]any); r["ok"] != false || e["code"].(float64) != 400 {
+				t.Fatalf("the bad publish: %v", r)
+			}
+		case 60:
+			if r["ok"] != true {
+				t.Fatalf("the ping: %v", r)
+			}
+		default:
+			ch := fmt.Sprint("ch", i%2)
+			if r["ok"] != true || r["channel"] != ch || r["offset"].(float64) != next[ch] {
+				t.Fatalf("op %d: %v, want offset %v of %s", i, r, next[ch], ch)
+			}
+			next[ch]++
+		}
+	}
+}

@@ -133,28 +133,48 @@ func (c *conn) enqueue(frame []byte) bool {
 	return true
 }
 
-// serveOps serves queued ops until none is left, and lets a paused
-// connection be read again once half the ops are served.
+// serveOps serves queued ops until none is left. It takes every op
+// waiting at once, so a paused connection is read again as soon as they
+// are taken: at most maxOpsInFlight ops wait and as many are being served.
+// Publish ops that come one after another are served together
+// (publishRun), so a client that sends many publishes without waiting for
+// each acknowledgement has them committed together, and replies still
+// follow op order.
 func (c *conn) serveOps() {
+	var frames [][]byte
 	for {
 		c.opsMu.Lock()
 		if len(c.ops) == 0 {
-			c.ops, c.opsRunning = nil, false
+			c.opsRunning = false
 			c.opsMu.Unlock()
 			return
 		}
-		frame := c.ops[0]
-		c.ops[0] = nil
-		c.ops = c.ops[1:]
-		resume := c.readPaused && len(c.ops) < maxOpsInFlight/2
-		if resume {
-			c.readPaused = false
-		}
+		frames = append(frames[:0], c.ops...)
+		clear(c.ops)
+		c.ops = c.ops[:0]
+		resume := c.readPaused
+		c.readPaused = false
 		c.opsMu.Unlock()
 		if resume {
 			c.resumeReading()
 		}
-		c.handle(frame)
+		var run []protocol.Request
+		for _, frame := range frames {
+			req, err := decodeRequest(frame)
+			if err == nil && req.Op == protocol.OpPublish {
+				run = append(run, req)
+				continue
+			}
+			c.publishRun(run)
+			run = run[:0]
+			if err != nil {
+				c.sess.Send(badRequest(req.ID, "%v", err))
+			} else {
+				c.handle(req)
+			}
+		}
+		c.publishRun(run)
+		clear(frames)
 	}
 }
 
@@ -222,12 +242,7 @@ func (c *conn) writeNow(frames ...[]byte) {
 
 // handle serves one op. Every outcome is a reply on the session's queue;
 // a bad op never ends the connection.
-func (c *conn) handle(frame []byte) {
-	req, err := decodeRequest(frame)
-	if err != nil {
-		c.sess.Send(badRequest(req.ID, "%v", err))
-		return
-	}
+func (c *conn) handle(req protocol.Request) {
 	if err := c.h.srv.AllowOp(c.sess); err != nil {
 		c.sess.Send(errorReply(req.ID, err))
 		return
@@ -238,8 +253,6 @@ func (c *conn) handle(frame []byte) {
 		out = c.subscribe(req)
 	case protocol.OpUnsubscribe:
 		out = c.unsubscribe(req)
-	case protocol.OpPublish:
-		out = c.publish(req)
 	case protocol.OpHistory:
 		out = c.history(req)
 	case protocol.OpRefresh:
@@ -295,27 +308,64 @@ func (c *conn) unsubscribe(req protocol.Request) []byte {
 	return okReply(req.ID)
 }
 
-// publish runs the core's publish pipeline and answers once the message is
-// durable. Publishes of one connection are served one after another, so
-// their order is kept.
-func (c *conn) publish(req protocol.Request) []byte {
-	pr := server.PublishRequest{
-		Channel:        req.Channel,
-		Event:          req.Event,
-		Data:           req.Data,
-		IdempotencyKey: req.IdempotencyKey,
-		Ephemeral:      req.Ephemeral,
-		Session:        c.sess.ID,
+// publishRun serves consecutive publish ops: the core publishes them as
+// one batch (server.PublishBatch: each judged on its own, the stored ones
+// committed together), and each op is answered, in op order, once every
+// stored one is durable. An op refused by the ops limit is answered in
+// its place.
+func (c *conn) publishRun(run []protocol.Request) {
+	for limit := c.h.maxBatch; len(run) > limit; run = run[limit:] {
+		c.publishBatch(run[:limit])
 	}
-	if req.ExcludeSelf {
-		pr.ExcludeSession = c.sess.ID
+	c.publishBatch(run)
+}
+
+// publishBatch serves up to limits.max_batch_messages publish ops of a run.
+func (c *conn) publishBatch(run []protocol.Request) {
+	if len(run) == 0 {
+		return
 	}
-	res, err := c.h.srv.Publish(c.sess.Context(), c.sess.Identity(), pr)
-	if err != nil {
-		return errorReply(req.ID, err)
+	prs := make([]server.PublishRequest, 0, len(run))
+	allowed := make([]error, len(run))
+	for i, req := range run {
+		if allowed[i] = c.h.srv.AllowOp(c.sess); allowed[i] != nil {
+			continue
+		}
+		pr := server.PublishRequest{
+			Channel:        req.Channel,
+			Event:          req.Event,
+			Data:           req.Data,
+			IdempotencyKey: req.IdempotencyKey,
+			Ephemeral:      req.Ephemeral,
+			Session:        c.sess.ID,
+		}
+		if req.ExcludeSelf {
+			pr.ExcludeSession = c.sess.ID
+		}
+		prs = append(prs, pr)
 	}
-	return encode(protocol.PublishReply{Reply: protocol.Reply{ID: req.ID, OK: true}, Channel: res.Channel, Offset: res.Offset,
-		Epoch: res.Epoch, MessageID: res.ID, Duplicate: res.Duplicate, Ephemeral: res.Ephemeral})
+	var outcomes []server.PublishOutcome
+	var err error
+	if len(prs) > 0 {
+		outcomes, err = c.h.srv.PublishBatch(c.sess.Context(), c.sess.Identity(), prs)
+	}
+	j := 0
+	for i, req := range run {
+		switch {
+		case allowed[i] != nil:
+			c.sess.Send(errorReply(req.ID, allowed[i]))
+			continue
+		case err != nil:
+			c.sess.Send(errorReply(req.ID, err))
+		case outcomes[j].Err != nil:
+			c.sess.Send(errorReply(req.ID, outcomes[j].Err))
+		default:
+			res := outcomes[j].Result
+			c.sess.Send(encode(protocol.PublishReply{Reply: protocol.Reply{ID: req.ID, OK: true}, Channel: res.Channel,
+				Offset: res.Offset, Epoch: res.Epoch, MessageID: res.ID, Duplicate: res.Duplicate, Ephemeral: res.Ephemeral}))
+		}
+		j++
+	}
 }
 
 // history reads a page of a channel's history; the core checks since and
