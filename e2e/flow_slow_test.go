@@ -26,7 +26,12 @@ func TestSlowReaderAmongManyIsDisconnected(t *testing.T) {
 		maxMsgs = 1500
 		after   = 20 // published once both stalled clients are out
 	)
-	srv := startFlowServer(t, "history:\n  size: 5000\n  ttl: 1h\nlimits:\n  queue_messages: 64\n")
+	// The write timeouts and the ping interval are far beyond the test's
+	// length: what ends the stalled clients must be their full queues,
+	// however slowly a loaded machine publishes, never a blocked write's
+	// deadline or a missing pong.
+	srv := startFlowServer(t, "history:\n  size: 5000\n  ttl: 1h\nlimits:\n  queue_messages: 64\n"+
+		"sse:\n  write_timeout: 5m\nws:\n  write_timeout: 5m\n  ping_interval: 5m\n")
 	base := srv.url()
 
 	// The stalled clients: each reads its stream's start, then nothing.
