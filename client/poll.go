@@ -154,7 +154,6 @@ func (p *poller) attempt(ctx context.Context) (r attemptResult) {
 			s.log.Debug("poll session replaced", "old", t.session, "new", ans.Session)
 		}
 		r.connected = true
-		s.markReady()
 		t.inAnswer, t.answerCursor = true, ans.Cursor
 		for i, m := range ans.Messages {
 			t.lastInAnswer = i == len(ans.Messages)-1
@@ -180,6 +179,9 @@ func (p *poller) attempt(ctx context.Context) (r attemptResult) {
 		}
 		t.cursor, t.session = ans.Cursor, ans.Session
 		s.moved()
+		// Ready once the answer's session is known (Subscription.Session);
+		// an answer with messages made it ready as it handed the first out.
+		s.markReady()
 		if wait > 0 && len(ans.Messages) == 0 && time.Since(start) < time.Duration(wait)*time.Second/2 {
 			if !sleepOrDone(ctx, quick.next()) {
 				r.err = ctx.Err()
