@@ -1,5 +1,7 @@
 package app
 
+import "github.com/heraldrt/herald/internal/nofile"
+
 // fileReserve is what the connection capacity leaves for descriptors the
 // server opens later: the engine's new tables and value logs during
 // flushes and compactions, the profiler's connections, a client of the
@@ -22,14 +24,14 @@ func connectionCapacity(limit uint64, open int) uint64 {
 // the server can hold: the first thing to check when a server meant for
 // many connections refuses them.
 func (a *App) logFileLimit() {
-	limit, err := raiseNoFile()
+	limit, err := nofile.Raise()
 	if err != nil {
 		a.logger.Warn("open-file limit", "err", err)
 	}
 	if limit == 0 {
 		return
 	}
-	open := openFiles()
+	open := nofile.Open()
 	a.logger.Info("open-file limit", "limit", limit, "open", open,
 		"connections", connectionCapacity(limit, open))
 }

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+
+	"github.com/heraldrt/herald/internal/nofile"
 )
 
 func TestConnectionCapacityLeavesTheOpenFilesAndAReserve(t *testing.T) {
@@ -37,7 +39,7 @@ func TestServeLogsHowManyConnectionsItCanHold(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Shutdown()
-	limit, _ := raiseNoFile()
+	limit, _ := nofile.Raise()
 	if limit == 0 {
 		if bytes.Contains(logs.Bytes(), []byte("open-file limit")) {
 			t.Errorf("a system without an open-file limit logged one:\n%s", logs.String())

@@ -21,6 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/heraldrt/herald/client"
+	"github.com/heraldrt/herald/internal/nofile"
 	"github.com/heraldrt/herald/protocol"
 )
 
@@ -109,7 +110,7 @@ func newBenchRun(opts benchOptions, stderr io.Writer) (*benchRun, error) {
 		nchans = opts.channels
 	}
 	// Every connection is a file: check the limit before opening any.
-	limit, err := benchRaiseNoFile()
+	limit, err := nofile.Raise()
 	if err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 	}

@@ -1,6 +1,6 @@
 //go:build unix
 
-package app
+package nofile
 
 import (
 	"syscall"
@@ -15,13 +15,13 @@ func TestRaiseNoFileLiftsTheSoftLimitToTheHardLimit(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &orig) })
 	lowered := orig
-	if half := orig.Max / 2; uint64(half) > uint64(openFiles()+256) {
+	if half := orig.Max / 2; uint64(half) > uint64(Open()+256) {
 		lowered.Cur = half
 	}
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lowered); err != nil {
 		t.Fatal(err)
 	}
-	got, err := raiseNoFile()
+	got, err := Raise()
 	if err != nil {
 		t.Fatal(err)
 	}

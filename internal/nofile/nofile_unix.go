@@ -1,6 +1,6 @@
 //go:build unix
 
-package app
+package nofile
 
 import (
 	"fmt"
@@ -8,11 +8,11 @@ import (
 	"syscall"
 )
 
-// raiseNoFile raises the process's open-file soft limit to its hard
+// Raise raises the process's open-file soft limit to its hard
 // limit — every connection is a descriptor, and a soft limit (often
 // 1,024) is what caps a server that the hard limit would let hold far
 // more — and returns the limit in force.
-func raiseNoFile() (uint64, error) {
+func Raise() (uint64, error) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return 0, fmt.Errorf("read the open-file limit: %w", err)
@@ -28,9 +28,9 @@ func raiseNoFile() (uint64, error) {
 	return uint64(lim.Cur), nil // int64 on some systems
 }
 
-// openFiles counts the descriptors open now, or returns -1 when the
+// Open counts the descriptors open now, or returns -1 when the
 // system does not list them.
-func openFiles() int {
+func Open() int {
 	fds, err := os.ReadDir("/dev/fd")
 	if err != nil {
 		return -1
