@@ -222,18 +222,21 @@ func TestBatchRuleHoldsMessagesUpToItsTimeoutOrSize(t *testing.T) {
 	}
 	defer stop(t, &group)
 	defer sess.Close(server.ReasonClientGone)
-	// The first message after a quiet spell goes at once.
-	publishN(t, srv, "ticks", 1, 1)
-	// Five more within the hold go in one write, as soon as five are queued.
-	publishN(t, srv, "ticks", 2, 6)
-	// Two more: held until the timeout, then written together.
-	publishN(t, srv, "ticks", 7, 8)
-	var writes []int
-	for range 3 {
-		writes = append(writes, <-fr.writes)
+	// Each step waits for its write before the next publishes, so a
+	// flusher slowed by a busy machine cannot see two steps at once.
+	steps := []struct {
+		what        string
+		first, last int
+	}{
+		{"the first message after a quiet spell goes at once", 1, 1},
+		{"five more within the hold go in one write, as soon as five are queued", 2, 6},
+		{"two more are held until the timeout, then written together", 7, 8},
 	}
-	if writes[0] != 1 || writes[1] != 5 || writes[2] != 2 {
-		t.Fatalf("writes %v, want [1 5 2]", writes)
+	for _, st := range steps {
+		publishN(t, srv, "ticks", st.first, st.last)
+		if got, want := <-fr.writes, st.last-st.first+1; got != want {
+			t.Fatalf("%s: a write of %d messages, want %d", st.what, got, want)
+		}
 	}
 }
 
