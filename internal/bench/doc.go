@@ -45,7 +45,7 @@
 // publishers, reactors, the progress line — and waits for them before it
 // returns.
 //
-// bench imports client, protocol and nofile (to raise its open-file limit), and server only to mint the flood's
-// user tokens and to check channel names as the server does; nothing
-// imports bench but cmd/herald.
+// bench imports client, protocol and nofile (to raise its open-file
+// limit), and server only to mint the flood's user tokens and to check
+// channel names as the server does; nothing imports bench but cmd/herald.
 package bench
