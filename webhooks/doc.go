@@ -2,9 +2,11 @@
 // when channel messages are stored and when life events happen: a durable
 // outbox, signing, retries with backoff, a breaker per endpoint, dead
 // letters and replay (DESIGN.md §6, "Webhooks out"). So far it holds the
-// signing and the endpoints' configuration (Config.Compile), which the
-// other parts rely on; the outbox and the delivery loop come next, and
-// until then the server neither reads a webhooks: section nor calls out.
+// parts the others rely on: the signing, the endpoints' configuration
+// (Config.Compile), and one signed attempt through the endpoint's breaker
+// with its retry schedule (Sender, NextDelay). The outbox and the delivery
+// loop come next; until then the server neither reads a webhooks: section
+// nor calls out.
 //
 // It is built beside the core, not inside it: it learns what happens from
 // the core's observers and the store's commit, and it imports server and
