@@ -1,6 +1,7 @@
 package webhooks
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -302,6 +303,12 @@ func compileEndpoint(i int, c EndpointConfig, getenv func(string) (string, bool)
 	for _, m := range placeholderRE.FindAllStringSubmatch(c.Body, -1) {
 		if !slices.Contains(Placeholders, m[1]) {
 			bad("body", "body: unknown placeholder {%s}; want one of {%s}", m[1], strings.Join(Placeholders, "}, {"))
+		}
+	}
+	if c.Body != "" && len(errs) == 0 {
+		sample := Event{ID: "evt_1", Type: EventMessage, Time: time.Unix(0, 0), Channel: "c", Name: "n", User: "u", Session: "s", Data: []byte(`{"x":1}`)}
+		if out := render(c.Body, sample); !json.Valid([]byte(out)) {
+			bad("body", "body: with its placeholders filled it is not JSON (write {data} bare and the others in quotes, as in \"channel\":\"{channel}\"): %s", out)
 		}
 	}
 	if c.OutboxSize == 0 {

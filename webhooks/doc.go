@@ -3,7 +3,8 @@
 // outbox, signing, retries with backoff, a breaker per endpoint, dead
 // letters and replay (DESIGN.md §6, "Webhooks out"). So far it holds the
 // parts the others rely on: the signing, the endpoints' configuration
-// (Config.Compile), and one signed attempt through the endpoint's breaker
+// (Config.Compile), the request bodies, default or from the endpoint's
+// template (Endpoint.Render), and one signed attempt through the endpoint's breaker
 // with its retry schedule (Sender, NextDelay). The outbox and the delivery
 // loop come next; until then the server neither reads a webhooks: section
 // nor calls out.

@@ -1,0 +1,109 @@
+package webhooks
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Event is one thing an endpoint is told about.
+type Event struct {
+	// ID is the event's stable id, the webhook-id a receiver dedupes on:
+	// a message's id for a message, one given when queued otherwise.
+	ID string
+	// Type is one of EventTypes.
+	Type string
+	// Time is when it happened: a message's commit, a life event's moment.
+	Time time.Time
+	// Channel, Name (a message's event name), User and Session say where
+	// and who, when they apply.
+	Channel, Name, User, Session string
+	// Data is the event's JSON: for a message, its envelope as subscribers
+	// get it; for a life event, who, where, on which transport, and why.
+	Data json.RawMessage
+}
+
+// timestampFormat writes {timestamp} and the default body's timestamp:
+// RFC 3339 in UTC with milliseconds, what no-code tools parse as a date.
+const timestampFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// wire is the default body of one event.
+type wire struct {
+	Type      string          `json:"type"`
+	Timestamp string          `json:"timestamp"`
+	Data      json.RawMessage `json:"data"`
+}
+
+// Render returns the request body for events: with no template, the event
+// as {"type","timestamp","data"}, or a JSON list of them for a batch;
+// with the endpoint's template, the template with each placeholder
+// replaced (a list of those for a batch). {data} is the event's JSON as
+// it is; the other placeholders are text escaped for use inside a JSON
+// string, so a template writes them in quotes: "channel":"{channel}".
+func (e *Endpoint) Render(events []Event) ([]byte, error) {
+	if len(events) == 0 {
+		return nil, fmt.Errorf("webhooks: %s: no event to send", e.Name)
+	}
+	one := func(ev Event) ([]byte, error) {
+		if e.EndpointConfig.Body == "" {
+			return json.Marshal(wire{Type: ev.Type, Timestamp: ev.Time.UTC().Format(timestampFormat), Data: dataOrNull(ev.Data)})
+		}
+		return []byte(render(e.EndpointConfig.Body, ev)), nil
+	}
+	if len(events) == 1 && e.Batch.Size == 1 {
+		return one(events[0])
+	}
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, ev := range events {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		body, err := one(ev)
+		if err != nil {
+			return nil, err
+		}
+		b.Write(body)
+	}
+	b.WriteByte(']')
+	return []byte(b.String()), nil
+}
+
+func dataOrNull(d json.RawMessage) json.RawMessage {
+	if len(d) == 0 {
+		return json.RawMessage("null")
+	}
+	return d
+}
+
+// render fills a template's placeholders from ev.
+func render(tmpl string, ev Event) string {
+	return placeholderRE.ReplaceAllStringFunc(tmpl, func(m string) string {
+		switch m[1 : len(m)-1] {
+		case "data":
+			return string(dataOrNull(ev.Data))
+		case "type":
+			return jsonText(ev.Type)
+		case "channel":
+			return jsonText(ev.Channel)
+		case "event":
+			return jsonText(ev.Name)
+		case "id":
+			return jsonText(ev.ID)
+		case "timestamp":
+			return ev.Time.UTC().Format(timestampFormat)
+		case "user":
+			return jsonText(ev.User)
+		case "session":
+			return jsonText(ev.Session)
+		}
+		return m // Compile refuses unknown placeholders
+	})
+}
+
+// jsonText escapes s for use between the quotes of a JSON string.
+func jsonText(s string) string {
+	b, _ := json.Marshal(s) // a string always marshals
+	return string(b[1 : len(b)-1])
+}
