@@ -129,23 +129,25 @@ func (s *Server) subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	//   - ephemeral ones: the hub skips a muted subscription; queueAck
 	//     queues the reply and unmutes it under ch.mu, which the hub holds
 	//     while it fans out (lock order channel → queue, hub.go).
+	//
+	// Presence counts the member before the reply can be written: a
+	// client that has its subscribe acknowledged and asks who is there
+	// finds itself (its own join event is not sent to it).
+	s.presence.join(sess, sub)
 	if req.Ack != nil && !queueAck(sub, req.Ack(res)) {
-		ch.remove(sub)
-		s.hub.release(ch)
+		s.drop(sess, sub)
 		return SubscribeResult{}, ErrClosed
 	}
 
 	sess.mu.Lock()
 	if sess.closed {
 		sess.mu.Unlock()
-		ch.remove(sub)
-		s.hub.release(ch)
+		s.drop(sess, sub)
 		return SubscribeResult{}, ErrClosed
 	}
 	sess.subs = append(sess.subs, sub)
 	sess.catchingUp = append(sess.catchingUp, sub)
 	sess.mu.Unlock()
-	s.presence.join(sess, sub)
 	sess.q.signal()
 	return res, nil
 }
