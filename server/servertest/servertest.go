@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -47,6 +48,12 @@ func Start(t testing.TB, cfg server.Config, so store.Options, mount Mount) *Fixt
 	t.Cleanup(func() {
 		srv.Shutdown()
 		hs.CloseClientConnections()
+		// A connection a parked long poll hands back to net/http is served
+		// by hs.Config.Serve; shutting that server down first orders every
+		// such Serve before Close, and makes a later one return at once.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = hs.Config.Shutdown(ctx)
+		cancel()
 		hs.Close()
 		if wait != nil {
 			if err := wait(context.Background()); err != nil {
