@@ -141,6 +141,20 @@ func decodePayload(p []byte) (exclude, event string, tail []byte, err error) {
 	return exclude, string(p[1 : 1+n]), p[1+n:], nil
 }
 
+// StoredMessage rebuilds the message of a record the core stored, from
+// its channel, offset, epoch and payload as the engine keeps them: what a
+// reader of the log beside the core (the webhooks' outbox) sends on.
+func StoredMessage(channel string, offset uint64, epoch string, payload []byte) (*Message, error) {
+	return newMessage(channel, offset, epoch, payload)
+}
+
+// StoredEvent returns the event name of a stored payload, reading only its
+// header: cheap enough for a router deciding at commit time.
+func StoredEvent(payload []byte) (string, error) {
+	_, event, _, err := decodePayload(payload)
+	return event, err
+}
+
 // newMessage builds a Message from a stored payload.
 func newMessage(channel string, offset uint64, epoch string, payload []byte) (*Message, error) {
 	exclude, event, tail, err := decodePayload(payload)

@@ -40,7 +40,8 @@ const (
 	SessionOpened EventKind = iota + 1
 	// SessionClosed: Session, Transport, User, Reason.
 	SessionClosed
-	// UserJoined: User, Channel — the user's first session subscribed to
+	// UserJoined: User, Channel, Session, Transport (the session that
+	// joined) — the user's first session subscribed to
 	// a channel whose rule keeps presence. A user who leaves and comes
 	// back within the presence grace neither leaves nor joins again.
 	UserJoined
@@ -50,8 +51,9 @@ const (
 	// StateChanged: User, Channel, State (null once cleared) — a member's
 	// short-lived state (typing), set, cleared or expired.
 	StateChanged
-	// UserOnline: User — the user's first session opened (none was open,
-	// or none within the presence grace).
+	// UserOnline: User, Session, Transport (the session that opened) —
+	// the user's first session opened (none was open, or none within the
+	// presence grace).
 	UserOnline
 	// UserOffline: User — the user's last session closed and none opened
 	// within the presence grace.

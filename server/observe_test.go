@@ -132,9 +132,9 @@ func TestEveryLifeEventIsObservedOnceWithItsFields(t *testing.T) {
 		want Event
 	}{
 		{SessionOpened, Event{At: t0, Session: sess.ID, Transport: "test", User: "17"}},
-		{UserOnline, Event{At: t0, User: "17"}},
+		{UserOnline, Event{At: t0, User: "17", Session: sess.ID, Transport: "test"}},
 		{ChannelOccupied, Event{At: t0, Channel: "chat_room_7"}},
-		{UserJoined, Event{At: t0, User: "17", Channel: "chat_room_7"}},
+		{UserJoined, Event{At: t0, User: "17", Channel: "chat_room_7", Session: sess.ID, Transport: "test"}},
 		{MessageCommitted, Event{At: t0, Channel: "chat_room_7"}},
 		{StateChanged, Event{At: t0, User: "17", Channel: "chat_room_7", State: json.RawMessage(`{"typing":true}`)}},
 		{SessionClosed, Event{At: t1, Session: sess.ID, Transport: "test", User: "17", Reason: ReasonClientGone}},

@@ -91,7 +91,7 @@ func (p *presenceWiring) loop() {
 
 // tick fires what is due now. Tests with a fake clock call it.
 func (p *presenceWiring) tick() {
-	p.announce(p.tracker.Advance(p.srv.now()), "", nil)
+	p.announce(p.tracker.Advance(p.srv.now()), nil, nil)
 }
 
 func (p *presenceWiring) kickClock() {
@@ -119,7 +119,7 @@ func (p *presenceWiring) join(sess *Session, sub *subscription) {
 		}
 	}
 	evs := p.tracker.Join(p.srv.now(), sub.name, id.User, sess.ID, attrs)
-	p.announce(evs, sess.ID, &channelRule{channel: sub.name, rule: sub.rule})
+	p.announce(evs, sess, &channelRule{channel: sub.name, rule: sub.rule})
 }
 
 // leave takes an ended subscription's session out of its channel: the
@@ -135,7 +135,7 @@ func (p *presenceWiring) leave(sess *Session, sub *subscription) {
 
 func (p *presenceWiring) connect(sess *Session) {
 	if id := sess.Identity(); member(id) {
-		p.announce(p.tracker.Connect(p.srv.now(), id.User, sess.ID), "", nil)
+		p.announce(p.tracker.Connect(p.srv.now(), id.User, sess.ID), sess, nil)
 	}
 }
 
@@ -152,8 +152,12 @@ func (p *presenceWiring) disconnect(sess *Session) {
 // join is not sent back to it. known, when not nil, is the rule of a
 // channel already matched (a join's), which its events need not match
 // again.
-func (p *presenceWiring) announce(evs []presence.Event, session string, known *channelRule) {
+func (p *presenceWiring) announce(evs []presence.Event, cause *Session, known *channelRule) {
 	s := p.srv
+	session := ""
+	if cause != nil {
+		session = cause.ID
+	}
 	for _, e := range evs {
 		var r *rule
 		if known != nil && known.channel == e.Channel {
@@ -170,7 +174,7 @@ func (p *presenceWiring) announce(evs []presence.Event, session string, known *c
 			if status && p.cameOnline(e.Member.User, e.At) {
 				p.deliver(e.Channel, protocol.EventOnline, userData(e.Member.User, e.At), session)
 			}
-			p.observe(UserJoined, e)
+			p.observe(UserJoined, e, cause)
 		case presence.Left:
 			if joinLeave {
 				p.deliver(e.Channel, protocol.EventLeave, memberData(e.Member, false), "")
@@ -181,32 +185,36 @@ func (p *presenceWiring) announce(evs []presence.Event, session string, known *c
 				p.deliver(e.Channel, protocol.EventOffline, userData(e.Member.User, e.At), "")
 			}
 			p.limiters.forget(e.Member.User + "\x00" + e.Channel)
-			p.observe(UserLeft, e)
+			p.observe(UserLeft, e, cause)
 		case presence.StateChanged:
 			p.deliver(e.Channel, protocol.EventState, memberData(e.Member, true), "")
-			p.observe(StateChanged, e)
+			p.observe(StateChanged, e, cause)
 		case presence.Online:
 			p.mu.Lock()
 			p.onlineAt[e.Member.User] = e.At
 			p.mu.Unlock()
-			p.observe(UserOnline, e)
+			p.observe(UserOnline, e, cause)
 		case presence.Offline:
 			p.mu.Lock()
 			delete(p.onlineAt, e.Member.User)
 			p.mu.Unlock()
 			p.storeLastSeen(e.Member.User, e.At)
-			p.observe(UserOffline, e)
+			p.observe(UserOffline, e, cause)
 		}
 	}
 }
 
-// observe tells the observers of a presence event.
-func (p *presenceWiring) observe(kind EventKind, e presence.Event) {
+// observe tells the observers of a presence event, naming the session
+// that caused it (a join, a first connection) when there is one.
+func (p *presenceWiring) observe(kind EventKind, e presence.Event, cause *Session) {
 	obs := &p.srv.obs
 	if !obs.want(kind) {
 		return
 	}
 	ev := Event{Kind: kind, At: e.At, User: e.Member.User, Channel: e.Channel}
+	if cause != nil {
+		ev.Session, ev.Transport = cause.ID, cause.transport.name
+	}
 	if kind == StateChanged {
 		ev.State = e.Member.State
 		if ev.State == nil {
@@ -357,7 +365,7 @@ func (s *Server) Signal(id Identity, req SignalRequest) error {
 	case err != nil:
 		return err
 	}
-	s.presence.announce(evs, "", &cr)
+	s.presence.announce(evs, nil, &cr)
 	s.presence.kickClock()
 	return nil
 }

@@ -142,6 +142,7 @@ const (
 	requestAppend requestKind = iota // Append: one record
 	requestCreate                    // Head of a new channel: its epoch, no record
 	requestState                     // PutState or DeleteState: op
+	requestOutbox                    // a change of an outbox queue: outbox
 )
 
 // request is one queued write: an Append, a Head creating a channel, or a
@@ -153,6 +154,7 @@ type request struct {
 	store bool   // keep the payload: the channel's retention keeps some
 	idem  []byte // Badger key of rec.IdempotencyKey; nil without one
 	op    kvOp   // the state change
+	outbox *outboxOp // the outbox change
 	cost  int    // bytes Badger counts for this request's entries
 
 	// group is set for a request of an AppendBatch; nil for the others.
@@ -198,8 +200,12 @@ func putRequest(r *request) {
 // of its channel, counted for every request because any request may be its
 // channel's first in a batch.
 func (r *request) setCost() {
-	if r.kind == requestState {
+	switch r.kind {
+	case requestState:
 		r.cost = len(r.op.key) + len(r.op.value) + batchEntryOverhead
+		return
+	case requestOutbox:
+		r.cost = r.outbox.cost()
 		return
 	}
 	n := len(r.ch.name)

@@ -14,6 +14,7 @@ type committer struct {
 	seen      map[string]*request // idempotency key → first request with it in the batch
 	ops       []kvOp              // the batch's writes, in order
 	committed []Committed         // the feed receiver's argument
+	outbox    outboxBatch         // the batch's changes to the outbox queues
 }
 
 // touch is a channel of the batch: its state before the batch, restored
@@ -67,6 +68,7 @@ func (s *Store) commitBatch(c *committer) {
 		s.answerAll(c, *err)
 		return
 	}
+	c.outbox.reset(len(s.outbox.queues))
 	err := s.prepare(c)
 	if err != nil {
 		s.rollback(c)
@@ -88,6 +90,7 @@ func (s *Store) commitBatch(c *committer) {
 		ch.first = max(ch.first, ch.assignedFirst)
 		ch.mu.Unlock()
 	}
+	s.commitOutbox(c)
 
 	// Collect the feed before answering: an answered request is recycled.
 	// The receiver is loaded once per batch, so a batch is reported whole
@@ -154,8 +157,12 @@ func (s *Store) prepare(c *committer) error {
 	}()
 	now := s.opts.Now()
 	for _, r := range c.batch {
-		if r.kind == requestState {
+		switch r.kind {
+		case requestState:
 			c.ops = append(c.ops, r.op)
+			continue
+		case requestOutbox:
+			s.prepareOutbox(c, r.outbox)
 			continue
 		}
 		ch := r.ch
@@ -197,6 +204,7 @@ func (s *Store) prepare(c *committer) error {
 			// Nothing is kept, so nothing is kept from the new head on.
 			ch.assignedFirst++
 		}
+		s.routeRecord(c, r)
 		if r.idem != nil {
 			s.rememberKey(c, r, now)
 		}

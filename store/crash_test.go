@@ -20,10 +20,16 @@ const crashChildEnv = "HERALD_STORE_CRASH_CHILD_DIR"
 
 const crashChannel = "crash"
 
+// crashOutbox queues an entry for every record: a crash must leave the
+// outbox holding exactly the stored records.
+func crashOutbox() Outbox {
+	return Outbox{Queues: []string{"hook"}, Route: func(string, *Record) uint64 { return 1 }}
+}
+
 // crashChild appends from many goroutines, printing "offset payload" for
 // each acknowledged append, until the parent kills the process.
 func crashChild(dir string) {
-	s, err := Open(Options{Dir: dir, Retention: keepAll, TrimInterval: time.Hour})
+	s, err := Open(Options{Dir: dir, Retention: keepAll, TrimInterval: time.Hour, Outbox: crashOutbox()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -54,7 +60,7 @@ func TestCrashKeepsEveryAcknowledgedAppend(t *testing.T) {
 	var epoch string
 	for round := range 3 {
 		acked := runAndKill(t, dir, 500+round*700)
-		s, err := Open(Options{Dir: dir, Retention: keepAll, Logger: testLogger(t)})
+		s, err := Open(Options{Dir: dir, Retention: keepAll, Logger: testLogger(t), Outbox: crashOutbox()})
 		if err != nil {
 			t.Fatalf("round %d: reopen: %v", round, err)
 		}
@@ -81,6 +87,25 @@ func TestCrashKeepsEveryAcknowledgedAppend(t *testing.T) {
 			}
 			if got := string(entries[off-1].Payload); got != p {
 				t.Fatalf("round %d: offset %d holds %q, acknowledged %q", round, off, got, p)
+			}
+		}
+		// The outbox holds one entry per stored record: none missing, none
+		// for a record that was not stored.
+		queued, err := s.ReadOutbox(context.Background(), "hook", 0, 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uint64(len(queued)) != pos.Head {
+			t.Fatalf("round %d: head %d but %d outbox entries", round, pos.Head, len(queued))
+		}
+		seen := make(map[uint64]bool, len(queued))
+		for _, q := range queued {
+			if seen[q.Offset] {
+				t.Fatalf("round %d: offset %d queued twice", round, q.Offset)
+			}
+			seen[q.Offset] = true
+			if q.Epoch != epoch || q.Offset == 0 || q.Offset > pos.Head || string(q.Payload) != string(entries[q.Offset-1].Payload) {
+				t.Fatalf("round %d: outbox entry %d reports offset %d %q, not a stored record", round, q.Seq, q.Offset, q.Payload)
 			}
 		}
 		a := mustAppend(t, s, crashChannel, Record{Payload: []byte("after crash")})

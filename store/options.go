@@ -137,6 +137,9 @@ func (o Options) validate() error {
 	if err := o.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := o.Outbox.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if o.WALSegmentBytes < minWALSegmentBytes {
 		errs = append(errs, fmt.Errorf("write-ahead log segment of %d bytes: want at least %d", o.WALSegmentBytes, minWALSegmentBytes))
 	}

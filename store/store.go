@@ -36,6 +36,9 @@ type Store struct {
 	// broken is set when a commit failed after it began writing; see fail.
 	broken atomic.Pointer[error]
 
+	// outbox is the outbox queues' state (outbox.go).
+	outbox outboxes
+
 	// feed is the commit feed's receiver, set once by Feed; the committer
 	// loads it once per batch.
 	feed atomic.Pointer[func([]Committed)]
@@ -79,6 +82,14 @@ func Open(opts Options) (*Store, error) {
 	}
 	if err := s.openWAL(); err != nil {
 		cancel()
+		_ = db.Close()
+		return nil, err
+	}
+	if err := s.openOutbox(); err != nil {
+		cancel()
+		if s.wal != nil {
+			_ = s.wal.close()
+		}
 		_ = db.Close()
 		return nil, err
 	}

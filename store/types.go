@@ -104,6 +104,9 @@ type Options struct {
 	// The log holds about two segments' worth of recent batches and up to
 	// two spare segments.
 	WALSegmentBytes int
+	// Outbox names the outbox queues and routes stored records to them
+	// (see Outbox). Default: none.
+	Outbox Outbox `yaml:"-"`
 	// Logger receives the store's and Badger's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.

@@ -1,0 +1,236 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// routeByPrefix sends records of channels starting "a" to queue 0 and of
+// channels starting "b" to queues 0 and 1.
+func routeByPrefix(channel string, _ *Record) uint64 {
+	switch {
+	case strings.HasPrefix(channel, "a"):
+		return 1
+	case strings.HasPrefix(channel, "b"):
+		return 3
+	}
+	return 0
+}
+
+func readQueue(t *testing.T, s *Store, queue string) []OutboxEntry {
+	t.Helper()
+	es, err := s.ReadOutbox(context.Background(), queue, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return es
+}
+
+func depth(t *testing.T, s *Store, queue string) (int64, int64) {
+	t.Helper()
+	d, dead, err := s.OutboxDepth(queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, dead
+}
+
+func TestOutboxQueuesRoutedRecordsInCommitOrder(t *testing.T) {
+	t.Parallel()
+	var notified atomic.Uint64
+	s := openTest(t, Options{Outbox: Outbox{Queues: []string{"one", "two"}, Route: routeByPrefix,
+		Notify: func(q uint64) { notified.Or(q) }}})
+	ctx := context.Background()
+	mustAppend(t, s, "a1", Record{Payload: []byte("p1")})
+	mustAppend(t, s, "c", Record{Payload: []byte("not routed")})
+	b := mustAppend(t, s, "b1", Record{Payload: []byte("p2"), IdempotencyKey: "k"})
+	if dup := mustAppend(t, s, "b1", Record{Payload: []byte("p2"), IdempotencyKey: "k"}); !dup.Duplicate {
+		t.Fatal("the second append should be a duplicate")
+	}
+	res, err := s.AppendBatch(ctx, []ChannelRecord{{Channel: "a2", Record: Record{Payload: []byte("p3")}}, {Channel: "b1", Record: Record{Payload: []byte("p4")}}})
+	if err != nil || res[0].Err != nil || res[1].Err != nil {
+		t.Fatal(err, res)
+	}
+
+	type got struct {
+		seq     uint64
+		channel string
+		offset  uint64
+		payload string
+	}
+	list := func(queue string) []got {
+		var out []got
+		for _, e := range readQueue(t, s, queue) {
+			out = append(out, got{e.Seq, e.Channel, e.Offset, string(e.Payload)})
+			if e.Epoch == "" || e.Time.IsZero() {
+				t.Errorf("%s: entry %d without epoch or time", queue, e.Seq)
+			}
+		}
+		return out
+	}
+	wantOne := []got{{1, "a1", 1, "p1"}, {2, "b1", 1, "p2"}, {3, "a2", 1, "p3"}, {4, "b1", 2, "p4"}}
+	wantTwo := []got{{1, "b1", 1, "p2"}, {2, "b1", 2, "p4"}}
+	if g := list("one"); !slices.Equal(g, wantOne) {
+		t.Errorf("queue one = %v, want %v", g, wantOne)
+	}
+	if g := list("two"); !slices.Equal(g, wantTwo) {
+		t.Errorf("queue two = %v, want %v", g, wantTwo)
+	}
+	if d, _ := depth(t, s, "one"); d != 4 {
+		t.Errorf("depth of one = %d, want 4", d)
+	}
+	if notified.Load() != 3 {
+		t.Errorf("notified queues %b, want 11", notified.Load())
+	}
+	if b.Epoch == "" {
+		t.Fatal("no epoch")
+	}
+	if _, err := s.ReadOutbox(ctx, "three", 0, 0); !errors.Is(err, ErrNoQueue) {
+		t.Errorf("reading an unknown queue: %v, want ErrNoQueue", err)
+	}
+	// Paging: after and limit.
+	page, err := s.ReadOutbox(ctx, "one", 1, 2)
+	if err != nil || len(page) != 2 || page[0].Seq != 2 || page[1].Seq != 3 {
+		t.Errorf("ReadOutbox(after 1, limit 2) = %v, %v", page, err)
+	}
+}
+
+func TestOutboxRemoveBuryReviveAcrossReopen(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	clock := newFakeClock()
+	opts := Options{Dir: dir, Now: clock.Now, Outbox: Outbox{Queues: []string{"one"}, Route: routeByPrefix}}
+	s := openTest(t, opts)
+	ctx := context.Background()
+	for i := range 5 {
+		mustAppend(t, s, "a", Record{Payload: payload("m%d", i)})
+	}
+	if err := s.Enqueue(ctx, "one", []OutboxEntry{{Payload: []byte(`{"life":1}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	es := readQueue(t, s, "one")
+	if len(es) != 6 || es[5].Seq != 6 || es[5].Channel != "" || string(es[5].Payload) != `{"life":1}` || !es[5].Time.Equal(clock.Now()) {
+		t.Fatalf("after Enqueue: %+v", es)
+	}
+	if err := s.Remove(ctx, "one", []uint64{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bury(ctx, "one", es[2:4], "410 Gone"); err != nil {
+		t.Fatal(err)
+	}
+	if d, dead := depth(t, s, "one"); d != 2 || dead != 2 {
+		t.Fatalf("depth %d dead %d, want 2 and 2", d, dead)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if d, dead := depth(t, s, "one"); d != 2 || dead != 2 {
+		t.Fatalf("after reopen: depth %d dead %d, want 2 and 2", d, dead)
+	}
+	dead, err := s.ReadDead(ctx, "one", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 2 || dead[0].Seq != 3 || string(dead[0].Payload) != "m2" || dead[0].Reason != "410 Gone" || !dead[0].Died.Equal(clock.Now()) {
+		t.Fatalf("dead letters: %+v", dead)
+	}
+	if err := s.Revive(ctx, "one", dead[:1]); err != nil {
+		t.Fatal(err)
+	}
+	es = readQueue(t, s, "one")
+	var seqs []uint64
+	for _, e := range es {
+		seqs = append(seqs, e.Seq)
+	}
+	// The revived entry is queued again at the end, under a sequence no
+	// entry or dead letter had.
+	if !slices.Equal(seqs, []uint64{5, 6, 7}) || string(es[2].Payload) != "m2" || es[2].Offset != 3 || es[2].Channel != "a" {
+		t.Fatalf("after Revive: seqs %v, last %+v", seqs, es[len(es)-1])
+	}
+	if d, dead := depth(t, s, "one"); d != 3 || dead != 1 {
+		t.Fatalf("after Revive: depth %d dead %d, want 3 and 1", d, dead)
+	}
+	mustAppend(t, s, "a", Record{Payload: []byte("m5")})
+	if es := readQueue(t, s, "one"); es[len(es)-1].Seq != 8 {
+		t.Fatalf("next entry after reopen has seq %d, want 8", es[len(es)-1].Seq)
+	}
+}
+
+func TestOutboxKeepsPayloadsRetentionTrims(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	s := openTest(t, Options{Now: clock.Now, TrimInterval: time.Hour,
+		Retention: func(string) Retention { return Retention{MaxCount: 1} },
+		Outbox:    Outbox{Queues: []string{"one"}, Route: routeByPrefix}})
+	for i := range 3 {
+		mustAppend(t, s, "a", Record{Payload: payload("m%d", i)})
+	}
+	if _, err := s.Trim(context.Background(), "a", Retention{MaxCount: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if p := mustRead(t, s, "a", 0, 0); p.First != 3 {
+		t.Fatalf("the log kept from %d, want 3", p.First)
+	}
+	es := readQueue(t, s, "one")
+	if len(es) != 3 || string(es[0].Payload) != "m0" {
+		t.Fatalf("outbox after a trim: %+v", es)
+	}
+}
+
+func TestOutboxDropsEntriesOfRecordsBeyondTheHead(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	opts := Options{Dir: dir, Durability: NoSync, Outbox: Outbox{Queues: []string{"one"}, Route: routeByPrefix}}
+	s := openTest(t, opts)
+	a := mustAppend(t, s, "a", Record{Payload: []byte("stored")})
+	// What a crash between two transactions of a NoSync batch leaves: the
+	// entries of offset 2, but not the head that stores it.
+	e := OutboxEntry{Time: time.Now(), Channel: "a", Offset: 2, Epoch: a.Epoch, Payload: []byte("unstored")}
+	if err := s.apply([]kvOp{{key: outboxKey(kindOutbox, "one", 2), value: outboxValue(nil, &e)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	es := readQueue(t, s2, "one")
+	if len(es) != 1 || string(es[0].Payload) != "stored" {
+		t.Fatalf("outbox after reopen: %+v", es)
+	}
+	if d, _ := depth(t, s2, "one"); d != 1 {
+		t.Fatalf("depth %d, want 1", d)
+	}
+}
+
+func TestOutboxOptionsAreChecked(t *testing.T) {
+	t.Parallel()
+	many := make([]string, 65)
+	for i := range many {
+		many[i] = fmt.Sprint("q", i)
+	}
+	for _, o := range []Outbox{
+		{Queues: many},
+		{Queues: []string{"a", "a"}},
+		{Queues: []string{""}},
+	} {
+		if _, err := Open(Options{InMemory: true, Outbox: o}); err == nil {
+			t.Errorf("Open accepted %d queues %q", len(o.Queues), o.Queues[0])
+		}
+	}
+}
