@@ -148,14 +148,14 @@ const (
 // request is one queued write: an Append, a Head creating a channel, or a
 // change of state.
 type request struct {
-	kind  requestKind
-	ch    *channel // nil for state
-	rec   Record
-	store bool   // keep the payload: the channel's retention keeps some
-	idem  []byte // Badger key of rec.IdempotencyKey; nil without one
-	op    kvOp   // the state change
+	kind   requestKind
+	ch     *channel // nil for state
+	rec    Record
+	store  bool      // keep the payload: the channel's retention keeps some
+	idem   []byte    // Badger key of rec.IdempotencyKey; nil without one
+	op     kvOp      // the state change
 	outbox *outboxOp // the outbox change
-	cost  int    // bytes Badger counts for this request's entries
+	cost   int       // bytes Badger counts for this request's entries
 
 	// group is set for a request of an AppendBatch; nil for the others.
 	group *group

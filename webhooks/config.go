@@ -132,8 +132,8 @@ func (e *Endpoint) Wants(typ, channel, event string) bool {
 	if typ == EventMessage && len(e.MessageEvents) > 0 && !slices.Contains(e.MessageEvents, event) {
 		return false
 	}
-	if len(e.Patterns) == 0 {
-		return true
+	if len(e.Patterns) == 0 || channel == "" {
+		return true // connect and disconnect have no channel
 	}
 	for _, p := range e.Patterns {
 		if p.Match(channel) {

@@ -1,13 +1,18 @@
 // Package webhooks calls out to HTTP endpoints (n8n, Make, any receiver)
 // when channel messages are stored and when life events happen: a durable
 // outbox, signing, retries with backoff, a breaker per endpoint, dead
-// letters and replay (DESIGN.md §6, "Webhooks out"). So far it holds the
-// parts the others rely on: the signing, the endpoints' configuration
-// (Config.Compile), the request bodies, default or from the endpoint's
-// template (Endpoint.Render), and one signed attempt through the endpoint's breaker
-// with its retry schedule (Sender, NextDelay). The outbox and the delivery
-// loop come next; until then the server neither reads a webhooks: section
-// nor calls out.
+// letters and replay (DESIGN.md §6, "Webhooks out").
+//
+// A message's outbox entries are written by the engine in the same commit
+// as the message (Service.Route decides which endpoints take it), so a
+// stored message never misses its webhook and no webhook reports a
+// message that was not stored. Life events (connect, disconnect, join,
+// leave, state, occupied, vacated) come from the core's observers, after
+// its presence debounce, and are queued as they happen. One delivery loop
+// per endpoint streams its queue from disk (a bounded window in memory),
+// sends batches through the endpoint's breaker, retries with backoff and
+// jitter for up to a day, and then moves what failed to the endpoint's
+// dead letters, which the API replays.
 //
 // It is built beside the core, not inside it: it learns what happens from
 // the core's observers and the store's commit, and it imports server and

@@ -22,6 +22,9 @@ type Event struct {
 	// Data is the event's JSON: for a message, its envelope as subscribers
 	// get it; for a life event, who, where, on which transport, and why.
 	Data json.RawMessage
+	// MessageData is a message's own data (its envelope's data field),
+	// what a body template's {data} gives for a message.
+	MessageData json.RawMessage
 }
 
 // timestampFormat writes {timestamp} and the default body's timestamp:
@@ -30,16 +33,18 @@ const timestampFormat = "2006-01-02T15:04:05.000Z07:00"
 
 // wire is the default body of one event.
 type wire struct {
+	ID        string          `json:"id"`
 	Type      string          `json:"type"`
 	Timestamp string          `json:"timestamp"`
 	Data      json.RawMessage `json:"data"`
 }
 
 // Render returns the request body for events: with no template, the event
-// as {"type","timestamp","data"}, or a JSON list of them for a batch;
+// as {"id","type","timestamp","data"} (Standard Webhooks' payload, with
+// the event's id so that a receiver of a batch dedupes each event), or a JSON list of them for a batch;
 // with the endpoint's template, the template with each placeholder
-// replaced (a list of those for a batch). {data} is the event's JSON as
-// it is; the other placeholders are text escaped for use inside a JSON
+// replaced (a list of those for a batch). {data} is JSON as it is: a
+// message's own data for a message, the event's data otherwise; the other placeholders are text escaped for use inside a JSON
 // string, so a template writes them in quotes: "channel":"{channel}".
 func (e *Endpoint) Render(events []Event) ([]byte, error) {
 	if len(events) == 0 {
@@ -47,7 +52,7 @@ func (e *Endpoint) Render(events []Event) ([]byte, error) {
 	}
 	one := func(ev Event) ([]byte, error) {
 		if e.EndpointConfig.Body == "" {
-			return json.Marshal(wire{Type: ev.Type, Timestamp: ev.Time.UTC().Format(timestampFormat), Data: dataOrNull(ev.Data)})
+			return json.Marshal(wire{ID: ev.ID, Type: ev.Type, Timestamp: ev.Time.UTC().Format(timestampFormat), Data: dataOrNull(ev.Data)})
 		}
 		return []byte(render(e.EndpointConfig.Body, ev)), nil
 	}
@@ -82,6 +87,9 @@ func render(tmpl string, ev Event) string {
 	return placeholderRE.ReplaceAllStringFunc(tmpl, func(m string) string {
 		switch m[1 : len(m)-1] {
 		case "data":
+			if ev.Type == EventMessage {
+				return string(dataOrNull(ev.MessageData))
+			}
 			return string(dataOrNull(ev.Data))
 		case "type":
 			return jsonText(ev.Type)

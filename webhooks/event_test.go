@@ -11,7 +11,7 @@ func TestRenderBodies(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 12, 5, 9, 30, 0, 123e6, time.FixedZone("CET", 3600))
 	msg := Event{ID: "m_01", Type: EventMessage, Time: at, Channel: "orders_7", Name: `order "created"`,
-		Data: json.RawMessage(`{"channel":"orders_7","offset":3,"data":{"total":12}}`)}
+		Data: json.RawMessage(`{"channel":"orders_7","offset":3,"data":{"total":12}}`), MessageData: json.RawMessage(`{"total":12}`)}
 	join := Event{ID: "e_02", Type: EventJoin, Time: at, Channel: "chat_lobby", User: "17",
 		Data: json.RawMessage(`{"user":"17","channel":"chat_lobby","transport":"ws"}`)}
 	cases := []struct {
@@ -21,12 +21,12 @@ func TestRenderBodies(t *testing.T) {
 		want   string
 	}{
 		{"one event", nil, []Event{msg},
-			`{"type":"message","timestamp":"2026-12-05T08:30:00.123Z","data":{"channel":"orders_7","offset":3,"data":{"total":12}}}`},
+			`{"id":"m_01","type":"message","timestamp":"2026-12-05T08:30:00.123Z","data":{"channel":"orders_7","offset":3,"data":{"total":12}}}`},
 		{"a batch", func(c *EndpointConfig) { c.Batch.Size = 10 }, []Event{msg, join},
-			`[{"type":"message","timestamp":"2026-12-05T08:30:00.123Z","data":{"channel":"orders_7","offset":3,"data":{"total":12}}},` +
-				`{"type":"join","timestamp":"2026-12-05T08:30:00.123Z","data":{"user":"17","channel":"chat_lobby","transport":"ws"}}]`},
+			`[{"id":"m_01","type":"message","timestamp":"2026-12-05T08:30:00.123Z","data":{"channel":"orders_7","offset":3,"data":{"total":12}}},` +
+				`{"id":"e_02","type":"join","timestamp":"2026-12-05T08:30:00.123Z","data":{"user":"17","channel":"chat_lobby","transport":"ws"}}]`},
 		{"the n8n payload", func(c *EndpointConfig) { c.Body = `{"event":"{event}","workflow_id":"wf_1","data":{data}}` }, []Event{msg},
-			`{"event":"order \"created\"","workflow_id":"wf_1","data":{"channel":"orders_7","offset":3,"data":{"total":12}}}`},
+			`{"event":"order \"created\"","workflow_id":"wf_1","data":{"total":12}}`},
 		{"the Make payload", func(c *EndpointConfig) {
 			c.Body = `{"source":"herald","channel":"{channel}","event":"{type}","data":{data},"timestamp":"{timestamp}","user":"{user}"}`
 		}, []Event{join},

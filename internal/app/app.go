@@ -19,6 +19,7 @@ import (
 	"github.com/heraldrt/herald/transports/longpoll"
 	"github.com/heraldrt/herald/transports/sse"
 	"github.com/heraldrt/herald/transports/ws"
+	"github.com/heraldrt/herald/webhooks"
 )
 
 // maxHeaderBytes bounds a request's headers.
@@ -39,6 +40,7 @@ type App struct {
 	sse    *sse.Handler
 	ws     *ws.Handler
 	poll   *longpoll.Handler
+	hooks  *webhooks.Service // nil without endpoints
 
 	http     *http.Server
 	ln       *notifyListener
@@ -67,12 +69,18 @@ func New(cfg Config, logger *slog.Logger) (*App, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	a := &App{cfg: cfg, logger: logger, serveErr: make(chan error, 1)}
+	if a.hooks, opts.Outbox, err = cfg.newWebhooks(logger); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	if a.engine, err = store.Open(opts); err != nil {
 		return nil, fmt.Errorf("%s: %w", opts.Dir, err)
 	}
 	if err := a.build(); err != nil {
 		if a.srv != nil {
 			a.srv.Shutdown()
+		}
+		if a.hooks != nil {
+			_ = a.hooks.Shutdown(context.Background())
 		}
 		_ = a.engine.Close()
 		return nil, err
@@ -102,6 +110,15 @@ func (a *App) build() error {
 	}
 	router := httprouter.New()
 	api.Routes(router)
+	if a.hooks != nil {
+		if err := a.hooks.Start(a.srv, outbox{a.engine}); err != nil {
+			return err
+		}
+		if err := api.Register(a.hooks.Metrics()); err != nil {
+			return err
+		}
+		a.hooks.Routes(router, a.srv)
+	}
 	router.Handler(http.MethodGet, "/sse", a.sse)
 	router.Handler(http.MethodGet, "/ws", a.ws)
 	router.Handler(http.MethodGet, "/poll", a.poll)
@@ -196,6 +213,11 @@ func (a *App) shutdown() error {
 	}
 	if err := <-a.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		a.logger.Warn("serve", "err", err)
+	}
+	if a.hooks != nil {
+		if err := a.hooks.Shutdown(ctx); err != nil {
+			a.logger.Warn("webhook deliveries still in flight at the shutdown deadline", "err", err)
+		}
 	}
 	if a.pprof != nil {
 		a.pprof()

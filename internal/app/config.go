@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/heraldrt/herald/transports/longpoll"
 	"github.com/heraldrt/herald/transports/sse"
 	"github.com/heraldrt/herald/transports/ws"
+	"github.com/heraldrt/herald/webhooks"
 )
 
 // Config is the whole configuration of a Herald server, as the file
@@ -35,6 +37,9 @@ type Config struct {
 	// Store is the Badger engine: data_dir (default ./data), durability,
 	// idempotency_window. Its retention comes from Server.
 	Store store.Options `yaml:",inline"`
+
+	// Webhooks are the endpoints events are sent to (webhooks:).
+	Webhooks webhooks.Config `yaml:",inline"`
 
 	SSE  sse.Options      `yaml:"sse"`
 	WS   ws.Options       `yaml:"ws"`
@@ -116,7 +121,8 @@ func (c Config) Validate() error {
 	if f := c.Log.Format; f != "text" && f != "json" {
 		bad("log.format", "log.format %q: want text or json", f)
 	}
-	errs = append(errs, c.Server.Validate(), c.Store.Validate(), c.SSE.Validate(), c.WS.Validate(), c.Poll.Validate())
+	_, werr := c.Webhooks.Compile(os.LookupEnv)
+	errs = append(errs, c.Server.Validate(), c.Store.Validate(), werr, c.SSE.Validate(), c.WS.Validate(), c.Poll.Validate())
 	return errors.Join(errs...)
 }
 

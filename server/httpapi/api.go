@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/julienschmidt/httprouter"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldrt/herald/server"
 )
@@ -65,6 +66,10 @@ func (a *API) Routes(r *httprouter.Router) {
 	r.HandlerFunc(http.MethodGet, "/healthz", a.healthz)
 	r.HandlerFunc(http.MethodGet, "/readyz", a.readyz)
 }
+
+// Register adds c to the metrics /metrics serves: how parts built beside
+// the core (the webhooks) show theirs.
+func (a *API) Register(c prometheus.Collector) error { return a.metrics.registry.Register(c) }
 
 // fail answers with err (server.WriteError).
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
