@@ -150,3 +150,50 @@ func writeFile(t *testing.T, body string) string {
 }
 
 const okKey = "api-key-0123456789abcdef"
+
+func TestConfigCheckListsWebhooksWithoutTheirSecrets(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "herald.yaml")
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	cfg := `api_key: test-key-0123456789abcdef
+webhooks:
+  - name: n8n-orders
+    url: https://user:pass@n8n.example.com/webhook/orders
+    secret_env: N8N_SECRET
+    events: [message]
+    channels: ["order_{id}"]
+    ordered: true
+    batch: {size: 20}
+  - name: make-chat
+    url: https://hook.eu1.make.com/abc
+    secrets: [` + secret + `, ` + secret + `]
+    events: [join, leave]
+`
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := checkOutput(t, []string{file}, map[string]string{"N8N_SECRET": secret})
+	if err != nil {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		`webhooks: 2 endpoints`,
+		`  webhooks\[0\] "n8n-orders" +https://user:xxxxx@n8n\.example\.com/webhook/orders`,
+		`    channels: +order_\{id\}`,
+		`    secrets: +1 \(hidden\) from \$N8N_SECRET`,
+		`    delivery: +ordered, one in flight, batches of 20 \(wait 1s\), timeout 10s`,
+		`    secrets: +2 \(hidden\)`,
+		`    retry: +from 1s doubling to 10m, for 24h; outbox 100000`,
+	} {
+		if !hasLine(out, want) {
+			t.Errorf("no line %q in\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "whsec_") || strings.Contains(out, "MfKQ9r8") || strings.Contains(out, "pass@") {
+		t.Errorf("the report shows a secret:\n%s", out)
+	}
+	// Without the variable the secret is missing, and the check says where.
+	if out, err := checkOutput(t, []string{file}, nil); err == nil || !strings.Contains(err.Error()+out, "N8N_SECRET") {
+		t.Errorf("a missing secret variable passed the check: %v\n%s", err, out)
+	}
+}

@@ -41,6 +41,10 @@ type Config struct {
 	// Webhooks are the endpoints events are sent to (webhooks:).
 	Webhooks webhooks.Config `yaml:",inline"`
 
+	// lookupEnv reads the variables the file names (a webhook's
+	// secret_env); Load sets it, os.LookupEnv otherwise.
+	lookupEnv func(string) (string, bool)
+
 	SSE  sse.Options      `yaml:"sse"`
 	WS   ws.Options       `yaml:"ws"`
 	Poll longpoll.Options `yaml:"poll"`
@@ -121,9 +125,17 @@ func (c Config) Validate() error {
 	if f := c.Log.Format; f != "text" && f != "json" {
 		bad("log.format", "log.format %q: want text or json", f)
 	}
-	_, werr := c.Webhooks.Compile(os.LookupEnv)
+	_, werr := c.Webhooks.Compile(c.env())
 	errs = append(errs, c.Server.Validate(), c.Store.Validate(), werr, c.SSE.Validate(), c.WS.Validate(), c.Poll.Validate())
 	return errors.Join(errs...)
+}
+
+// env returns the lookup of environment variables the file refers to.
+func (c Config) env() func(string) (string, bool) {
+	if c.lookupEnv != nil {
+		return c.lookupEnv
+	}
+	return os.LookupEnv
 }
 
 // engineOptions returns the store's options: the section's own, and the

@@ -109,6 +109,7 @@ type Loaded struct {
 // creates nothing).
 func Load(flags *Flags, lookupEnv func(string) (string, bool), creds func(dataDir string) (DevKeys, error)) (*Loaded, error) {
 	l := &Loaded{File: flags.Config, Sources: configfile.NewSources()}
+	l.Config.lookupEnv = lookupEnv
 	if l.File == "" {
 		l.File, _ = lookupEnv(ConfigEnv)
 	}

@@ -47,6 +47,8 @@ func (l *Loaded) WriteReport(w io.Writer) error {
 		printRule(tw, i, r)
 	}
 
+	printWebhooks(tw, c)
+
 	fmt.Fprintln(tw, "\nsettings that differ from the defaults:")
 	base := Config{}.WithDefaults()
 	defaults := make(map[string]string)
@@ -134,4 +136,37 @@ func principalList(list []string, empty string) string {
 		return empty
 	}
 	return strings.Join(list, ", ")
+}
+
+// printWebhooks lists the endpoints with their defaults filled; secrets
+// are never printed.
+func printWebhooks(w io.Writer, c Config) {
+	eps, err := c.Webhooks.Compile(c.env())
+	if err != nil || len(eps) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nwebhooks: %d endpoints\n", len(eps))
+	for i, e := range eps {
+		fmt.Fprintf(w, "  webhooks[%d] %q\t%s\n", i, e.Name, e.URLParsed.Redacted())
+		fmt.Fprintf(w, "    events:\t%s\n", strings.Join(e.Events, ", "))
+		if len(e.Channels) > 0 {
+			fmt.Fprintf(w, "    channels:\t%s\n", strings.Join(e.Channels, ", "))
+		}
+		if len(e.MessageEvents) > 0 {
+			fmt.Fprintf(w, "    message_events:\t%s\n", strings.Join(e.MessageEvents, ", "))
+		}
+		secret := fmt.Sprintf("%d (hidden)", len(e.Keys))
+		if e.SecretEnv != "" {
+			secret += " from $" + e.SecretEnv
+		}
+		fmt.Fprintf(w, "    secrets:\t%s\n", secret)
+		delivery := fmt.Sprintf("up to %d in flight", e.Parallel)
+		if e.Ordered {
+			delivery = "ordered, one in flight"
+		}
+		fmt.Fprintf(w, "    delivery:\t%s, batches of %d (wait %s), timeout %s\n", delivery, e.Batch.Size,
+			configfile.FormatDuration(e.Batch.Timeout), configfile.FormatDuration(e.Timeout))
+		fmt.Fprintf(w, "    retry:\tfrom %s doubling to %s, for %s; outbox %d\n", configfile.FormatDuration(e.Retry.Initial),
+			configfile.FormatDuration(e.Retry.Max), configfile.FormatDuration(e.Retry.For), e.OutboxSize)
+	}
 }

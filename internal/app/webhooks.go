@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"log/slog"
-	"os"
 
 	"github.com/heraldrt/herald/store"
 	"github.com/heraldrt/herald/webhooks"
@@ -13,7 +12,7 @@ import (
 // with the outbox options the engine must store its entries with; nil
 // and none without endpoints.
 func (c Config) newWebhooks(logger *slog.Logger) (*webhooks.Service, store.Outbox, error) {
-	eps, err := c.Webhooks.Compile(os.LookupEnv)
+	eps, err := c.Webhooks.Compile(c.env())
 	if err != nil || len(eps) == 0 {
 		return nil, store.Outbox{}, err
 	}
