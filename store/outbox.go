@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,11 +20,16 @@ import (
 // are in one group-commit batch, one write-ahead log frame, replayed
 // together.
 //
-// Each queue (one per webhook endpoint) numbers its entries with a
-// sequence of its own, in commit order. Entries are read in that order,
-// removed once delivered, or moved to the queue's dead letters with a
-// reason. Every change goes through the group committer (and so the
-// write-ahead log), like a state change.
+// A record routed to several queues is stored once more, as one payload
+// entry under a sequence number taken from one counter for all queues, in
+// commit order; each queue holds a key per entry naming that sequence,
+// with no value. So a record costs one payload copy and a small key per
+// queue, however many queues take it. The payload goes when the last
+// queue's key does (a reference count, rebuilt from the keys at Open).
+// Entries are read in sequence order, removed once delivered, or moved to
+// the queue's dead letters (a full copy) with a reason. Additions, dead
+// letters and revivals go through the group committer (and so the
+// write-ahead log); removals do not wait for a sync (see Remove).
 
 // Outbox configures the store's outbox queues (Options.Outbox). The zero
 // value has none.
@@ -65,7 +72,8 @@ func (o Outbox) validate() error {
 // OutboxEntry is one queued entry: a stored record (Channel, Offset and
 // Epoch set) or something queued with Enqueue (Channel may be empty).
 type OutboxEntry struct {
-	// Seq is the entry's place in its queue, from 1, in commit order.
+	// Seq is the entry's place in its queue, in commit order: ascending,
+	// not contiguous (one counter numbers the entries of every queue).
 	Seq uint64
 	// Time is the record's time, or the time given to Enqueue.
 	Time    time.Time
@@ -88,15 +96,11 @@ type DeadEntry struct {
 // ErrNoQueue is returned for a queue name Options.Outbox does not list.
 var ErrNoQueue = errors.New("store: no such outbox queue")
 
-// outboxQueue is one queue's state, owned by the committer except the
-// counters, which readers load.
+// outboxQueue is one queue's counters.
 type outboxQueue struct {
 	name  string
-	next  uint64 // the last sequence assigned (committer only)
 	depth atomic.Int64
 	dead  atomic.Int64
-	// deadNext is the last dead-letter sequence (committer only): a
-	// revived entry gets a new outbox sequence, a buried one keeps its.
 }
 
 // outboxes is the store's set of queues.
@@ -104,24 +108,35 @@ type outboxes struct {
 	cfg    Outbox
 	queues []*outboxQueue
 	index  map[string]int
+	// next is the last sequence assigned (committer only). A revived
+	// entry gets a new one; a buried one keeps its.
+	next uint64
+
+	mu sync.Mutex // guards refs
+	// refs counts, per payload sequence, the queue keys naming it.
+	refs map[uint64]int32
 }
 
 // outboxOp is an outbox change queued for the committer.
 type outboxOp struct {
 	queue  int
 	add    []OutboxEntry // new entries; the committer assigns Seq
-	remove []uint64      // delivered entries
 	bury   []OutboxEntry // entries moved to dead letters, with reason
 	reason string
 	revive []DeadEntry // dead letters queued again as new entries
 }
 
-// Keys: 'o' len(queue) queue seq(8) for an entry, 'x' len(queue) queue
-// seq(8) for a dead letter.
+// Keys: 'o' len(queue) queue seq(8) for a queue's entry (no value), 'p'
+// seq(8) for its payload, 'x' len(queue) queue seq(8) for a dead letter.
 const (
-	kindOutbox byte = 'o'
-	kindDead   byte = 'x'
+	kindOutbox  byte = 'o'
+	kindPayload byte = 'p'
+	kindDead    byte = 'x'
 )
+
+func payloadKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{kindPayload}, seq)
+}
 
 func outboxPrefix(kind byte, queue string) []byte {
 	p := make([]byte, 0, 2+len(queue)+8)
@@ -197,42 +212,66 @@ func parseDeadValue(seq uint64, v []byte) (DeadEntry, error) {
 	return DeadEntry{OutboxEntry: e, Died: died, Reason: string(v[11 : 11+n])}, nil
 }
 
-// openOutbox loads each queue's last sequence and its counts. Called by
-// Open after the write-ahead log's replay, before the committer starts.
+// openOutbox loads the queues' counts, the payloads' reference counts and
+// the last sequence. Called by Open after the write-ahead log's replay,
+// before the committer starts.
 func (s *Store) openOutbox() error {
-	s.outbox = outboxes{cfg: s.opts.Outbox, index: make(map[string]int, len(s.opts.Outbox.Queues))}
+	s.outbox = outboxes{cfg: s.opts.Outbox, index: make(map[string]int, len(s.opts.Outbox.Queues)),
+		refs: make(map[uint64]int32)}
 	if s.opts.Durability == NoSync && !s.opts.InMemory {
 		if err := s.dropUncommittedOutbox(); err != nil {
 			return err
 		}
 	}
-	return s.db.View(func(txn *badger.Txn) error {
+	var orphans [][]byte
+	err := s.db.View(func(txn *badger.Txn) error {
 		for i, name := range s.opts.Outbox.Queues {
 			q := &outboxQueue{name: name}
-			for _, kind := range []byte{kindOutbox, kindDead} {
-				n, last := countKeys(txn, outboxPrefix(kind, name))
-				if kind == kindOutbox {
-					q.depth.Store(n)
-				} else {
-					q.dead.Store(n)
-				}
-				q.next = max(q.next, last) // a revived entry never reuses a buried one's sequence
-			}
+			n, _ := countKeys(txn, outboxPrefix(kindOutbox, name), nil)
+			q.depth.Store(n)
+			n, last := countKeys(txn, outboxPrefix(kindDead, name), nil)
+			q.dead.Store(n)
+			s.outbox.next = max(s.outbox.next, last) // never reuse a buried entry's sequence
 			s.outbox.queues = append(s.outbox.queues, q)
 			s.outbox.index[name] = i
 		}
+		// Every queue key counts, also those of queues no longer
+		// configured: their payloads stay until the queue is emptied.
+		countKeys(txn, []byte{kindOutbox}, func(key []byte) {
+			s.outbox.refs[binary.BigEndian.Uint64(key[len(key)-8:])]++
+		})
+		_, last := countKeys(txn, []byte{kindPayload}, func(key []byte) {
+			if seq := binary.BigEndian.Uint64(key[1:]); s.outbox.refs[seq] == 0 {
+				orphans = append(orphans, append([]byte(nil), key...))
+			}
+		})
+		s.outbox.next = max(s.outbox.next, last)
 		return nil
 	})
+	if err != nil || len(orphans) == 0 {
+		return err
+	}
+	ops := make([]kvOp, len(orphans))
+	for i, k := range orphans {
+		ops[i] = kvOp{key: k, del: true}
+	}
+	return s.apply(ops)
 }
 
-// countKeys counts the keys under prefix and returns the last one's
-// sequence.
-func countKeys(txn *badger.Txn, prefix []byte) (n int64, last uint64) {
+// countKeys counts the keys under prefix (reading no value), calls each
+// with every key when not nil, and returns the sequence ending the last.
+func countKeys(txn *badger.Txn, prefix []byte, each func(key []byte)) (n int64, last uint64) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
 		n++
-		last = binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])
+		key := it.Item().Key()
+		if len(key) >= len(prefix)+8 {
+			last = binary.BigEndian.Uint64(key[len(key)-8:])
+		}
+		if each != nil {
+			each(key)
+		}
 	}
 	return n, last
 }
@@ -247,9 +286,9 @@ func (s *Store) dropUncommittedOutbox() error {
 	var drop [][]byte
 	heads := map[string]Position{}
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindOutbox}, PrefetchValues: true})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindPayload}, PrefetchValues: true})
 		defer it.Close()
-		for it.Seek([]byte{kindOutbox}); it.ValidForPrefix([]byte{kindOutbox}); it.Next() {
+		for it.Seek([]byte{kindPayload}); it.ValidForPrefix([]byte{kindPayload}); it.Next() {
 			item := it.Item()
 			v, err := item.ValueCopy(nil)
 			if err != nil {
@@ -286,9 +325,13 @@ func (s *Store) dropUncommittedOutbox() error {
 	if len(drop) == 0 {
 		return nil
 	}
-	ops := make([]kvOp, len(drop))
-	for i, k := range drop {
-		ops[i] = kvOp{key: k, del: true}
+	var ops []kvOp
+	for _, k := range drop {
+		ops = append(ops, kvOp{key: k, del: true})
+		seq := binary.BigEndian.Uint64(k[1:])
+		for _, q := range s.opts.Outbox.Queues {
+			ops = append(ops, kvOp{key: outboxKey(kindOutbox, q, seq), del: true})
+		}
 	}
 	s.opts.Logger.Warn("store: dropped outbox entries of records a crash left unstored", "entries", len(drop))
 	return s.apply(ops)
@@ -332,14 +375,61 @@ func checkEntry(e *OutboxEntry) error {
 	return nil
 }
 
-// Remove deletes delivered entries from the queue. The caller removes or
-// buries each entry once (the queue's depth counts on it).
+// Remove deletes delivered entries from the queue, and the payloads no
+// other queue holds. It writes Badger at once, without the write-ahead
+// log and without waiting for a sync: a delivery is acknowledged by the
+// endpoint, not by the disk, so waiting would only slow deliveries down.
+// After a crash, entries removed just before it may come back (from the
+// log's replay) and be delivered again — at least once, never lost.
+// Removing an entry that is not queued does nothing.
 func (s *Store) Remove(ctx context.Context, queue string, seqs []uint64) error {
-	q, err := s.queueIndex(queue)
+	qi, err := s.queueIndex(queue)
 	if err != nil {
 		return err
 	}
-	return s.submitOutbox(ctx, outboxOp{queue: q, remove: seqs})
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !s.enter() {
+		return ErrClosed
+	}
+	defer s.exit()
+	q := s.outbox.queues[qi]
+	s.outbox.mu.Lock()
+	defer s.outbox.mu.Unlock()
+	var removed []uint64
+	err = s.db.Update(func(txn *badger.Txn) error {
+		for _, seq := range seqs {
+			key := outboxKey(kindOutbox, queue, seq)
+			if _, err := txn.Get(key); errors.Is(err, badger.ErrKeyNotFound) || slices.Contains(removed, seq) {
+				continue
+			} else if err != nil {
+				return err
+			}
+			if err := txn.Delete(key); err != nil {
+				return err
+			}
+			removed = append(removed, seq)
+			if s.outbox.refs[seq] <= 1 {
+				if err := txn.Delete(payloadKey(seq)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: outbox %s: remove: %w", queue, err)
+	}
+	for _, seq := range removed {
+		if s.outbox.refs[seq] <= 1 {
+			delete(s.outbox.refs, seq)
+		} else {
+			s.outbox.refs[seq]--
+		}
+	}
+	q.depth.Add(-int64(len(removed)))
+	return nil
 }
 
 // Bury moves entries (as read from the queue) to its dead letters, with
@@ -384,10 +474,16 @@ func (s *Store) submitOutbox(ctx context.Context, op outboxOp) error {
 // greater than after, in order. limit <= 0 means 1,000.
 func (s *Store) ReadOutbox(ctx context.Context, queue string, after uint64, limit int) ([]OutboxEntry, error) {
 	var out []OutboxEntry
-	err := s.readQueue(ctx, kindOutbox, queue, after, limit, func(seq uint64, v []byte) error {
-		e, err := parseOutboxValue(seq, v)
-		out = append(out, e)
-		return err
+	err := s.readQueue(ctx, kindOutbox, queue, after, limit, func(txn *badger.Txn, seq uint64, _ []byte) error {
+		item, err := txn.Get(payloadKey(seq))
+		if err != nil {
+			return fmt.Errorf("payload of entry %d: %w", seq, err)
+		}
+		return item.Value(func(v []byte) error {
+			e, err := parseOutboxValue(seq, v)
+			out = append(out, e)
+			return err
+		})
 	})
 	return out, err
 }
@@ -396,7 +492,7 @@ func (s *Store) ReadOutbox(ctx context.Context, queue string, after uint64, limi
 // greater than after, in order. limit <= 0 means 1,000.
 func (s *Store) ReadDead(ctx context.Context, queue string, after uint64, limit int) ([]DeadEntry, error) {
 	var out []DeadEntry
-	err := s.readQueue(ctx, kindDead, queue, after, limit, func(seq uint64, v []byte) error {
+	err := s.readQueue(ctx, kindDead, queue, after, limit, func(txn *badger.Txn, seq uint64, v []byte) error {
 		e, err := parseDeadValue(seq, v)
 		out = append(out, e)
 		return err
@@ -404,7 +500,7 @@ func (s *Store) ReadDead(ctx context.Context, queue string, after uint64, limit 
 	return out, err
 }
 
-func (s *Store) readQueue(ctx context.Context, kind byte, queue string, after uint64, limit int, fn func(uint64, []byte) error) error {
+func (s *Store) readQueue(ctx context.Context, kind byte, queue string, after uint64, limit int, fn func(*badger.Txn, uint64, []byte) error) error {
 	if _, err := s.queueIndex(queue); err != nil {
 		return err
 	}
@@ -420,13 +516,20 @@ func (s *Store) readQueue(ctx context.Context, kind byte, queue string, after ui
 	}
 	prefix := outboxPrefix(kind, queue)
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: min(limit, 100)})
+		values := kind != kindOutbox // a queue's keys have none
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: values, PrefetchSize: min(limit, 100)})
 		defer it.Close()
 		n := 0
 		for it.Seek(outboxKey(kind, queue, after+1)); it.ValidForPrefix(prefix) && n < limit; it.Next() {
 			item := it.Item()
 			seq := binary.BigEndian.Uint64(item.Key()[len(prefix):])
-			if err := item.Value(func(v []byte) error { return fn(seq, v) }); err != nil {
+			var err error
+			if values {
+				err = item.Value(func(v []byte) error { return fn(txn, seq, v) })
+			} else {
+				err = fn(txn, seq, nil)
+			}
+			if err != nil {
 				return err
 			}
 			n++
@@ -455,6 +558,12 @@ func (s *Store) OutboxDepth(queue string) (depth, dead int64, err error) {
 type outboxBatch struct {
 	depth, dead []int64
 	notify      uint64
+	refs        []outboxRef // payloads written, with their queue keys
+}
+
+type outboxRef struct {
+	seq uint64
+	n   int32
 }
 
 func (b *outboxBatch) reset(n int) {
@@ -465,11 +574,13 @@ func (b *outboxBatch) reset(n int) {
 	clear(b.depth)
 	clear(b.dead)
 	b.notify = 0
+	b.refs = b.refs[:0]
 }
 
 // routeRecord queues the outbox entries of a record just given offset in
-// c's batch: right after its log entry, before any head, so that a head
-// is never durable without the entries of its records.
+// c's batch: its payload and a key per queue, right after its log entry,
+// before any head, so that a head is never durable without the entries of
+// its records.
 func (s *Store) routeRecord(c *committer, r *request) {
 	route := s.outbox.cfg.Route
 	if route == nil || len(s.outbox.queues) == 0 {
@@ -480,19 +591,31 @@ func (s *Store) routeRecord(c *committer, r *request) {
 		return
 	}
 	e := OutboxEntry{Time: r.rec.Time, Channel: r.ch.name, Offset: r.res.Offset, Epoch: r.res.Epoch, Payload: r.rec.Payload}
-	var value []byte
+	s.outbox.next++
+	seq := s.outbox.next
+	c.ops = append(c.ops, kvOp{key: payloadKey(seq),
+		value: outboxValue(make([]byte, 0, 19+len(e.Channel)+len(e.Epoch)+len(e.Payload)), &e)})
+	var n int32
 	for i, q := range s.outbox.queues {
 		if mask&(1<<i) == 0 {
 			continue
 		}
-		if value == nil {
-			value = outboxValue(make([]byte, 0, 19+len(e.Channel)+len(e.Epoch)+len(e.Payload)), &e)
-		}
-		q.next++
-		c.ops = append(c.ops, kvOp{key: outboxKey(kindOutbox, q.name, q.next), value: value})
+		c.ops = append(c.ops, kvOp{key: outboxKey(kindOutbox, q.name, seq)})
 		c.outbox.depth[i]++
 		c.outbox.notify |= 1 << i
+		n++
 	}
+	c.outbox.refs = append(c.outbox.refs, outboxRef{seq: seq, n: n})
+}
+
+// addPayload queues a new payload with one queue key.
+func (s *Store) addPayload(c *committer, queue int, e *OutboxEntry) {
+	s.outbox.next++
+	e.Seq = s.outbox.next
+	c.ops = append(c.ops,
+		kvOp{key: payloadKey(e.Seq), value: outboxValue(nil, e)},
+		kvOp{key: outboxKey(kindOutbox, s.outbox.queues[queue].name, e.Seq)})
+	c.outbox.refs = append(c.outbox.refs, outboxRef{seq: e.Seq, n: 1})
 }
 
 // prepareOutbox collects an outbox request's writes.
@@ -500,30 +623,32 @@ func (s *Store) prepareOutbox(c *committer, op *outboxOp) {
 	q := s.outbox.queues[op.queue]
 	now := s.opts.Now()
 	for i := range op.add {
-		q.next++
-		op.add[i].Seq = q.next
-		c.ops = append(c.ops, kvOp{key: outboxKey(kindOutbox, q.name, q.next), value: outboxValue(nil, &op.add[i])})
+		s.addPayload(c, op.queue, &op.add[i])
 	}
-	for _, seq := range op.remove {
-		c.ops = append(c.ops, kvOp{key: outboxKey(kindOutbox, q.name, seq), del: true})
-	}
-	for i := range op.bury {
-		e := &op.bury[i]
-		c.ops = append(c.ops,
-			kvOp{key: outboxKey(kindDead, q.name, e.Seq), value: deadValue(e, now, op.reason)},
-			kvOp{key: outboxKey(kindOutbox, q.name, e.Seq), del: true})
+	if len(op.bury) > 0 {
+		s.outbox.mu.Lock()
+		for i := range op.bury {
+			e := &op.bury[i]
+			c.ops = append(c.ops,
+				kvOp{key: outboxKey(kindDead, q.name, e.Seq), value: deadValue(e, now, op.reason)},
+				kvOp{key: outboxKey(kindOutbox, q.name, e.Seq), del: true})
+			if s.outbox.refs[e.Seq] <= 1 {
+				delete(s.outbox.refs, e.Seq)
+				c.ops = append(c.ops, kvOp{key: payloadKey(e.Seq), del: true})
+			} else {
+				s.outbox.refs[e.Seq]--
+			}
+		}
+		s.outbox.mu.Unlock()
 	}
 	for i := range op.revive {
 		e := op.revive[i].OutboxEntry
-		seq := e.Seq
-		q.next++
-		e.Seq = q.next
-		c.ops = append(c.ops,
-			kvOp{key: outboxKey(kindOutbox, q.name, e.Seq), value: outboxValue(nil, &e)},
-			kvOp{key: outboxKey(kindDead, q.name, seq), del: true})
+		dead := e.Seq
+		s.addPayload(c, op.queue, &e)
+		c.ops = append(c.ops, kvOp{key: outboxKey(kindDead, q.name, dead), del: true})
 	}
 	added := int64(len(op.add) + len(op.revive))
-	c.outbox.depth[op.queue] += added - int64(len(op.remove)+len(op.bury))
+	c.outbox.depth[op.queue] += added - int64(len(op.bury))
 	c.outbox.dead[op.queue] += int64(len(op.bury) - len(op.revive))
 	if added > 0 {
 		c.outbox.notify |= 1 << op.queue
@@ -532,6 +657,13 @@ func (s *Store) prepareOutbox(c *committer, op *outboxOp) {
 
 // commitOutbox applies a persisted batch's counts and tells Notify.
 func (s *Store) commitOutbox(c *committer) {
+	if len(c.outbox.refs) > 0 {
+		s.outbox.mu.Lock()
+		for _, r := range c.outbox.refs {
+			s.outbox.refs[r.seq] += r.n
+		}
+		s.outbox.mu.Unlock()
+	}
 	for i, q := range s.outbox.queues {
 		if d := c.outbox.depth[i]; d != 0 {
 			q.depth.Add(d)
@@ -560,5 +692,5 @@ func (op *outboxOp) cost() int {
 	for i := range op.revive {
 		n += size(&op.revive[i].OutboxEntry)
 	}
-	return n + len(op.remove)*(2+255+8+batchEntryOverhead)
+	return n
 }

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // routeByPrefix sends records of channels starting "a" to queue 0 and of
@@ -75,7 +77,8 @@ func TestOutboxQueuesRoutedRecordsInCommitOrder(t *testing.T) {
 		return out
 	}
 	wantOne := []got{{1, "a1", 1, "p1"}, {2, "b1", 1, "p2"}, {3, "a2", 1, "p3"}, {4, "b1", 2, "p4"}}
-	wantTwo := []got{{1, "b1", 1, "p2"}, {2, "b1", 2, "p4"}}
+	// One counter numbers the entries of every queue.
+	wantTwo := []got{{2, "b1", 1, "p2"}, {4, "b1", 2, "p4"}}
 	if g := list("one"); !slices.Equal(g, wantOne) {
 		t.Errorf("queue one = %v, want %v", g, wantOne)
 	}
@@ -198,7 +201,7 @@ func TestOutboxDropsEntriesOfRecordsBeyondTheHead(t *testing.T) {
 	// What a crash between two transactions of a NoSync batch leaves: the
 	// entries of offset 2, but not the head that stores it.
 	e := OutboxEntry{Time: time.Now(), Channel: "a", Offset: 2, Epoch: a.Epoch, Payload: []byte("unstored")}
-	if err := s.apply([]kvOp{{key: outboxKey(kindOutbox, "one", 2), value: outboxValue(nil, &e)}}); err != nil {
+	if err := s.apply([]kvOp{{key: payloadKey(2), value: outboxValue(nil, &e)}, {key: outboxKey(kindOutbox, "one", 2)}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -232,5 +235,80 @@ func TestOutboxOptionsAreChecked(t *testing.T) {
 		if _, err := Open(Options{InMemory: true, Outbox: o}); err == nil {
 			t.Errorf("Open accepted %d queues %q", len(o.Queues), o.Queues[0])
 		}
+	}
+}
+
+// hasPayload reports whether the payload of entry seq is still stored.
+func hasPayload(t *testing.T, s *Store, seq uint64) bool {
+	t.Helper()
+	found := false
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(payloadKey(seq))
+		if err == nil {
+			found = true
+			return nil
+		}
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
+}
+
+func TestOutboxSharesOnePayloadAmongQueues(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	opts := Options{Dir: dir, Outbox: Outbox{Queues: []string{"one", "two"}, Route: routeByPrefix}}
+	s := openTest(t, opts)
+	ctx := context.Background()
+	mustAppend(t, s, "b", Record{Payload: []byte("shared")})
+	mustAppend(t, s, "b", Record{Payload: []byte("second")})
+	if err := s.Remove(ctx, "one", []uint64{1}); err != nil {
+		t.Fatal(err)
+	}
+	// Removing again, or what was never queued, changes nothing.
+	if err := s.Remove(ctx, "one", []uint64{1, 1, 99}); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := depth(t, s, "one"); d != 1 {
+		t.Fatalf("depth of one = %d, want 1", d)
+	}
+	if es := readQueue(t, s, "two"); len(es) != 2 || string(es[0].Payload) != "shared" || !hasPayload(t, s, 1) {
+		t.Fatalf("queue two after one removed its entry: %+v", es)
+	}
+	if err := s.Remove(ctx, "two", []uint64{1}); err != nil {
+		t.Fatal(err)
+	}
+	if hasPayload(t, s, 1) {
+		t.Fatal("the payload outlived its last queue key")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The reference counts come back from the keys: entry 2 is held by
+	// both queues, and goes with the second removal only.
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Remove(ctx, "two", []uint64{2}); err != nil {
+		t.Fatal(err)
+	}
+	if !hasPayload(t, s, 2) {
+		t.Fatal("the payload went while queue one still held it")
+	}
+	if err := s.Bury(ctx, "one", readQueue(t, s, "one"), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if hasPayload(t, s, 2) {
+		t.Fatal("the payload outlived its last queue key (buried)")
+	}
+	if dead, err := s.ReadDead(ctx, "one", 0, 0); err != nil || len(dead) != 1 || string(dead[0].Payload) != "second" {
+		t.Fatalf("dead letters %+v, %v", dead, err)
 	}
 }
