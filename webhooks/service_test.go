@@ -281,6 +281,11 @@ func TestFailingDeliveriesAreDeadLetteredAndReplayed(t *testing.T) {
 	if _, err := r.svc.Dead(ctx, "nope", 0, 10); server.AsError(err).Code != http.StatusNotFound {
 		t.Errorf("dead letters of an unknown endpoint: %v", err)
 	}
+	for _, limit := range []int{0, -1, 1001} {
+		if page, err := r.svc.Dead(ctx, "hook", 0, limit); server.AsError(err).Code != http.StatusBadRequest {
+			t.Errorf("dead letters with limit %d: %+v, %v; want a 400", limit, page, err)
+		}
+	}
 
 	down.Store(false)
 	n, err := r.svc.Replay(ctx, nil, "hook", ReplayRequest{Dead: true})
