@@ -75,6 +75,9 @@ type DeadLetter struct {
 	Event  json.RawMessage `json:"event"`
 }
 
+// maxDeadPage bounds a page of dead letters.
+const maxDeadPage = 1000
+
 // DeadPage is one page of an endpoint's dead letters.
 type DeadPage struct {
 	DeadLetters []DeadLetter `json:"dead_letters"`
@@ -83,11 +86,14 @@ type DeadPage struct {
 }
 
 // Dead returns up to limit (1 to 1,000) dead letters of the endpoint
-// after sequence after.
+// after sequence after; another limit is a 400 error.
 func (s *Service) Dead(ctx context.Context, name string, after uint64, limit int) (DeadPage, error) {
 	w, err := s.worker(name)
 	if err != nil {
 		return DeadPage{}, err
+	}
+	if limit < 1 || limit > maxDeadPage {
+		return DeadPage{}, server.Invalidf("limit %d: want 1 to %d", limit, maxDeadPage)
 	}
 	ds, err := s.outbox.ReadDead(ctx, w.ep.Name, after, limit+1)
 	if err != nil {
@@ -342,8 +348,8 @@ func (h handlers) dead(w http.ResponseWriter, r *http.Request, ps httprouter.Par
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			h.fail(w, r, server.Invalidf("limit %q: want 1 to 1000", v))
+		if err != nil || n < 1 || n > maxDeadPage {
+			h.fail(w, r, server.Invalidf("limit %q: want 1 to %d", v, maxDeadPage))
 			return
 		}
 		limit = n
