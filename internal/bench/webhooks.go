@@ -63,6 +63,7 @@ type whOptions struct {
 	channels     int
 	endpoints    int // in the endpoints phase
 	deliverBatch int // the batched phase's batch.size
+	parallel     int // every endpoint's parallel; 0: the server's default
 	batchTimeout time.Duration
 	phases       []string
 	herald       string // the binary that serves
@@ -82,6 +83,7 @@ func parseWebhooksFlags(args []string, stderr io.Writer) (whOptions, error) {
 	fs.IntVar(&o.channels, "channels", 16, "channels the messages spread over")
 	fs.IntVar(&o.endpoints, "endpoints", 3, "endpoints taking every message in the endpoints phase")
 	fs.IntVar(&o.deliverBatch, "deliver-batch", 100, "the batched phase's batch.size (events per webhook request)")
+	fs.IntVar(&o.parallel, "parallel", 0, "every endpoint's parallel (requests in flight); 0 leaves the server's default (4)")
 	fs.DurationVar(&o.batchTimeout, "batch-timeout", 100*time.Millisecond, "the batched phase's batch.timeout (how long a partial batch waits)")
 	fs.StringVar(&phases, "phases", strings.Join(whPhases, ","), "phases to run, comma-separated: "+strings.Join(whPhases, ", "))
 	fs.StringVar(&o.herald, "herald", "", "the herald binary that serves (default this one)")
@@ -111,6 +113,9 @@ func parseWebhooksFlags(args []string, stderr io.Writer) (whOptions, error) {
 	}
 	if o.deliverBatch < 1 || o.deliverBatch > 1000 {
 		bad("--deliver-batch %d: want 1 to 1000 (an endpoint's batch.size)", o.deliverBatch)
+	}
+	if o.parallel < 0 || o.parallel > 64 {
+		bad("--parallel %d: want 0 (the server's default) or 1 to 64", o.parallel)
 	}
 	if o.batchTimeout <= 0 {
 		bad("--batch-timeout %s: want more than 0", o.batchTimeout)
@@ -361,6 +366,9 @@ func whConfig(o whOptions, p *whPhase, receiver, key string) []byte {
 	b.WriteString("webhooks:\n")
 	for k := range p.Endpoints {
 		fmt.Fprintf(&b, "  - name: bench-%d\n    url: http://%s/e/%d\n    secret: %s\n    events: [message]\n", k, receiver, k, whRandom("whsec_", 24))
+		if o.parallel > 0 {
+			fmt.Fprintf(&b, "    parallel: %d\n", o.parallel)
+		}
 		if p.BatchSize > 1 {
 			fmt.Fprintf(&b, "    batch: {size: %d, timeout: %s}\n", p.BatchSize, o.batchTimeout)
 		}

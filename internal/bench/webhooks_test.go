@@ -59,6 +59,7 @@ func TestBenchWebhooksFlags(t *testing.T) {
 		{[]string{"--batch", "1001"}, "--batch 1001"},
 		{[]string{"--endpoints", "0"}, "--endpoints 0"},
 		{[]string{"--deliver-batch", "0"}, "--deliver-batch 0"},
+		{[]string{"--parallel", "65"}, "--parallel 65"},
 		{[]string{"--phases", "none,fast"}, `unknown phase "fast"`},
 		{[]string{"--phases", "none,none"}, "none twice"},
 		{[]string{"--server-pprof", "10.0.0.1:6060"}, "--server-pprof 10.0.0.1:6060: want a loopback address"},
@@ -77,6 +78,13 @@ func TestBenchWebhooksFlags(t *testing.T) {
 	cfg := string(whConfig(o, &whPhase{Endpoints: 1, BatchSize: 100}, "127.0.0.1:9", "k"))
 	if !strings.Contains(cfg, "url: http://127.0.0.1:9/e/0\n") || !strings.Contains(cfg, "batch: {size: 100, timeout: 100ms}") || !strings.Contains(cfg, "secret: whsec_") {
 		t.Errorf("batched config:\n%s", cfg)
+	}
+	if strings.Contains(cfg, "parallel:") {
+		t.Errorf("parallel set without --parallel:\n%s", cfg)
+	}
+	o.parallel = 16
+	if cfg := string(whConfig(o, &whPhase{Endpoints: 3}, "127.0.0.1:9", "k")); strings.Count(cfg, "    parallel: 16\n") != 3 || strings.Contains(cfg, "batch:") {
+		t.Errorf("three endpoints, parallel 16:\n%s", cfg)
 	}
 	if cfg := string(whConfig(o, &whPhase{}, "127.0.0.1:9", "k")); strings.Contains(cfg, "webhooks:") {
 		t.Errorf("config without endpoints:\n%s", cfg)
