@@ -22,7 +22,8 @@ Usage:
   herald grant        [flags]   grant, revoke (--revoke) or list (--list) a user's access to channels
   herald ban          [flags]   ban a user for a while (--duration 24h), or lift a ban (--lift)
   herald disconnect   [flags]   close every session of a user
-  herald bench        WORKLOAD  load-test a server on this machine: fanout, channels, idle, resume
+  herald webhooks     SUB       outgoing webhooks: list, dead NAME, replay NAME, test NAME
+  herald bench        WORKLOAD  load-test a server on this machine: fanout, channels, idle, resume, webhooks
   herald version                the version, the commit it was built from and the Go version
 
 Run "herald <command> -h" for a command's flags.
@@ -60,6 +61,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cmd = cmdBan
 	case "disconnect":
 		cmd = cmdDisconnect
+	case "webhooks":
+		cmd = cmdWebhooks
 	case "version", "--version":
 		cmd = cmdVersion
 	case "help", "-h", "--help":

@@ -32,6 +32,9 @@ Workloads (against a Herald on this machine; run "herald bench WORKLOAD -h"):
             delivery latency before and during the flood
   sweep     fanout, channels and idle at growing sizes: per-delivery CPU and
             per-connection memory as work grows, with SVG charts
+  webhooks  outgoing webhooks: starts its own servers (herald serve with a
+            generated webhooks: section) and a receiver; events/s delivered,
+            unbatched and batched, and publish msgs/s with endpoints and without
 
 Every workload prints a progress line a second on stderr, a table and one
 JSON line on stdout, and exits non-zero if any message was lost, duplicated
@@ -88,12 +91,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, benchUsage)
 		if len(args) == 0 {
-			return errors.New("name a workload: fanout, channels, idle, resume, flood or sweep")
+			return errors.New("name a workload: fanout, channels, idle, resume, flood, sweep or webhooks")
 		}
 		return flag.ErrHelp
 	}
-	if args[0] == "sweep" {
+	switch args[0] {
+	case "sweep":
 		return runSweep(ctx, args[1:], getenv, stdout, stderr)
+	case "webhooks":
+		return runWebhooksBench(ctx, args[1:], stdout, stderr)
 	}
 	opts, err := parseBenchFlags(args[0], args[1:], getenv, stderr)
 	if err != nil {
@@ -150,7 +156,7 @@ func parseBenchFlags(workload string, args []string, getenv func(string) string,
 	case "flood":
 		synopsis = "bench flood --jwt-secret SECRET [--transport mixed|sse|ws|poll] [--subscribers S] [--rate N] [--baseline D] [--duration D] [--flood-connections C] [flags]"
 	default:
-		return benchOptions{}, fmt.Errorf("unknown workload %q; use fanout, channels, idle, resume, flood or sweep", workload)
+		return benchOptions{}, fmt.Errorf("unknown workload %q; use fanout, channels, idle, resume, flood, sweep or webhooks", workload)
 	}
 	fs := cli.NewFlagSet(workload, synopsis, stderr)
 	o := benchOptions{workload: workload}

@@ -11,12 +11,19 @@
 //	herald bench idle     --transport ws --connections 10000 --server-pid PID
 //	herald bench resume   --transport sse --messages 100000
 //	herald bench flood    --subscribers 100 --rate 50 --jwt-secret SECRET
+//	herald bench webhooks --messages 100000 --server-cpus 0
 //
 // A run: subscribers connect and are confirmed subscribed; publishing
 // starts; a warm-up is left out of the figures; the measured window runs
 // --duration; publishing stops and the tool waits (bounded) for what is
 // still in flight; then it counts. Ctrl-C ends a run early with a partial
 // report. Run is the whole of it; cmd/herald only passes its arguments.
+//
+// The webhooks workload (webhooks.go) is the exception to "a running
+// server": each of its phases needs a fresh server with its own webhooks:
+// section, so it runs `herald serve` itself (this binary, or --herald)
+// with a generated configuration in a temporary folder, its endpoints
+// pointing at a receiver inside the tool, and stops it after the phase.
 //
 // # The wire
 //
