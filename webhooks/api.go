@@ -158,14 +158,21 @@ func (s *Service) Replay(ctx context.Context, srv *server.Server, name string, r
 }
 
 func (s *Service) replayDead(ctx context.Context, w *worker, limit int) (int, error) {
+	// Revived letters that fail again come back as dead letters with new,
+	// higher sequences: revive at most what was dead when the replay
+	// began (the lowest sequences come first), so a replay into a failing
+	// endpoint ends.
+	_, dead, err := s.outbox.Depth(w.ep.Name)
+	if err != nil {
+		return 0, err
+	}
+	if limit <= 0 || int64(limit) > dead {
+		limit = int(dead)
+	}
 	n := 0
 	var after uint64
-	for limit <= 0 || n < limit {
-		page := 1000
-		if limit > 0 {
-			page = min(page, limit-n)
-		}
-		ds, err := s.outbox.ReadDead(ctx, w.ep.Name, after, page)
+	for n < limit {
+		ds, err := s.outbox.ReadDead(ctx, w.ep.Name, after, min(1000, limit-n))
 		if err != nil || len(ds) == 0 {
 			return n, err
 		}

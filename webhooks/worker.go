@@ -35,6 +35,10 @@ type worker struct {
 	after    uint64 // the last sequence read
 	more     bool   // the outbox may hold entries after after
 	inflight int
+	// reload asks to read the window again from the queue's start once
+	// nothing is in flight: a dead-letter move failed, and the entries it
+	// dropped from the window are still queued.
+	reload bool
 
 	mu sync.Mutex // guards st
 	st status
@@ -108,6 +112,9 @@ func (w *worker) run(parent context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		if w.reload && w.inflight == 0 {
+			w.pending, w.after, w.more, w.reload = nil, 0, true, false
+		}
 		w.bound(ctx)
 		w.load(ctx)
 		next := w.dispatch(ctx)
@@ -191,6 +198,7 @@ func (w *worker) bound(ctx context.Context) {
 func (w *worker) bury(ctx context.Context, es []Entry, reason string) {
 	if err := w.svc.outbox.Bury(context.WithoutCancel(ctx), w.ep.Name, es, reason); err != nil {
 		w.svc.opts.Logger.Error("webhooks: move events to the dead letters", "endpoint", w.ep.Name, "events", len(es), "err", err)
+		w.reload = true
 		return
 	}
 	w.svc.metrics.dead.WithLabelValues(w.ep.Name).Add(float64(len(es)))
