@@ -1,10 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -20,16 +22,18 @@ import (
 // are in one group-commit batch, one write-ahead log frame, replayed
 // together.
 //
-// A record routed to several queues is stored once more, as one payload
-// entry under a sequence number taken from one counter for all queues, in
-// commit order; each queue holds a key per entry naming that sequence,
-// with no value. So a record costs one payload copy and a small key per
-// queue, however many queues take it. The payload goes when the last
-// queue's key does (a reference count, rebuilt from the keys at Open).
-// Entries are read in sequence order, removed once delivered, or moved to
-// the queue's dead letters (a full copy) with a reason. Additions, dead
-// letters and revivals go through the group committer (and so the
-// write-ahead log); removals do not wait for a sync (see Remove).
+// A routed record is stored once more, as one outbox entry: a sequence
+// number from one counter for all queues, in commit order, and the set of
+// queues that take it, in its key; the record's payload in its value. So
+// a record costs one write however many queues take it. Each queue keeps
+// a durable cursor (every entry of the queue below it is done) and, in
+// memory, the sequence numbers it still holds, rebuilt at Open from the
+// entries' keys; an entry is deleted when the last queue holding it is
+// done with it. Entries are read in sequence order, removed once
+// delivered, or moved to the queue's dead letters (a full copy) with a
+// reason. Additions, dead letters and revivals go through the group
+// committer (and so the write-ahead log); removals do not wait for a sync
+// (see Remove).
 
 // Outbox configures the store's outbox queues (Options.Outbox). The zero
 // value has none.
@@ -96,25 +100,69 @@ type DeadEntry struct {
 // ErrNoQueue is returned for a queue name Options.Outbox does not list.
 var ErrNoQueue = errors.New("store: no such outbox queue")
 
-// outboxQueue is one queue's counters.
+// outboxQueue is one queue: its counters, and (under outboxes.mu) the
+// entries it holds.
 type outboxQueue struct {
 	name  string
+	bit   uint // its bit in entries' keys, kept across restarts
 	depth atomic.Int64
 	dead  atomic.Int64
+
+	// Guarded by outboxes.mu.
+	pending []uint64        // sequences held, ascending, from pending[front]
+	front   int             // index of the oldest held
+	done    map[uint64]bool // held sequences removed or buried, not yet at the front
+	cursor  uint64          // every entry of the queue below it is done (durable)
+}
+
+// holds reports whether q holds seq and is not done with it.
+func (q *outboxQueue) holds(seq uint64) bool {
+	live := q.pending[q.front:]
+	i, found := slices.BinarySearch(live, seq)
+	return found && i >= 0 && !q.done[seq]
+}
+
+// finish marks seqs done and drops the done ones from the front. It
+// returns the sequences dropped, whose entries may go.
+func (q *outboxQueue) finish(seqs []uint64) (marked int, dropped []uint64) {
+	for _, seq := range seqs {
+		if q.holds(seq) {
+			q.done[seq] = true
+			marked++
+		}
+	}
+	for q.front < len(q.pending) && q.done[q.pending[q.front]] {
+		seq := q.pending[q.front]
+		delete(q.done, seq)
+		dropped = append(dropped, seq)
+		q.front++
+		q.cursor = seq + 1
+	}
+	if q.front > 1024 && q.front > len(q.pending)/2 {
+		q.pending = append(q.pending[:0], q.pending[q.front:]...)
+		q.front = 0
+	}
+	return marked, dropped
 }
 
 // outboxes is the store's set of queues.
 type outboxes struct {
 	cfg    Outbox
-	queues []*outboxQueue
+	queues []*outboxQueue // in the order of Outbox.Queues
 	index  map[string]int
 	// next is the last sequence assigned (committer only). A revived
 	// entry gets a new one; a buried one keeps its.
 	next uint64
 
-	mu sync.Mutex // guards refs
-	// refs counts, per payload sequence, the queue keys naming it.
-	refs map[uint64]int32
+	mu sync.Mutex // guards refs and the queues' entries
+	// refs holds, per entry, its key's queue bits and how many queues
+	// still hold it.
+	refs map[uint64]entryRef
+}
+
+type entryRef struct {
+	mask uint64 // the key's bits
+	n    int32  // queues holding it
 }
 
 // outboxOp is an outbox change queued for the committer.
@@ -126,26 +174,54 @@ type outboxOp struct {
 	revive []DeadEntry // dead letters queued again as new entries
 }
 
-// Keys: 'o' len(queue) queue seq(8) for a queue's entry (no value), 'p'
-// seq(8) for its payload, 'x' len(queue) queue seq(8) for a dead letter.
+// Keys:
+//
+//	'p' seq(8) bits(8)          an entry: the queues holding it, its payload
+//	'q' len(queue) queue        a queue's bit and cursor
+//	'x' len(queue) queue seq(8) a dead letter (a full copy)
 const (
-	kindOutbox  byte = 'o'
-	kindPayload byte = 'p'
-	kindDead    byte = 'x'
+	kindEntry byte = 'p'
+	kindQueue byte = 'q'
+	kindDead  byte = 'x'
 )
 
-func payloadKey(seq uint64) []byte {
-	return binary.BigEndian.AppendUint64([]byte{kindPayload}, seq)
+func entryKey(seq, bits uint64) []byte {
+	k := make([]byte, 0, 17)
+	k = append(k, kindEntry)
+	k = binary.BigEndian.AppendUint64(k, seq)
+	return binary.BigEndian.AppendUint64(k, bits)
 }
 
-func outboxPrefix(kind byte, queue string) []byte {
+func parseEntryKey(k []byte) (seq, bits uint64, ok bool) {
+	if len(k) != 17 || k[0] != kindEntry {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint64(k[1:9]), binary.BigEndian.Uint64(k[9:]), true
+}
+
+func queueKey(name string) []byte {
+	return append([]byte{kindQueue, byte(len(name))}, name...)
+}
+
+func queueValue(bit uint, cursor uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{valueFormat, byte(bit)}, cursor)
+}
+
+func parseQueueValue(v []byte) (bit uint, cursor uint64, err error) {
+	if len(v) != 10 || v[0] != valueFormat || v[1] >= maxOutboxQueues {
+		return 0, 0, errBadValue
+	}
+	return uint(v[1]), binary.BigEndian.Uint64(v[2:]), nil
+}
+
+func deadPrefix(queue string) []byte {
 	p := make([]byte, 0, 2+len(queue)+8)
-	p = append(p, kind, byte(len(queue)))
+	p = append(p, kindDead, byte(len(queue)))
 	return append(p, queue...)
 }
 
-func outboxKey(kind byte, queue string, seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(outboxPrefix(kind, queue), seq)
+func deadKey(queue string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(deadPrefix(queue), seq)
 }
 
 // outboxValue encodes an entry: format, time, offset, channel, epoch,
@@ -212,65 +288,130 @@ func parseDeadValue(seq uint64, v []byte) (DeadEntry, error) {
 	return DeadEntry{OutboxEntry: e, Died: died, Reason: string(v[11 : 11+n])}, nil
 }
 
-// openOutbox loads the queues' counts, the payloads' reference counts and
-// the last sequence. Called by Open after the write-ahead log's replay,
-// before the committer starts.
+// openOutbox loads the queues: their bits and cursors ('q' keys; a new
+// queue gets a free bit and starts after the last entry, a queue no
+// longer configured is dropped), the entries each holds (from the
+// entries' keys, reading no value), their dead letters' count, and the
+// last sequence. Entries no queue holds any more are deleted. Called by
+// Open after the write-ahead log's replay, before the committer starts.
 func (s *Store) openOutbox() error {
 	s.outbox = outboxes{cfg: s.opts.Outbox, index: make(map[string]int, len(s.opts.Outbox.Queues)),
-		refs: make(map[uint64]int32)}
+		refs: make(map[uint64]entryRef)}
 	if s.opts.Durability == NoSync && !s.opts.InMemory {
 		if err := s.dropUncommittedOutbox(); err != nil {
 			return err
 		}
 	}
-	var orphans [][]byte
+	type known struct {
+		bit    uint
+		cursor uint64
+	}
+	saved := map[string]known{}
+	var ops []kvOp
 	err := s.db.View(func(txn *badger.Txn) error {
-		for i, name := range s.opts.Outbox.Queues {
-			q := &outboxQueue{name: name}
-			n, _ := countKeys(txn, outboxPrefix(kindOutbox, name), nil)
-			q.depth.Store(n)
-			n, last := countKeys(txn, outboxPrefix(kindDead, name), nil)
-			q.dead.Store(n)
-			s.outbox.next = max(s.outbox.next, last) // never reuse a buried entry's sequence
-			s.outbox.queues = append(s.outbox.queues, q)
-			s.outbox.index[name] = i
-		}
-		// Every queue key counts, also those of queues no longer
-		// configured: their payloads stay until the queue is emptied.
-		countKeys(txn, []byte{kindOutbox}, func(key []byte) {
-			s.outbox.refs[binary.BigEndian.Uint64(key[len(key)-8:])]++
-		})
-		_, last := countKeys(txn, []byte{kindPayload}, func(key []byte) {
-			if seq := binary.BigEndian.Uint64(key[1:]); s.outbox.refs[seq] == 0 {
-				orphans = append(orphans, append([]byte(nil), key...))
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindQueue}, PrefetchValues: true})
+		defer it.Close()
+		for it.Seek([]byte{kindQueue}); it.ValidForPrefix([]byte{kindQueue}); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
 			}
-		})
-		s.outbox.next = max(s.outbox.next, last)
+			bit, cursor, err := parseQueueValue(v)
+			if err != nil {
+				return fmt.Errorf("queue %q: %w", it.Item().Key()[2:], err)
+			}
+			saved[string(it.Item().Key()[2:])] = known{bit, cursor}
+		}
 		return nil
 	})
-	if err != nil || len(orphans) == 0 {
-		return err
+	if err != nil {
+		return fmt.Errorf("store: open the outbox: %w", err)
 	}
-	ops := make([]kvOp, len(orphans))
-	for i, k := range orphans {
-		ops[i] = kvOp{key: k, del: true}
+	var used uint64
+	for _, name := range s.opts.Outbox.Queues {
+		if k, ok := saved[name]; ok {
+			used |= 1 << k.bit
+		}
+	}
+	for name := range saved {
+		if !slices.Contains(s.opts.Outbox.Queues, name) {
+			ops = append(ops, kvOp{key: queueKey(name), del: true})
+			s.opts.Logger.Warn("store: an outbox queue is no longer configured; its entries are dropped", "queue", name)
+		}
+	}
+	var fresh []*outboxQueue
+	for i, name := range s.opts.Outbox.Queues {
+		q := &outboxQueue{name: name, done: map[uint64]bool{}}
+		if k, ok := saved[name]; ok {
+			q.bit, q.cursor = k.bit, k.cursor
+		} else {
+			q.bit = uint(bits.TrailingZeros64(^used))
+			used |= 1 << q.bit
+			fresh = append(fresh, q)
+		}
+		s.outbox.queues = append(s.outbox.queues, q)
+		s.outbox.index[name] = i
+	}
+	byBit := [maxOutboxQueues]*outboxQueue{}
+	for _, q := range s.outbox.queues {
+		byBit[q.bit] = q
+	}
+	err = s.db.View(func(txn *badger.Txn) error {
+		for _, q := range s.outbox.queues {
+			n, last := countKeys(txn, deadPrefix(q.name))
+			q.dead.Store(n)
+			s.outbox.next = max(s.outbox.next, last) // never reuse a buried entry's sequence
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindEntry}})
+		defer it.Close()
+		for it.Seek([]byte{kindEntry}); it.ValidForPrefix([]byte{kindEntry}); it.Next() {
+			seq, mask, ok := parseEntryKey(it.Item().Key())
+			if !ok {
+				continue
+			}
+			s.outbox.next = max(s.outbox.next, seq)
+			var n int32
+			for m := mask; m != 0; m &= m - 1 {
+				q := byBit[bits.TrailingZeros64(m)]
+				if q == nil || seq < q.cursor || slices.Contains(fresh, q) {
+					continue
+				}
+				q.pending = append(q.pending, seq)
+				n++
+			}
+			if n == 0 {
+				ops = append(ops, kvOp{key: it.Item().KeyCopy(nil), del: true})
+				continue
+			}
+			s.outbox.refs[seq] = entryRef{mask: mask, n: n}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: open the outbox: %w", err)
+	}
+	for _, q := range fresh {
+		q.cursor = s.outbox.next + 1
+		ops = append(ops, kvOp{key: queueKey(q.name), value: queueValue(q.bit, q.cursor)})
+	}
+	for _, q := range s.outbox.queues {
+		q.depth.Store(int64(len(q.pending)))
+	}
+	if len(ops) == 0 {
+		return nil
 	}
 	return s.apply(ops)
 }
 
-// countKeys counts the keys under prefix (reading no value), calls each
-// with every key when not nil, and returns the sequence ending the last.
-func countKeys(txn *badger.Txn, prefix []byte, each func(key []byte)) (n int64, last uint64) {
+// countKeys counts the keys under prefix, reading no value, and returns
+// the sequence ending the last.
+func countKeys(txn *badger.Txn, prefix []byte) (n int64, last uint64) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
 		n++
-		key := it.Item().Key()
-		if len(key) >= len(prefix)+8 {
+		if key := it.Item().Key(); len(key) >= len(prefix)+8 {
 			last = binary.BigEndian.Uint64(key[len(key)-8:])
-		}
-		if each != nil {
-			each(key)
 		}
 	}
 	return n, last
@@ -286,9 +427,9 @@ func (s *Store) dropUncommittedOutbox() error {
 	var drop [][]byte
 	heads := map[string]Position{}
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindPayload}, PrefetchValues: true})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindEntry}, PrefetchValues: true})
 		defer it.Close()
-		for it.Seek([]byte{kindPayload}); it.ValidForPrefix([]byte{kindPayload}); it.Next() {
+		for it.Seek([]byte{kindEntry}); it.ValidForPrefix([]byte{kindEntry}); it.Next() {
 			item := it.Item()
 			v, err := item.ValueCopy(nil)
 			if err != nil {
@@ -325,13 +466,9 @@ func (s *Store) dropUncommittedOutbox() error {
 	if len(drop) == 0 {
 		return nil
 	}
-	var ops []kvOp
-	for _, k := range drop {
-		ops = append(ops, kvOp{key: k, del: true})
-		seq := binary.BigEndian.Uint64(k[1:])
-		for _, q := range s.opts.Outbox.Queues {
-			ops = append(ops, kvOp{key: outboxKey(kindOutbox, q, seq), del: true})
-		}
+	ops := make([]kvOp, len(drop))
+	for i, k := range drop {
+		ops[i] = kvOp{key: k, del: true}
 	}
 	s.opts.Logger.Warn("store: dropped outbox entries of records a crash left unstored", "entries", len(drop))
 	return s.apply(ops)
@@ -375,13 +512,14 @@ func checkEntry(e *OutboxEntry) error {
 	return nil
 }
 
-// Remove deletes delivered entries from the queue, and the payloads no
-// other queue holds. It writes Badger at once, without the write-ahead
-// log and without waiting for a sync: a delivery is acknowledged by the
-// endpoint, not by the disk, so waiting would only slow deliveries down.
-// After a crash, entries removed just before it may come back (from the
-// log's replay) and be delivered again — at least once, never lost.
-// Removing an entry that is not queued does nothing.
+// Remove marks delivered entries of the queue done, and deletes the
+// entries no queue holds any more. It writes Badger at once, without the
+// write-ahead log and without waiting for a sync: a delivery is
+// acknowledged by the endpoint, not by the disk, so waiting would only
+// slow deliveries down. After a crash, entries removed just before it may
+// come back (the queue's cursor, or the write-ahead log's replay, is a
+// little behind) and be delivered again — at least once, never lost.
+// Removing an entry the queue does not hold does nothing.
 func (s *Store) Remove(ctx context.Context, queue string, seqs []uint64) error {
 	qi, err := s.queueIndex(queue)
 	if err != nil {
@@ -396,44 +534,49 @@ func (s *Store) Remove(ctx context.Context, queue string, seqs []uint64) error {
 	defer s.exit()
 	q := s.outbox.queues[qi]
 	s.outbox.mu.Lock()
-	defer s.outbox.mu.Unlock()
-	var removed []uint64
-	err = s.db.Update(func(txn *badger.Txn) error {
-		for _, seq := range seqs {
-			key := outboxKey(kindOutbox, queue, seq)
-			if _, err := txn.Get(key); errors.Is(err, badger.ErrKeyNotFound) || slices.Contains(removed, seq) {
-				continue
-			} else if err != nil {
-				return err
-			}
-			if err := txn.Delete(key); err != nil {
-				return err
-			}
-			removed = append(removed, seq)
-			if s.outbox.refs[seq] <= 1 {
-				if err := txn.Delete(payloadKey(seq)); err != nil {
-					return err
-				}
-			}
-		}
+	marked, dropped := q.finish(seqs)
+	q.depth.Add(-int64(marked))
+	var ops []kvOp
+	if len(dropped) > 0 {
+		ops = s.release(nil, dropped)
+		ops = append(ops, kvOp{key: queueKey(q.name), value: queueValue(q.bit, q.cursor)})
+	}
+	s.outbox.mu.Unlock()
+	if len(ops) == 0 {
 		return nil
-	})
-	if err != nil {
+	}
+	// Written outside the lock, so that the committer never waits for
+	// it: two removals of a queue may store their cursors out of order,
+	// which after a crash only sends a few entries again.
+	if err := s.apply(ops); err != nil {
 		return fmt.Errorf("store: outbox %s: remove: %w", queue, err)
 	}
-	for _, seq := range removed {
-		if s.outbox.refs[seq] <= 1 {
-			delete(s.outbox.refs, seq)
-		} else {
-			s.outbox.refs[seq]--
-		}
-	}
-	q.depth.Add(-int64(len(removed)))
 	return nil
 }
 
+// release counts one queue less for each entry of seqs, and appends to
+// ops the deletion of those no queue holds any more. Called with
+// outboxes.mu held.
+func (s *Store) release(ops []kvOp, seqs []uint64) []kvOp {
+	for _, seq := range seqs {
+		r, ok := s.outbox.refs[seq]
+		if !ok {
+			continue
+		}
+		if r.n <= 1 {
+			delete(s.outbox.refs, seq)
+			ops = append(ops, kvOp{key: entryKey(seq, r.mask), del: true})
+			continue
+		}
+		r.n--
+		s.outbox.refs[seq] = r
+	}
+	return ops
+}
+
 // Bury moves entries (as read from the queue) to its dead letters, with
-// reason, keeping their sequences.
+// reason, keeping their sequences. Entries the queue no longer holds are
+// left alone.
 func (s *Store) Bury(ctx context.Context, queue string, entries []OutboxEntry, reason string) error {
 	q, err := s.queueIndex(queue)
 	if err != nil {
@@ -470,76 +613,111 @@ func (s *Store) submitOutbox(ctx context.Context, op outboxOp) error {
 	return nil
 }
 
-// ReadOutbox returns up to limit entries of the queue with sequences
+// ReadOutbox returns up to limit entries the queue holds with sequences
 // greater than after, in order. limit <= 0 means 1,000.
 func (s *Store) ReadOutbox(ctx context.Context, queue string, after uint64, limit int) ([]OutboxEntry, error) {
-	var out []OutboxEntry
-	err := s.readQueue(ctx, kindOutbox, queue, after, limit, func(txn *badger.Txn, seq uint64, _ []byte) error {
-		item, err := txn.Get(payloadKey(seq))
-		if err != nil {
-			return fmt.Errorf("payload of entry %d: %w", seq, err)
-		}
-		return item.Value(func(v []byte) error {
-			e, err := parseOutboxValue(seq, v)
-			out = append(out, e)
-			return err
-		})
-	})
-	return out, err
-}
-
-// ReadDead returns up to limit dead letters of the queue with sequences
-// greater than after, in order. limit <= 0 means 1,000.
-func (s *Store) ReadDead(ctx context.Context, queue string, after uint64, limit int) ([]DeadEntry, error) {
-	var out []DeadEntry
-	err := s.readQueue(ctx, kindDead, queue, after, limit, func(txn *badger.Txn, seq uint64, v []byte) error {
-		e, err := parseDeadValue(seq, v)
-		out = append(out, e)
-		return err
-	})
-	return out, err
-}
-
-func (s *Store) readQueue(ctx context.Context, kind byte, queue string, after uint64, limit int, fn func(*badger.Txn, uint64, []byte) error) error {
-	if _, err := s.queueIndex(queue); err != nil {
-		return err
+	qi, err := s.queueIndex(queue)
+	if err != nil {
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	if !s.enter() {
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	defer s.exit()
 	if limit <= 0 {
 		limit = 1000
 	}
-	prefix := outboxPrefix(kind, queue)
-	err := s.db.View(func(txn *badger.Txn) error {
-		values := kind != kindOutbox // a queue's keys have none
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: values, PrefetchSize: min(limit, 100)})
+	// Which entries, from memory; then their payloads, from Badger.
+	q := s.outbox.queues[qi]
+	var keys [][]byte
+	s.outbox.mu.Lock()
+	live := q.pending[q.front:]
+	i, _ := slices.BinarySearch(live, after+1)
+	for ; i < len(live) && len(keys) < limit; i++ {
+		if seq := live[i]; !q.done[seq] {
+			keys = append(keys, entryKey(seq, s.outbox.refs[seq].mask))
+		}
+	}
+	s.outbox.mu.Unlock()
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	out := make([]OutboxEntry, 0, len(keys))
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindEntry}, PrefetchValues: false})
 		defer it.Close()
-		n := 0
-		for it.Seek(outboxKey(kind, queue, after+1)); it.ValidForPrefix(prefix) && n < limit; it.Next() {
-			item := it.Item()
-			seq := binary.BigEndian.Uint64(item.Key()[len(prefix):])
-			var err error
-			if values {
-				err = item.Value(func(v []byte) error { return fn(txn, seq, v) })
-			} else {
-				err = fn(txn, seq, nil)
+		it.Seek(keys[0])
+		for _, key := range keys {
+			// Entries of one queue mostly follow each other: step to the
+			// next key, and seek only past a gap.
+			for steps := 0; it.ValidForPrefix([]byte{kindEntry}) && bytes.Compare(it.Item().Key(), key) < 0; steps++ {
+				if steps == 8 {
+					it.Seek(key)
+					break
+				}
+				it.Next()
 			}
-			if err != nil {
+			if !it.ValidForPrefix([]byte{kindEntry}) || !bytes.Equal(it.Item().Key(), key) {
+				continue // removed meanwhile by another queue's last removal
+			}
+			seq, _, _ := parseEntryKey(key)
+			if err := it.Item().Value(func(v []byte) error {
+				e, err := parseOutboxValue(seq, v)
+				out = append(out, e)
+				return err
+			}); err != nil {
 				return err
 			}
-			n++
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("store: read outbox %s: %w", queue, err)
+		return nil, fmt.Errorf("store: read outbox %s: %w", queue, err)
 	}
-	return nil
+	return out, nil
+}
+
+// ReadDead returns up to limit dead letters of the queue with sequences
+// greater than after, in order. limit <= 0 means 1,000.
+func (s *Store) ReadDead(ctx context.Context, queue string, after uint64, limit int) ([]DeadEntry, error) {
+	if _, err := s.queueIndex(queue); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if !s.enter() {
+		return nil, ErrClosed
+	}
+	defer s.exit()
+	if limit <= 0 {
+		limit = 1000
+	}
+	var out []DeadEntry
+	prefix := deadPrefix(queue)
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: min(limit, 100)})
+		defer it.Close()
+		for it.Seek(deadKey(queue, after+1)); it.ValidForPrefix(prefix) && len(out) < limit; it.Next() {
+			item := it.Item()
+			seq := binary.BigEndian.Uint64(item.Key()[len(prefix):])
+			if err := item.Value(func(v []byte) error {
+				e, err := parseDeadValue(seq, v)
+				out = append(out, e)
+				return err
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: read the dead letters of %s: %w", queue, err)
+	}
+	return out, nil
 }
 
 // OutboxDepth returns how many entries wait in the queue, and how many
@@ -553,127 +731,136 @@ func (s *Store) OutboxDepth(queue string) (depth, dead int64, err error) {
 	return q.depth.Load(), q.dead.Load(), nil
 }
 
-// outboxBatch is what a batch changes in the queues, applied to their
-// counters once it is persisted.
+// outboxBatch is what a batch changes in the queues, applied once it is
+// persisted.
 type outboxBatch struct {
-	depth, dead []int64
-	notify      uint64
-	refs        []outboxRef // payloads written, with their queue keys
+	added  []outboxAdd
+	dead   []int64 // per queue
+	buried uint64  // queues whose cursor a dead-letter move advanced
+	notify uint64  // per queue index
 }
 
-type outboxRef struct {
-	seq uint64
-	n   int32
+// outboxAdd is an entry a batch wrote.
+type outboxAdd struct {
+	seq, mask uint64 // mask: queue indexes (not bits)
 }
 
 func (b *outboxBatch) reset(n int) {
-	if cap(b.depth) < n {
-		b.depth, b.dead = make([]int64, n), make([]int64, n)
+	if cap(b.dead) < n {
+		b.dead = make([]int64, n)
 	}
-	b.depth, b.dead = b.depth[:n], b.dead[:n]
-	clear(b.depth)
+	b.dead = b.dead[:n]
 	clear(b.dead)
-	b.notify = 0
-	b.refs = b.refs[:0]
+	b.added = b.added[:0]
+	b.buried, b.notify = 0, 0
 }
 
-// routeRecord queues the outbox entries of a record just given offset in
-// c's batch: its payload and a key per queue, right after its log entry,
-// before any head, so that a head is never durable without the entries of
-// its records.
+// routeRecord queues the outbox entry of a record just given offset in
+// c's batch, right after its log entry and before any head, so that a
+// head is never durable without the entries of its records.
 func (s *Store) routeRecord(c *committer, r *request) {
 	route := s.outbox.cfg.Route
 	if route == nil || len(s.outbox.queues) == 0 {
 		return
 	}
-	mask := route(r.ch.name, &r.rec)
+	mask := route(r.ch.name, &r.rec) & (1<<len(s.outbox.queues) - 1)
 	if mask == 0 {
 		return
 	}
 	e := OutboxEntry{Time: r.rec.Time, Channel: r.ch.name, Offset: r.res.Offset, Epoch: r.res.Epoch, Payload: r.rec.Payload}
-	s.outbox.next++
-	seq := s.outbox.next
-	c.ops = append(c.ops, kvOp{key: payloadKey(seq),
-		value: outboxValue(make([]byte, 0, 19+len(e.Channel)+len(e.Epoch)+len(e.Payload)), &e)})
-	var n int32
-	for i, q := range s.outbox.queues {
-		if mask&(1<<i) == 0 {
-			continue
-		}
-		c.ops = append(c.ops, kvOp{key: outboxKey(kindOutbox, q.name, seq)})
-		c.outbox.depth[i]++
-		c.outbox.notify |= 1 << i
-		n++
-	}
-	c.outbox.refs = append(c.outbox.refs, outboxRef{seq: seq, n: n})
+	s.addEntry(c, mask, &e)
 }
 
-// addPayload queues a new payload with one queue key.
-func (s *Store) addPayload(c *committer, queue int, e *OutboxEntry) {
+// addEntry writes e as a new entry held by the queues of mask (bit i for
+// Queues[i]).
+func (s *Store) addEntry(c *committer, mask uint64, e *OutboxEntry) {
 	s.outbox.next++
 	e.Seq = s.outbox.next
-	c.ops = append(c.ops,
-		kvOp{key: payloadKey(e.Seq), value: outboxValue(nil, e)},
-		kvOp{key: outboxKey(kindOutbox, s.outbox.queues[queue].name, e.Seq)})
-	c.outbox.refs = append(c.outbox.refs, outboxRef{seq: e.Seq, n: 1})
+	var keyBits uint64
+	for m := mask; m != 0; m &= m - 1 {
+		keyBits |= 1 << s.outbox.queues[bits.TrailingZeros64(m)].bit
+	}
+	c.ops = append(c.ops, kvOp{key: entryKey(e.Seq, keyBits),
+		value: outboxValue(make([]byte, 0, 19+len(e.Channel)+len(e.Epoch)+len(e.Payload)), e)})
+	c.outbox.added = append(c.outbox.added, outboxAdd{seq: e.Seq, mask: mask})
+	c.outbox.notify |= mask
 }
 
 // prepareOutbox collects an outbox request's writes.
 func (s *Store) prepareOutbox(c *committer, op *outboxOp) {
 	q := s.outbox.queues[op.queue]
-	now := s.opts.Now()
 	for i := range op.add {
-		s.addPayload(c, op.queue, &op.add[i])
+		s.addEntry(c, 1<<op.queue, &op.add[i])
 	}
 	if len(op.bury) > 0 {
+		now := s.opts.Now()
+		seqs := make([]uint64, 0, len(op.bury))
 		s.outbox.mu.Lock()
 		for i := range op.bury {
 			e := &op.bury[i]
-			c.ops = append(c.ops,
-				kvOp{key: outboxKey(kindDead, q.name, e.Seq), value: deadValue(e, now, op.reason)},
-				kvOp{key: outboxKey(kindOutbox, q.name, e.Seq), del: true})
-			if s.outbox.refs[e.Seq] <= 1 {
-				delete(s.outbox.refs, e.Seq)
-				c.ops = append(c.ops, kvOp{key: payloadKey(e.Seq), del: true})
-			} else {
-				s.outbox.refs[e.Seq]--
+			if !q.holds(e.Seq) {
+				continue // delivered or buried meanwhile
 			}
+			c.ops = append(c.ops, kvOp{key: deadKey(q.name, e.Seq), value: deadValue(e, now, op.reason)})
+			seqs = append(seqs, e.Seq)
 		}
+		marked, dropped := q.finish(seqs)
+		q.depth.Add(-int64(marked))
+		c.ops = s.release(c.ops, dropped)
 		s.outbox.mu.Unlock()
+		c.outbox.dead[op.queue] += int64(marked)
+		if len(dropped) > 0 {
+			c.outbox.buried |= 1 << op.queue
+		}
 	}
 	for i := range op.revive {
 		e := op.revive[i].OutboxEntry
 		dead := e.Seq
-		s.addPayload(c, op.queue, &e)
-		c.ops = append(c.ops, kvOp{key: outboxKey(kindDead, q.name, dead), del: true})
+		s.addEntry(c, 1<<op.queue, &e)
+		c.ops = append(c.ops, kvOp{key: deadKey(q.name, dead), del: true})
 	}
-	added := int64(len(op.add) + len(op.revive))
-	c.outbox.depth[op.queue] += added - int64(len(op.bury))
-	c.outbox.dead[op.queue] += int64(len(op.bury) - len(op.revive))
-	if added > 0 {
-		c.outbox.notify |= 1 << op.queue
-	}
+	c.outbox.dead[op.queue] -= int64(len(op.revive))
 }
 
-// commitOutbox applies a persisted batch's counts and tells Notify.
+// commitOutbox hands a persisted batch's entries to their queues, stores
+// the cursors its dead-letter moves advanced, and tells Notify.
 func (s *Store) commitOutbox(c *committer) {
-	if len(c.outbox.refs) > 0 {
+	b := &c.outbox
+	if len(b.added) > 0 || b.buried != 0 {
 		s.outbox.mu.Lock()
-		for _, r := range c.outbox.refs {
-			s.outbox.refs[r.seq] += r.n
+		for _, a := range b.added {
+			var n int32
+			var keyBits uint64
+			for m := a.mask; m != 0; m &= m - 1 {
+				q := s.outbox.queues[bits.TrailingZeros64(m)]
+				q.pending = append(q.pending, a.seq)
+				q.depth.Add(1)
+				keyBits |= 1 << q.bit
+				n++
+			}
+			s.outbox.refs[a.seq] = entryRef{mask: keyBits, n: n}
+		}
+		var ops []kvOp
+		for m := b.buried; m != 0; m &= m - 1 {
+			q := s.outbox.queues[bits.TrailingZeros64(m)]
+			ops = append(ops, kvOp{key: queueKey(q.name), value: queueValue(q.bit, q.cursor)})
 		}
 		s.outbox.mu.Unlock()
+		// After the dead letters are durable, never before: a cursor past
+		// an entry that is not yet a dead letter could lose it.
+		if len(ops) > 0 {
+			if err := s.apply(ops); err != nil {
+				s.opts.Logger.Error("store: outbox: store a cursor", "err", err)
+			}
+		}
 	}
 	for i, q := range s.outbox.queues {
-		if d := c.outbox.depth[i]; d != 0 {
-			q.depth.Add(d)
-		}
-		if d := c.outbox.dead[i]; d != 0 {
+		if d := b.dead[i]; d != 0 {
 			q.dead.Add(d)
 		}
 	}
-	if c.outbox.notify != 0 && s.outbox.cfg.Notify != nil {
-		s.outbox.cfg.Notify(c.outbox.notify)
+	if b.notify != 0 && s.outbox.cfg.Notify != nil {
+		s.outbox.cfg.Notify(b.notify)
 	}
 }
 

@@ -201,7 +201,7 @@ func TestOutboxDropsEntriesOfRecordsBeyondTheHead(t *testing.T) {
 	// What a crash between two transactions of a NoSync batch leaves: the
 	// entries of offset 2, but not the head that stores it.
 	e := OutboxEntry{Time: time.Now(), Channel: "a", Offset: 2, Epoch: a.Epoch, Payload: []byte("unstored")}
-	if err := s.apply([]kvOp{{key: payloadKey(2), value: outboxValue(nil, &e)}, {key: outboxKey(kindOutbox, "one", 2)}}); err != nil {
+	if err := s.apply([]kvOp{{key: entryKey(2, 1<<s.outbox.queues[0].bit), value: outboxValue(nil, &e)}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -243,15 +243,14 @@ func hasPayload(t *testing.T, s *Store, seq uint64) bool {
 	t.Helper()
 	found := false
 	err := s.db.View(func(txn *badger.Txn) error {
-		_, err := txn.Get(payloadKey(seq))
-		if err == nil {
-			found = true
-			return nil
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindEntry}})
+		defer it.Close()
+		for it.Seek([]byte{kindEntry}); it.ValidForPrefix([]byte{kindEntry}); it.Next() {
+			if got, _, _ := parseEntryKey(it.Item().Key()); got == seq {
+				found = true
+			}
 		}
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		return err
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -310,5 +309,55 @@ func TestOutboxSharesOnePayloadAmongQueues(t *testing.T) {
 	}
 	if dead, err := s.ReadDead(ctx, "one", 0, 0); err != nil || len(dead) != 1 || string(dead[0].Payload) != "second" {
 		t.Fatalf("dead letters %+v, %v", dead, err)
+	}
+}
+
+func TestOutboxQueuesComeAndGoWithTheConfiguration(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	all := func(string, *Record) uint64 { return 1<<8 - 1 }
+	s, err := Open(Options{Dir: dir, Outbox: Outbox{Queues: []string{"one", "two"}, Route: all}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, s, "a", Record{Payload: []byte("m1")})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// "one" is gone, "three" is new: it starts after what is queued, and
+	// the entry stays for "two" only.
+	s, err = Open(Options{Dir: dir, Outbox: Outbox{Queues: []string{"three", "two"}, Route: all}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if es := readQueue(t, s, "three"); len(es) != 0 {
+		t.Fatalf("a new queue got old entries: %+v", es)
+	}
+	if es := readQueue(t, s, "two"); len(es) != 1 || string(es[0].Payload) != "m1" {
+		t.Fatalf("queue two lost its entry: %+v", es)
+	}
+	mustAppend(t, s, "a", Record{Payload: []byte("m2")})
+	if es := readQueue(t, s, "three"); len(es) != 1 || string(es[0].Payload) != "m2" {
+		t.Fatalf("queue three: %+v", es)
+	}
+	if err := s.Remove(context.Background(), "two", []uint64{1}); err != nil {
+		t.Fatal(err)
+	}
+	if hasPayload(t, s, 1) {
+		t.Fatal("an entry no configured queue holds was kept")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(Options{Dir: dir, Outbox: Outbox{Queues: []string{"three", "two"}, Route: all}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if es := readQueue(t, s, "two"); len(es) != 1 || string(es[0].Payload) != "m2" {
+		t.Fatalf("after reopen, queue two holds %+v, want m2 only", es)
+	}
+	if d, _ := depth(t, s, "three"); d != 1 {
+		t.Fatalf("depth of three %d, want 1", d)
 	}
 }
