@@ -24,8 +24,10 @@ const (
 	jwtSecret = "e2e-jwt-secret-0123456789abcdef0123456789"
 )
 
-// heraldBin is the binary under test, built once by TestMain.
-var heraldBin string
+// heraldBin is the binary under test, built once by TestMain;
+// receiverBin the webhook receiver the webhook tests send to
+// (internal/hookreceiver).
+var heraldBin, receiverBin string
 
 func TestMain(m *testing.M) {
 	os.Exit(runTests(m))
@@ -49,6 +51,14 @@ func runTests(m *testing.M) int {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build herald:", err)
+		return 1
+	}
+	// The receiver is test equipment, not under test: built plain.
+	receiverBin = filepath.Join(dir, "hookreceiver")
+	build = exec.Command("go", "build", "-o", receiverBin, "./internal/hookreceiver")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build hookreceiver:", err)
 		return 1
 	}
 	return m.Run()

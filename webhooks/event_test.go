@@ -67,3 +67,26 @@ func TestCompileRefusesATemplateThatIsNotJSON(t *testing.T) {
 		t.Fatalf("Compile: %v", err)
 	}
 }
+
+// TestBatchIDNamesItsEvents: a batch's webhook-id is the same for the same
+// events and differs for other events, even with the same first event and
+// length (a batch regrouped after a failure on a parallel endpoint).
+func TestBatchIDNamesItsEvents(t *testing.T) {
+	t.Parallel()
+	evs := func(ids ...string) []Event {
+		out := make([]Event, len(ids))
+		for i, id := range ids {
+			out[i] = Event{ID: id}
+		}
+		return out
+	}
+	a := batchID(evs("m_1", "m_2", "m_3"))
+	if !strings.HasPrefix(a, "batch_") || a != batchID(evs("m_1", "m_2", "m_3")) {
+		t.Fatalf("batchID %q: want batch_… and the same for the same events", a)
+	}
+	for _, other := range [][]Event{evs("m_1", "m_5", "m_9"), evs("m_1", "m_3", "m_2"), evs("m_1", "m_2"), evs("m_1", "m_2", "m_3", "m_4")} {
+		if b := batchID(other); b == a {
+			t.Fatalf("events %v have the id of [m_1 m_2 m_3]: %s", other, b)
+		}
+	}
+}

@@ -2,10 +2,11 @@ package webhooks
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base32"
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -298,9 +299,7 @@ func (w *worker) deliver(ctx context.Context, batch []*item) result {
 	}
 	id := events[0].ID
 	if w.ep.Batch.Size > 1 {
-		// A batch's id is stable across its retries; receivers dedupe on
-		// the id of each event in it.
-		id = "batch_" + events[0].ID + "_" + strconv.Itoa(len(events))
+		id = batchID(events)
 	}
 	start := time.Now() // the machine's time: this measures latency
 	r.attempt = w.svc.sender.Send(ctx, w.ep, id, w.svc.opts.Now(), body)
@@ -388,6 +387,21 @@ func (w *worker) enable() {
 	w.st.disabled = false
 	w.mu.Unlock()
 	w.signal()
+}
+
+// batchID is the webhook-id of a batch: "batch_" and a digest of its
+// events' ids, in order. The same events sent again (a retry) have the
+// same id; a batch regrouped after a failure has another even when it
+// starts with the same event and is as long, so that a receiver deduping
+// on webhook-id never drops events it has not had. Receivers of batches
+// dedupe on the id of each event in them.
+func batchID(events []Event) string {
+	h := sha256.New()
+	for _, ev := range events {
+		h.Write([]byte(ev.ID))
+		h.Write([]byte{0})
+	}
+	return "batch_" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(h.Sum(nil)[:20])
 }
 
 func mustJSON(v any) []byte {

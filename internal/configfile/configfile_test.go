@@ -134,6 +134,34 @@ func TestDecodeReportsEveryProblemWithItsLine(t *testing.T) {
 	}
 }
 
+// TestDecodeStringMap: a mapping with free keys (a webhook's headers)
+// decodes into a map[string]string, each value at its line; what is not
+// such a mapping is a problem, not a panic.
+func TestDecodeStringMap(t *testing.T) {
+	t.Parallel()
+	var c struct {
+		Headers map[string]string `yaml:"headers"`
+	}
+	src, probs := Decode("c.yaml", []byte("headers:\n  x-api-key: k1\n  X-Team: \"3\"\n"), &c)
+	if len(probs) != 0 || !reflect.DeepEqual(c.Headers, map[string]string{"x-api-key": "k1", "X-Team": "3"}) {
+		t.Fatalf("decoded %v, problems %v", c.Headers, probs)
+	}
+	if o, _, ok := src.Origin("headers.X-Team"); !ok || o.Line != 3 {
+		t.Errorf("origin of headers.X-Team = %+v, want line 3", o)
+	}
+	for body, want := range map[string]string{
+		"headers: [a]\n":             `c.yaml:1: headers: a list is not a mapping (write it like {name: value})`,
+		"headers:\n  a: [x]\n":       `c.yaml:2: headers.a: a list is not a string`,
+		"headers:\n  a: 1\n  a: 2\n": `c.yaml:3: headers.a: set twice (first on line 2)`,
+	} {
+		c.Headers = nil
+		_, probs := Decode("c.yaml", []byte(body), &c)
+		if len(probs) != 1 || probs[0].String() != want {
+			t.Errorf("%q: problems %q, want %q", body, probs, want)
+		}
+	}
+}
+
 func TestDecodeEmptyFile(t *testing.T) {
 	t.Parallel()
 	for _, body := range []string{"", "\n# only a comment\n", "---\n"} {

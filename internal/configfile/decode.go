@@ -217,9 +217,43 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, p place) {
 			return
 		}
 		v.SetFloat(f)
+	case reflect.Map:
+		d.stringMap(n, v, p)
 	default:
 		panic(fmt.Sprintf("configfile: cannot decode into %s (%s)", v.Type(), p.path))
 	}
+}
+
+// stringMap decodes a mapping whose keys are free (a webhook's headers)
+// into a map keyed by string.
+func (d *decoder) stringMap(n *yaml.Node, v reflect.Value, p place) {
+	if v.Type().Key().Kind() != reflect.String {
+		panic(fmt.Sprintf("configfile: cannot decode into %s (%s)", v.Type(), p.path))
+	}
+	if n.Kind != yaml.MappingNode {
+		d.fail(n, p, "%s is not a mapping (write it like {name: value})", describe(n))
+		return
+	}
+	m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+	seen := make(map[string]int) // key → line
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode || k.Tag == "!!merge" {
+			d.fail(k, p, "a key must be a word, not %s", describe(k))
+			continue
+		}
+		kp := p.child(k.Value)
+		if first, dup := seen[k.Value]; dup {
+			d.fail(k, kp, "set twice (first on line %d)", first)
+			continue
+		}
+		seen[k.Value] = k.Line
+		d.record(kp, k.Line)
+		elem := reflect.New(v.Type().Elem()).Elem()
+		d.decode(val, elem, kp)
+		m.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), elem)
+	}
+	v.Set(m)
 }
 
 // field is a settable struct field and its key. index is the field's
