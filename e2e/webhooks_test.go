@@ -260,8 +260,7 @@ func webhookEndpoint(name, url, extra string) string {
 
 // downPeriod is how long the receiver stays down while the messages of
 // TestWebhookNothingLostThroughABadEndpoint wait for it. Its breakers
-// open meanwhile and are probed again after webhooks.BreakerTimeout
-// (30 s), so the receiver is back in time for that first probe.
+// open meanwhile and are probed every breaker.timeout (5 s here).
 const downPeriod = 20 * time.Second
 
 // TestWebhookNothingLostThroughABadEndpoint: an ordered, batched endpoint
@@ -279,7 +278,7 @@ func TestWebhookNothingLostThroughABadEndpoint(t *testing.T) {
 	defer cancel()
 	rcv := startReceiver(t, receiverMode{Seed: 7})
 	rcv.checkRejectsForgery()
-	retry := "    retry: {initial: 100ms, max: 1s}\n"
+	retry := "    retry: {initial: 100ms, max: 1s}\n    breaker: {timeout: 5s}\n"
 	srv := startServer(t, "--config", writeConfig(t, "webhooks:\n"+
 		webhookEndpoint("ordered", rcv.url("/ordered"), "    events: [message]\n    channels: [\"orders_*\"]\n    ordered: true\n    batch: {size: 20, timeout: 50ms}\n"+retry)+
 		webhookEndpoint("parallel", rcv.url("/parallel"), "    events: [message]\n    parallel: 4\n    batch: {size: 10, timeout: 50ms}\n"+retry)))
@@ -363,7 +362,7 @@ func TestWebhookNothingLostThroughABadEndpoint(t *testing.T) {
 func TestWebhookSIGKILLMidDelivery(t *testing.T) {
 	const n, channel = 200, "orders_us"
 	rcv := startReceiver(t, receiverMode{Delay: 200 * time.Millisecond})
-	retry := "    retry: {initial: 100ms, max: 1s}\n"
+	retry := "    retry: {initial: 100ms, max: 1s}\n    breaker: {timeout: 5s}\n"
 	srv := startServer(t, "--config", writeConfig(t, "webhooks:\n"+
 		webhookEndpoint("ordered", rcv.url("/ordered"), "    events: [message]\n    ordered: true\n    batch: {size: 10, timeout: 50ms}\n"+retry)+
 		webhookEndpoint("parallel", rcv.url("/parallel"), "    events: [message]\n    parallel: 4\n"+retry)))
@@ -411,7 +410,7 @@ func TestWebhookSIGKILLMidDelivery(t *testing.T) {
 // endpoint b's is healthy. a's breaker opens (the API and the metrics say
 // so, and attempts are refused by the breaker instead of sent) while b
 // gets every message; then a's receiver recovers, the breaker's probe
-// (after its 30 s timeout) succeeds, the breaker closes and a gets every
+// (after its timeout, 3 s here) succeeds, the breaker closes and a gets every
 // message, in order.
 func TestWebhookBreaker(t *testing.T) {
 	t.Parallel()
@@ -419,7 +418,7 @@ func TestWebhookBreaker(t *testing.T) {
 	rcvA := startReceiver(t, receiverMode{Status: 500})
 	rcvB := startReceiver(t, receiverMode{})
 	srv := startServer(t, "--config", writeConfig(t, "webhooks:\n"+
-		webhookEndpoint("a", rcvA.url("/a"), "    events: [message]\n    ordered: true\n    retry: {initial: 100ms, max: 500ms}\n")+
+		webhookEndpoint("a", rcvA.url("/a"), "    events: [message]\n    ordered: true\n    retry: {initial: 100ms, max: 500ms}\n    breaker: {timeout: 3s}\n")+
 		webhookEndpoint("b", rcvB.url("/b"), "    events: [message]\n    retry: {initial: 100ms, max: 500ms}\n")))
 
 	publishN(t, srv.url(), channel, n)

@@ -64,6 +64,17 @@ type EndpointConfig struct {
 	// OutboxSize bounds the events waiting for this endpoint; past it the
 	// oldest move to its dead letters. Default 100,000.
 	OutboxSize int `yaml:"outbox_size"`
+	// Breaker is the endpoint's circuit breaker.
+	Breaker BreakerConfig `yaml:"breaker"`
+}
+
+// BreakerConfig is an endpoint's circuit breaker: Failures attempts in a
+// row failing open it; no request goes out for Timeout; then one probe
+// decides whether it closes or opens again.
+type BreakerConfig struct {
+	// Failures defaults to 5; Timeout to 30s, from 1s to 1h.
+	Failures int           `yaml:"failures"`
+	Timeout  time.Duration `yaml:"timeout"`
 }
 
 // RetryConfig is an endpoint's retry schedule: the first wait is Initial,
@@ -257,6 +268,18 @@ func compileEndpoint(i int, c EndpointConfig, getenv func(string) (string, bool)
 	}
 	if c.Timeout < 0 || c.Timeout > MaxTimeout {
 		bad("timeout", "timeout %s: want more than 0 and at most %s", c.Timeout, MaxTimeout)
+	}
+	if c.Breaker.Failures == 0 {
+		c.Breaker.Failures = BreakerFailures
+	}
+	if c.Breaker.Failures < 1 || c.Breaker.Failures > 1000 {
+		bad("breaker.failures", "breaker.failures %d: want 1 to 1000", c.Breaker.Failures)
+	}
+	if c.Breaker.Timeout == 0 {
+		c.Breaker.Timeout = BreakerTimeout
+	}
+	if c.Breaker.Timeout < time.Second || c.Breaker.Timeout > time.Hour {
+		bad("breaker.timeout", "breaker.timeout %s: want 1s to 1h", c.Breaker.Timeout)
 	}
 	if c.Retry.Initial == 0 {
 		c.Retry.Initial = DefaultRetryInitial

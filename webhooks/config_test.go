@@ -81,6 +81,8 @@ func TestCompileNamesEveryProblemWithItsSetting(t *testing.T) {
 		{"a bad pattern", func(c *EndpointConfig) { c.Channels = []string{"chat_{"} }, "webhooks[0].channels[0]", "channels[0]:"},
 		{"a long timeout", func(c *EndpointConfig) { c.Timeout = 2 * time.Minute }, "webhooks[0].timeout", "timeout 2m0s: want more than 0 and at most 1m0s"},
 		{"retry max under initial", func(c *EndpointConfig) { c.Retry = RetryConfig{Initial: time.Minute, Max: time.Second} }, "webhooks[0].retry.max", "shorter than retry.initial"},
+		{"breaker failing at zero", func(c *EndpointConfig) { c.Breaker.Failures = -1 }, "webhooks[0].breaker.failures", "want 1 to 1000"},
+		{"breaker open a day", func(c *EndpointConfig) { c.Breaker.Timeout = 24 * time.Hour }, "webhooks[0].breaker.timeout", "want 1s to 1h"},
 		{"a huge batch", func(c *EndpointConfig) { c.Batch.Size = 5000 }, "webhooks[0].batch.size", "batch.size 5000: want 1 to 1000"},
 		{"ordered and parallel", func(c *EndpointConfig) { c.Ordered, c.Parallel = true, 8 }, "webhooks[0].parallel", "one request in flight"},
 		{"too parallel", func(c *EndpointConfig) { c.Parallel = 100 }, "webhooks[0].parallel", "parallel 100: want 1 to 64"},

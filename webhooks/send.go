@@ -58,10 +58,11 @@ var ErrBreakerOpen = errors.New("webhooks: the endpoint's breaker is open")
 
 const (
 	// BreakerFailures is how many failed attempts in a row open an
-	// endpoint's breaker.
+	// endpoint's breaker, unless its breaker.failures says otherwise.
 	BreakerFailures = 5
 	// BreakerTimeout is how long a breaker stays open before one probe
-	// (half-open) may go through.
+	// (half-open) may go through, unless its breaker.timeout says
+	// otherwise.
 	BreakerTimeout = 30 * time.Second
 	// maxAnswerBytes is how much of an answer's body is read (and
 	// dropped), so that the connection can be reused.
@@ -82,34 +83,50 @@ type Sender struct {
 // NewSender returns a Sender using client (its own timeouts apply on top
 // of each endpoint's), sending userAgent.
 func NewSender(client *http.Client, userAgent string) *Sender {
-	return &Sender{client: client, userAgent: userAgent, breakerTimeout: BreakerTimeout,
+	return &Sender{client: client, userAgent: userAgent,
 		breakers: map[string]*gobreaker.CircuitBreaker[Attempt]{}}
 }
 
-func (s *Sender) breaker(name string) *gobreaker.CircuitBreaker[Attempt] {
+// breaker returns ep's breaker, made on first use with ep's settings (or
+// the Sender's timeout, when set: tests).
+func (s *Sender) breaker(ep *Endpoint) *gobreaker.CircuitBreaker[Attempt] {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b, ok := s.breakers[name]
+	b, ok := s.breakers[ep.Name]
 	if !ok {
+		timeout, failures := ep.Breaker.Timeout, uint32(max(ep.Breaker.Failures, 1))
+		if s.breakerTimeout > 0 {
+			timeout = s.breakerTimeout
+		}
+		if timeout <= 0 {
+			timeout = BreakerTimeout
+		}
 		b = gobreaker.NewCircuitBreaker[Attempt](gobreaker.Settings{
-			Name:        name,
-			Timeout:     s.breakerTimeout,
-			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= BreakerFailures },
+			Name:        ep.Name,
+			Timeout:     timeout,
+			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
 		})
-		s.breakers[name] = b
+		s.breakers[ep.Name] = b
 	}
 	return b
 }
 
-// BreakerState returns the state of ep's breaker: closed, half-open or open.
+// BreakerState returns the state of an endpoint's breaker: closed,
+// half-open or open (closed before its first request).
 func (s *Sender) BreakerState(endpoint string) string {
-	return s.breaker(endpoint).State().String()
+	s.mu.Lock()
+	b, ok := s.breakers[endpoint]
+	s.mu.Unlock()
+	if !ok {
+		return gobreaker.StateClosed.String()
+	}
+	return b.State().String()
 }
 
 // Send POSTs body to ep, signed with id and now, and says how it went. A
 // 410 counts as a success for the breaker: the endpoint answered.
 func (s *Sender) Send(ctx context.Context, ep *Endpoint, id string, now time.Time, body []byte) Attempt {
-	a, err := s.breaker(ep.Name).Execute(func() (Attempt, error) {
+	a, err := s.breaker(ep).Execute(func() (Attempt, error) {
 		a := s.post(ctx, ep, id, now, body)
 		if a.Outcome == Retry {
 			return a, a.Err

@@ -30,8 +30,8 @@ type Options struct {
 	// Jitter returns a number in [0,1) spreading retries. Default
 	// math/rand/v2's Float64.
 	Jitter func() float64
-	// BreakerTimeout is how long an open breaker waits before a probe.
-	// Default BreakerTimeout.
+	// BreakerTimeout, when set, replaces every endpoint's breaker.timeout
+	// (tests).
 	BreakerTimeout time.Duration
 }
 
@@ -97,9 +97,6 @@ func New(opts Options) (*Service, error) {
 	}
 	if opts.Jitter == nil {
 		opts.Jitter = rand.Float64
-	}
-	if opts.BreakerTimeout <= 0 {
-		opts.BreakerTimeout = BreakerTimeout
 	}
 	s := &Service{opts: opts, sender: NewSender(opts.Client, opts.UserAgent), byName: map[string]*worker{},
 		lifePending: map[string][]Entry{}, lifeReady: make(chan struct{}, 1), lifeDone: make(chan struct{})}

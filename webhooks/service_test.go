@@ -142,7 +142,11 @@ func TestBatchesCarryEveryEventOnce(t *testing.T) {
 		if len(evs) > 10 {
 			t.Errorf("a batch of %d events, want at most 10", len(evs))
 		}
-		if want := fmt.Sprintf("batch_%s_%d", evs[0].ID, len(evs)); h.id() != want {
+		ids := make([]Event, len(evs))
+		for i, ev := range evs {
+			ids[i].ID = ev.ID
+		}
+		if want := batchID(ids); h.id() != want {
 			t.Errorf("batch id %q, want %q", h.id(), want)
 		}
 		for _, ev := range evs {
