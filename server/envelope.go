@@ -155,6 +155,53 @@ func StoredEvent(payload []byte) (string, error) {
 	return event, err
 }
 
+// StoredFields are the fields of a stored message a reader beside the
+// core needs, found without decoding its JSON (ParseStored).
+type StoredFields struct {
+	ID    string
+	Event string
+	// Data is the message's data, JSON; it aliases the payload.
+	Data json.RawMessage
+	// From is the sender, when the message names one.
+	From *protocol.Sender
+}
+
+// ParseStored reads a stored payload's id, event name, data and sender.
+// The layout is the core's own (encodePayload), so it needs no JSON
+// decoding but the sender's, when there is one.
+func ParseStored(payload []byte) (StoredFields, error) {
+	_, event, tail, err := decodePayload(payload)
+	if err != nil {
+		return StoredFields{}, err
+	}
+	f := StoredFields{Event: event}
+	const idField, eventField, dataField = `"id":"`, `","event":"`, `","data":`
+	rest, ok := bytes.CutPrefix(tail, []byte(idField))
+	end := bytes.IndexByte(rest, '"')
+	if !ok || end < 0 {
+		return StoredFields{}, errBadPayload
+	}
+	f.ID, rest = string(rest[:end]), rest[end:]
+	rest, ok = bytes.CutPrefix(rest, []byte(eventField+event+dataField))
+	if !ok {
+		return StoredFields{}, errBadPayload
+	}
+	n, _, ok := ScanJSONValue(rest)
+	if !ok {
+		return StoredFields{}, errBadPayload
+	}
+	f.Data, rest = rest[:n:n], rest[n:]
+	// ,"time":"…"[,"from":{…}]}
+	if i := bytes.Index(rest, []byte(`,"from":`)); i >= 0 {
+		from := rest[i+len(`,"from":`) : len(rest)-1]
+		f.From = &protocol.Sender{}
+		if err := json.Unmarshal(from, f.From); err != nil {
+			return StoredFields{}, fmt.Errorf("%w: sender: %v", errBadPayload, err)
+		}
+	}
+	return f, nil
+}
+
 // newMessage builds a Message from a stored payload.
 func newMessage(channel string, offset uint64, epoch string, payload []byte) (*Message, error) {
 	exclude, event, tail, err := decodePayload(payload)

@@ -210,6 +210,7 @@ func (s *Store) prepare(c *committer) error {
 		}
 	}
 
+	s.flushChunk(c)
 	for _, t := range c.touched {
 		if t.changed || t.created {
 			c.ops = append(c.ops, kvOp{key: headKey(t.ch.name), value: headValue(t.ch.next, t.ch.assignedEpoch)})

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -22,14 +21,15 @@ import (
 // are in one group-commit batch, one write-ahead log frame, replayed
 // together.
 //
-// A routed record is stored once more, as one outbox entry: a sequence
-// number from one counter for all queues, in commit order, and the set of
-// queues that take it, in its key; the record's payload in its value. So
-// a record costs one write however many queues take it. Each queue keeps
-// a durable cursor (every entry of the queue below it is done) and, in
-// memory, the sequence numbers it still holds, rebuilt at Open from the
-// entries' keys; an entry is deleted when the last queue holding it is
-// done with it. Entries are read in sequence order, removed once
+// Every entry gets a sequence number from one counter for all queues, in
+// commit order. The entries a commit batch adds (the routed records, with
+// copies of their payloads, and what Enqueue and Revive queue) are
+// written as one chunk: one Badger write per batch, however many records
+// and queues, each record with the set of queues that take it. Each queue
+// keeps a durable cursor (every entry of the queue below it is done) and,
+// in memory, the sequence numbers it still holds, rebuilt at Open from
+// the chunks; a chunk is deleted once every queue is done with every
+// entry in it. Entries are read in sequence order, removed once
 // delivered, or moved to the queue's dead letters (a full copy) with a
 // reason. Additions, dead letters and revivals go through the group
 // committer (and so the write-ahead log); removals do not wait for a sync
@@ -154,15 +154,36 @@ type outboxes struct {
 	// entry gets a new one; a buried one keeps its.
 	next uint64
 
-	mu sync.Mutex // guards refs and the queues' entries
-	// refs holds, per entry, its key's queue bits and how many queues
-	// still hold it.
-	refs map[uint64]entryRef
+	mu sync.Mutex // guards chunks, starts and the queues' entries
+	// chunks are the stored chunks by first sequence, each with how many
+	// (queue, entry) pairs are not done; starts lists their first
+	// sequences, ascending (with some of deleted chunks, dropped lazily).
+	chunks map[uint64]*chunk
+	starts []uint64
 }
 
-type entryRef struct {
-	mask uint64 // the key's bits
-	n    int32  // queues holding it
+// chunk is a stored chunk: its entries are first … first+n-1.
+type chunk struct {
+	n    int
+	held int // (queue, entry) pairs not done
+}
+
+// chunkOf returns the first sequence of the chunk holding seq. Called
+// with outboxes.mu held.
+func (o *outboxes) chunkOf(seq uint64) (uint64, *chunk) {
+	i, found := slices.BinarySearch(o.starts, seq)
+	if !found {
+		i--
+	}
+	for ; i >= 0; i-- {
+		if c, ok := o.chunks[o.starts[i]]; ok {
+			if seq < o.starts[i]+uint64(c.n) {
+				return o.starts[i], c
+			}
+			return 0, nil
+		}
+	}
+	return 0, nil
 }
 
 // outboxOp is an outbox change queued for the committer.
@@ -176,27 +197,69 @@ type outboxOp struct {
 
 // Keys:
 //
-//	'p' seq(8) bits(8)          an entry: the queues holding it, its payload
+//	'p' first(8)                a chunk of entries first, first+1, …
 //	'q' len(queue) queue        a queue's bit and cursor
 //	'x' len(queue) queue seq(8) a dead letter (a full copy)
 const (
-	kindEntry byte = 'p'
+	kindChunk byte = 'p'
 	kindQueue byte = 'q'
 	kindDead  byte = 'x'
 )
 
-func entryKey(seq, bits uint64) []byte {
-	k := make([]byte, 0, 17)
-	k = append(k, kindEntry)
-	k = binary.BigEndian.AppendUint64(k, seq)
-	return binary.BigEndian.AppendUint64(k, bits)
+func chunkKey(first uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{kindChunk}, first)
 }
 
-func parseEntryKey(k []byte) (seq, bits uint64, ok bool) {
-	if len(k) != 17 || k[0] != kindEntry {
-		return 0, 0, false
+// chunkEntry is an entry of a chunk being written or read: its queues
+// (bits of the queues' persisted bits) and its entry.
+type chunkEntry struct {
+	bits uint64
+	e    OutboxEntry
+}
+
+// A chunk's value: format, count(4), then per entry its queue bits(8)
+// and outboxValue without the format byte, prefixed by its length(4).
+func chunkValue(entries []chunkEntry) []byte {
+	n := 5
+	for i := range entries {
+		e := &entries[i].e
+		n += 12 + 19 + len(e.Channel) + len(e.Epoch) + len(e.Payload)
 	}
-	return binary.BigEndian.Uint64(k[1:9]), binary.BigEndian.Uint64(k[9:]), true
+	v := make([]byte, 0, n)
+	v = append(v, valueFormat)
+	v = binary.BigEndian.AppendUint32(v, uint32(len(entries)))
+	for i := range entries {
+		e := &entries[i].e
+		v = binary.BigEndian.AppendUint64(v, entries[i].bits)
+		v = binary.BigEndian.AppendUint32(v, uint32(19+len(e.Channel)+len(e.Epoch)+len(e.Payload)))
+		v = outboxValue(v, e)
+	}
+	return v
+}
+
+// parseChunk calls fn with each entry of a chunk whose first sequence is
+// first, until fn returns false. The entries' payloads alias v only
+// through fn's call: parseOutboxValue copies them.
+func parseChunk(first uint64, v []byte, fn func(seq, bits uint64, raw []byte) bool) error {
+	if len(v) < 5 || v[0] != valueFormat {
+		return errBadValue
+	}
+	n := binary.BigEndian.Uint32(v[1:5])
+	rest := v[5:]
+	for i := range uint64(n) {
+		if len(rest) < 12 {
+			return errBadValue
+		}
+		bits, size := binary.BigEndian.Uint64(rest), int(binary.BigEndian.Uint32(rest[8:12]))
+		if len(rest) < 12+size {
+			return errBadValue
+		}
+		if !fn(first+i, bits, rest[12:12+size]) {
+			return nil
+		}
+		rest = rest[12+size:]
+	}
+	return nil
 }
 
 func queueKey(name string) []byte {
@@ -291,17 +354,12 @@ func parseDeadValue(seq uint64, v []byte) (DeadEntry, error) {
 // openOutbox loads the queues: their bits and cursors ('q' keys; a new
 // queue gets a free bit and starts after the last entry, a queue no
 // longer configured is dropped), the entries each holds (from the
-// entries' keys, reading no value), their dead letters' count, and the
-// last sequence. Entries no queue holds any more are deleted. Called by
+// chunks), their dead letters' count, and the last sequence. Chunks no
+// queue holds anything of are deleted. Called by
 // Open after the write-ahead log's replay, before the committer starts.
 func (s *Store) openOutbox() error {
 	s.outbox = outboxes{cfg: s.opts.Outbox, index: make(map[string]int, len(s.opts.Outbox.Queues)),
-		refs: make(map[uint64]entryRef)}
-	if s.opts.Durability == NoSync && !s.opts.InMemory {
-		if err := s.dropUncommittedOutbox(); err != nil {
-			return err
-		}
-	}
+		chunks: make(map[uint64]*chunk)}
 	type known struct {
 		bit    uint
 		cursor uint64
@@ -356,34 +414,61 @@ func (s *Store) openOutbox() error {
 	for _, q := range s.outbox.queues {
 		byBit[q.bit] = q
 	}
+	stored := s.storedCheck()
 	err = s.db.View(func(txn *badger.Txn) error {
 		for _, q := range s.outbox.queues {
 			n, last := countKeys(txn, deadPrefix(q.name))
 			q.dead.Store(n)
 			s.outbox.next = max(s.outbox.next, last) // never reuse a buried entry's sequence
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindEntry}})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindChunk}, PrefetchValues: true})
 		defer it.Close()
-		for it.Seek([]byte{kindEntry}); it.ValidForPrefix([]byte{kindEntry}); it.Next() {
-			seq, mask, ok := parseEntryKey(it.Item().Key())
-			if !ok {
+		for it.Seek([]byte{kindChunk}); it.ValidForPrefix([]byte{kindChunk}); it.Next() {
+			item := it.Item()
+			if len(item.Key()) != 9 {
 				continue
 			}
-			s.outbox.next = max(s.outbox.next, seq)
-			var n int32
-			for m := mask; m != 0; m &= m - 1 {
-				q := byBit[bits.TrailingZeros64(m)]
-				if q == nil || seq < q.cursor || slices.Contains(fresh, q) {
-					continue
-				}
-				q.pending = append(q.pending, seq)
-				n++
+			first := binary.BigEndian.Uint64(item.Key()[1:])
+			c := &chunk{}
+			var perr error
+			err := item.Value(func(v []byte) error {
+				return parseChunk(first, v, func(seq, mask uint64, raw []byte) bool {
+					c.n++
+					s.outbox.next = max(s.outbox.next, seq)
+					if stored != nil {
+						e, err := parseOutboxValue(seq, raw)
+						if err != nil {
+							perr = err
+							return false
+						}
+						if ok, err := stored(txn, &e); err != nil || !ok {
+							perr = err
+							return err == nil
+						}
+					}
+					for m := mask; m != 0; m &= m - 1 {
+						q := byBit[bits.TrailingZeros64(m)]
+						if q == nil || seq < q.cursor || slices.Contains(fresh, q) {
+							continue
+						}
+						q.pending = append(q.pending, seq)
+						c.held++
+					}
+					return true
+				})
+			})
+			if err == nil {
+				err = perr
 			}
-			if n == 0 {
-				ops = append(ops, kvOp{key: it.Item().KeyCopy(nil), del: true})
+			if err != nil {
+				return fmt.Errorf("chunk %d: %w", first, err)
+			}
+			if c.held == 0 {
+				ops = append(ops, kvOp{key: item.KeyCopy(nil), del: true})
 				continue
 			}
-			s.outbox.refs[seq] = entryRef{mask: mask, n: n}
+			s.outbox.chunks[first] = c
+			s.outbox.starts = append(s.outbox.starts, first)
 		}
 		return nil
 	})
@@ -417,61 +502,39 @@ func countKeys(txn *badger.Txn, prefix []byte) (n int64, last uint64) {
 	return n, last
 }
 
-// dropUncommittedOutbox removes outbox entries of records beyond their
-// channel's head. Without the write-ahead log (NoSync) a batch too large
-// for one Badger transaction is applied in several, heads last, so a crash
-// between them can leave a record's entries without the head that makes
-// the record stored: the record is not stored (it was never acknowledged,
-// and its offset is given again), so its entries must go too.
-func (s *Store) dropUncommittedOutbox() error {
-	var drop [][]byte
+// storedCheck returns, for a store without the write-ahead log (NoSync
+// on disk), a check that an entry's record is stored; nil otherwise.
+// Without the log a batch too large for one Badger transaction is
+// applied in several, its chunk before its heads, so a crash between them
+// can leave a chunk with records whose head was not written: those
+// records are not stored (never acknowledged; their offsets are given
+// again), so their entries are not queued.
+func (s *Store) storedCheck() func(*badger.Txn, *OutboxEntry) (bool, error) {
+	if s.opts.Durability != NoSync || s.opts.InMemory {
+		return nil
+	}
 	heads := map[string]Position{}
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindEntry}, PrefetchValues: true})
-		defer it.Close()
-		for it.Seek([]byte{kindEntry}); it.ValidForPrefix([]byte{kindEntry}); it.Next() {
-			item := it.Item()
-			v, err := item.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			e, err := parseOutboxValue(0, v)
-			if err != nil || e.Channel == "" || e.Offset == 0 {
-				continue
-			}
-			pos, ok := heads[e.Channel]
-			if !ok {
-				hv, err := txn.Get(headKey(e.Channel))
-				if err == nil {
-					err = hv.Value(func(b []byte) error {
-						var perr error
-						pos.Head, pos.Epoch, perr = parseHeadValue(b)
-						return perr
-					})
-				}
-				if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
-					return err
-				}
-				heads[e.Channel] = pos
-			}
-			if e.Offset > pos.Head || e.Epoch != pos.Epoch {
-				drop = append(drop, item.KeyCopy(nil))
-			}
+	return func(txn *badger.Txn, e *OutboxEntry) (bool, error) {
+		if e.Channel == "" || e.Offset == 0 {
+			return true, nil // queued by Enqueue: no record
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("store: check the outbox: %w", err)
+		pos, ok := heads[e.Channel]
+		if !ok {
+			item, err := txn.Get(headKey(e.Channel))
+			if err == nil {
+				err = item.Value(func(b []byte) error {
+					var perr error
+					pos.Head, pos.Epoch, perr = parseHeadValue(b)
+					return perr
+				})
+			}
+			if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+				return false, err
+			}
+			heads[e.Channel] = pos
+		}
+		return e.Offset <= pos.Head && e.Epoch == pos.Epoch, nil
 	}
-	if len(drop) == 0 {
-		return nil
-	}
-	ops := make([]kvOp, len(drop))
-	for i, k := range drop {
-		ops[i] = kvOp{key: k, del: true}
-	}
-	s.opts.Logger.Warn("store: dropped outbox entries of records a crash left unstored", "entries", len(drop))
-	return s.apply(ops)
 }
 
 // queueIndex returns the index of the queue named name.
@@ -554,22 +617,24 @@ func (s *Store) Remove(ctx context.Context, queue string, seqs []uint64) error {
 	return nil
 }
 
-// release counts one queue less for each entry of seqs, and appends to
-// ops the deletion of those no queue holds any more. Called with
-// outboxes.mu held.
+// release counts the entries of seqs done for one more queue, and
+// appends to ops the deletion of the chunks no queue holds anything of
+// any more. Called with outboxes.mu held.
 func (s *Store) release(ops []kvOp, seqs []uint64) []kvOp {
+	o := &s.outbox
 	for _, seq := range seqs {
-		r, ok := s.outbox.refs[seq]
-		if !ok {
+		first, c := o.chunkOf(seq)
+		if c == nil {
 			continue
 		}
-		if r.n <= 1 {
-			delete(s.outbox.refs, seq)
-			ops = append(ops, kvOp{key: entryKey(seq, r.mask), del: true})
+		if c.held--; c.held > 0 {
 			continue
 		}
-		r.n--
-		s.outbox.refs[seq] = r
+		delete(o.chunks, first)
+		ops = append(ops, kvOp{key: chunkKey(first), del: true})
+	}
+	if len(o.starts) > 2*len(o.chunks)+64 {
+		o.starts = slices.DeleteFunc(o.starts, func(first uint64) bool { _, ok := o.chunks[first]; return !ok })
 	}
 	return ops
 }
@@ -630,46 +695,68 @@ func (s *Store) ReadOutbox(ctx context.Context, queue string, after uint64, limi
 	if limit <= 0 {
 		limit = 1000
 	}
-	// Which entries, from memory; then their payloads, from Badger.
+	// Which entries, from memory; then the chunks holding them, from
+	// Badger, each read once.
 	q := s.outbox.queues[qi]
-	var keys [][]byte
+	type part struct {
+		first uint64
+		seqs  []uint64
+	}
+	var parts []part
 	s.outbox.mu.Lock()
 	live := q.pending[q.front:]
 	i, _ := slices.BinarySearch(live, after+1)
-	for ; i < len(live) && len(keys) < limit; i++ {
-		if seq := live[i]; !q.done[seq] {
-			keys = append(keys, entryKey(seq, s.outbox.refs[seq].mask))
+	for n := 0; i < len(live) && n < limit; i++ {
+		seq := live[i]
+		if q.done[seq] {
+			continue
 		}
+		first, c := s.outbox.chunkOf(seq)
+		if c == nil {
+			continue
+		}
+		if len(parts) == 0 || parts[len(parts)-1].first != first {
+			parts = append(parts, part{first: first})
+		}
+		parts[len(parts)-1].seqs = append(parts[len(parts)-1].seqs, seq)
+		n++
 	}
 	s.outbox.mu.Unlock()
-	if len(keys) == 0 {
+	if len(parts) == 0 {
 		return nil, nil
 	}
-	out := make([]OutboxEntry, 0, len(keys))
+	var out []OutboxEntry
 	err = s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindEntry}, PrefetchValues: false})
-		defer it.Close()
-		it.Seek(keys[0])
-		for _, key := range keys {
-			// Entries of one queue mostly follow each other: step to the
-			// next key, and seek only past a gap.
-			for steps := 0; it.ValidForPrefix([]byte{kindEntry}) && bytes.Compare(it.Item().Key(), key) < 0; steps++ {
-				if steps == 8 {
-					it.Seek(key)
-					break
-				}
-				it.Next()
+		for _, p := range parts {
+			item, err := txn.Get(chunkKey(p.first))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue // done meanwhile
 			}
-			if !it.ValidForPrefix([]byte{kindEntry}) || !bytes.Equal(it.Item().Key(), key) {
-				continue // removed meanwhile by another queue's last removal
+			if err != nil {
+				return err
 			}
-			seq, _, _ := parseEntryKey(key)
-			if err := it.Item().Value(func(v []byte) error {
-				e, err := parseOutboxValue(seq, v)
-				out = append(out, e)
-				return err
-			}); err != nil {
-				return err
+			want := p.seqs
+			var perr error
+			err = item.Value(func(v []byte) error {
+				return parseChunk(p.first, v, func(seq, _ uint64, raw []byte) bool {
+					if seq != want[0] {
+						return true
+					}
+					e, err := parseOutboxValue(seq, raw)
+					if err != nil {
+						perr = err
+						return false
+					}
+					out = append(out, e)
+					want = want[1:]
+					return len(want) > 0
+				})
+			})
+			if err == nil {
+				err = perr
+			}
+			if err != nil {
+				return fmt.Errorf("chunk %d: %w", p.first, err)
 			}
 		}
 		return nil
@@ -734,15 +821,12 @@ func (s *Store) OutboxDepth(queue string) (depth, dead int64, err error) {
 // outboxBatch is what a batch changes in the queues, applied once it is
 // persisted.
 type outboxBatch struct {
-	added  []outboxAdd
-	dead   []int64 // per queue
-	buried uint64  // queues whose cursor a dead-letter move advanced
-	notify uint64  // per queue index
-}
-
-// outboxAdd is an entry a batch wrote.
-type outboxAdd struct {
-	seq, mask uint64 // mask: queue indexes (not bits)
+	first   uint64       // the chunk's first sequence
+	entries []chunkEntry // the chunk: entries the batch adds
+	queues  []uint64     // per entry, the queue indexes (bits of Queues) holding it
+	dead    []int64      // per queue
+	buried  uint64       // queues whose cursor a dead-letter move advanced
+	notify  uint64       // per queue index
 }
 
 func (b *outboxBatch) reset(n int) {
@@ -751,13 +835,15 @@ func (b *outboxBatch) reset(n int) {
 	}
 	b.dead = b.dead[:n]
 	clear(b.dead)
-	b.added = b.added[:0]
+	clear(b.entries) // drop payload references
+	b.entries, b.queues = b.entries[:0], b.queues[:0]
 	b.buried, b.notify = 0, 0
 }
 
-// routeRecord queues the outbox entry of a record just given offset in
-// c's batch, right after its log entry and before any head, so that a
-// head is never durable without the entries of its records.
+// routeRecord adds the record just given offset in c's batch to the
+// batch's chunk when Route gives it queues. The chunk is written with the
+// batch's log entries, before any head (flushChunk), so that a head is
+// never durable without the entries of its records.
 func (s *Store) routeRecord(c *committer, r *request) {
 	route := s.outbox.cfg.Route
 	if route == nil || len(s.outbox.queues) == 0 {
@@ -771,19 +857,30 @@ func (s *Store) routeRecord(c *committer, r *request) {
 	s.addEntry(c, mask, &e)
 }
 
-// addEntry writes e as a new entry held by the queues of mask (bit i for
-// Queues[i]).
+// addEntry adds e to the batch's chunk, held by the queues of mask (bit i
+// for Queues[i]), and assigns its sequence.
 func (s *Store) addEntry(c *committer, mask uint64, e *OutboxEntry) {
 	s.outbox.next++
 	e.Seq = s.outbox.next
+	b := &c.outbox
+	if len(b.entries) == 0 {
+		b.first = e.Seq
+	}
 	var keyBits uint64
 	for m := mask; m != 0; m &= m - 1 {
 		keyBits |= 1 << s.outbox.queues[bits.TrailingZeros64(m)].bit
 	}
-	c.ops = append(c.ops, kvOp{key: entryKey(e.Seq, keyBits),
-		value: outboxValue(make([]byte, 0, 19+len(e.Channel)+len(e.Epoch)+len(e.Payload)), e)})
-	c.outbox.added = append(c.outbox.added, outboxAdd{seq: e.Seq, mask: mask})
-	c.outbox.notify |= mask
+	b.entries = append(b.entries, chunkEntry{bits: keyBits, e: *e})
+	b.queues = append(b.queues, mask)
+	b.notify |= mask
+}
+
+// flushChunk queues the batch's chunk, if it has entries: called by
+// prepare after the batch's log entries, before its heads.
+func (s *Store) flushChunk(c *committer) {
+	if b := &c.outbox; len(b.entries) > 0 {
+		c.ops = append(c.ops, kvOp{key: chunkKey(b.first), value: chunkValue(b.entries)})
+	}
 }
 
 // prepareOutbox collects an outbox request's writes.
@@ -826,19 +923,21 @@ func (s *Store) prepareOutbox(c *committer, op *outboxOp) {
 // the cursors its dead-letter moves advanced, and tells Notify.
 func (s *Store) commitOutbox(c *committer) {
 	b := &c.outbox
-	if len(b.added) > 0 || b.buried != 0 {
+	if len(b.entries) > 0 || b.buried != 0 {
 		s.outbox.mu.Lock()
-		for _, a := range b.added {
-			var n int32
-			var keyBits uint64
-			for m := a.mask; m != 0; m &= m - 1 {
-				q := s.outbox.queues[bits.TrailingZeros64(m)]
-				q.pending = append(q.pending, a.seq)
-				q.depth.Add(1)
-				keyBits |= 1 << q.bit
-				n++
+		if len(b.entries) > 0 {
+			ch := &chunk{n: len(b.entries)}
+			for i, mask := range b.queues {
+				seq := b.first + uint64(i)
+				for m := mask; m != 0; m &= m - 1 {
+					q := s.outbox.queues[bits.TrailingZeros64(m)]
+					q.pending = append(q.pending, seq)
+					q.depth.Add(1)
+					ch.held++
+				}
 			}
-			s.outbox.refs[a.seq] = entryRef{mask: keyBits, n: n}
+			s.outbox.chunks[b.first] = ch
+			s.outbox.starts = append(s.outbox.starts, b.first)
 		}
 		var ops []kvOp
 		for m := b.buried; m != 0; m &= m - 1 {

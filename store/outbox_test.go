@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -201,7 +202,7 @@ func TestOutboxDropsEntriesOfRecordsBeyondTheHead(t *testing.T) {
 	// What a crash between two transactions of a NoSync batch leaves: the
 	// entries of offset 2, but not the head that stores it.
 	e := OutboxEntry{Time: time.Now(), Channel: "a", Offset: 2, Epoch: a.Epoch, Payload: []byte("unstored")}
-	if err := s.apply([]kvOp{{key: entryKey(2, 1<<s.outbox.queues[0].bit), value: outboxValue(nil, &e)}}); err != nil {
+	if err := s.apply([]kvOp{{key: chunkKey(2), value: chunkValue([]chunkEntry{{bits: 1 << s.outbox.queues[0].bit, e: e}})}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -238,16 +239,23 @@ func TestOutboxOptionsAreChecked(t *testing.T) {
 	}
 }
 
-// hasPayload reports whether the payload of entry seq is still stored.
+// hasPayload reports whether entry seq is still stored in a chunk.
 func hasPayload(t *testing.T, s *Store, seq uint64) bool {
 	t.Helper()
 	found := false
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindEntry}})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindChunk}, PrefetchValues: true})
 		defer it.Close()
-		for it.Seek([]byte{kindEntry}); it.ValidForPrefix([]byte{kindEntry}); it.Next() {
-			if got, _, _ := parseEntryKey(it.Item().Key()); got == seq {
-				found = true
+		for it.Seek([]byte{kindChunk}); it.ValidForPrefix([]byte{kindChunk}); it.Next() {
+			first := binary.BigEndian.Uint64(it.Item().Key()[1:])
+			err := it.Item().Value(func(v []byte) error {
+				return parseChunk(first, v, func(got, _ uint64, _ []byte) bool {
+					found = found || got == seq
+					return true
+				})
+			})
+			if err != nil {
+				return err
 			}
 		}
 		return nil
@@ -359,5 +367,47 @@ func TestOutboxQueuesComeAndGoWithTheConfiguration(t *testing.T) {
 	}
 	if d, _ := depth(t, s, "three"); d != 1 {
 		t.Fatalf("depth of three %d, want 1", d)
+	}
+}
+
+func TestOutboxBatchIsOneChunkKeptUntilEveryEntryIsDone(t *testing.T) {
+	t.Parallel()
+	s := openTest(t, Options{Dir: t.TempDir(), Outbox: Outbox{Queues: []string{"one"}, Route: routeByPrefix}})
+	ctx := context.Background()
+	res, err := s.AppendBatch(ctx, []ChannelRecord{
+		{Channel: "a1", Record: Record{Payload: []byte("x")}},
+		{Channel: "c", Record: Record{Payload: []byte("not routed")}},
+		{Channel: "a2", Record: Record{Payload: []byte("y")}},
+		{Channel: "a1", Record: Record{Payload: []byte("z")}},
+	})
+	if err != nil || res[3].Err != nil {
+		t.Fatal(err, res)
+	}
+	chunks := func() int {
+		n := 0
+		_ = s.db.View(func(txn *badger.Txn) error {
+			n64, _ := countKeys(txn, []byte{kindChunk})
+			n = int(n64)
+			return nil
+		})
+		return n
+	}
+	if n := chunks(); n != 1 {
+		t.Fatalf("%d chunks for one batch, want 1", n)
+	}
+	if err := s.Remove(ctx, "one", []uint64{1, 3}); err != nil {
+		t.Fatal(err)
+	}
+	if es := readQueue(t, s, "one"); len(es) != 1 || es[0].Seq != 2 || string(es[0].Payload) != "y" || es[0].Channel != "a2" {
+		t.Fatalf("after two of three removed: %+v", es)
+	}
+	if n := chunks(); n != 1 {
+		t.Fatalf("the chunk went with an entry still queued (%d chunks)", n)
+	}
+	if err := s.Remove(ctx, "one", []uint64{2}); err != nil {
+		t.Fatal(err)
+	}
+	if n := chunks(); n != 0 {
+		t.Fatalf("%d chunks left once every entry is done", n)
 	}
 }

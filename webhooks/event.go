@@ -52,7 +52,7 @@ func (e *Endpoint) Render(events []Event) ([]byte, error) {
 	}
 	one := func(ev Event) ([]byte, error) {
 		if e.EndpointConfig.Body == "" {
-			return json.Marshal(wire{ID: ev.ID, Type: ev.Type, Timestamp: ev.Time.UTC().Format(timestampFormat), Data: dataOrNull(ev.Data)})
+			return appendWire(nil, ev), nil
 		}
 		return []byte(render(e.EndpointConfig.Body, ev)), nil
 	}
@@ -73,6 +73,34 @@ func (e *Endpoint) Render(events []Event) ([]byte, error) {
 	}
 	b.WriteByte(']')
 	return []byte(b.String()), nil
+}
+
+// appendWire appends ev's default body, {"id","type","timestamp","data"},
+// as json.Marshal of a wire would write it (Data is JSON already).
+func appendWire(b []byte, ev Event) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, ev.ID)
+	b = append(b, `,"type":`...)
+	b = appendJSONString(b, ev.Type)
+	b = append(b, `,"timestamp":"`...)
+	b = ev.Time.UTC().AppendFormat(b, timestampFormat)
+	b = append(b, `","data":`...)
+	b = append(b, dataOrNull(ev.Data)...)
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string: as it is when it needs no
+// escaping (ids and types, always), through encoding/json otherwise.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 func dataOrNull(d json.RawMessage) json.RawMessage {

@@ -92,23 +92,22 @@ type envelopeHead struct {
 // decode turns a queued entry into the event endpoints are told of.
 func decode(e *Entry) (Event, error) {
 	if e.isMessage() {
-		// Queued with its message, the entry holds the stored payload;
-		// replayed from the history, the envelope itself.
-		raw := e.Payload
-		if len(raw) == 0 || raw[0] != '{' {
-			m, err := server.StoredMessage(e.Channel, e.Offset, e.Epoch, e.Payload)
-			if err != nil {
-				return Event{}, fmt.Errorf("webhooks: entry %d: %w", e.Seq, err)
-			}
-			raw = m.Raw
+		if len(e.Payload) > 0 && e.Payload[0] == '{' {
+			return decodeEnvelope(e)
 		}
-		var head envelopeHead
-		if err := json.Unmarshal(raw, &head); err != nil {
-			return Event{}, fmt.Errorf("webhooks: entry %d: envelope: %w", e.Seq, err)
+		// Queued with its message, the entry holds the stored payload:
+		// its fields are found without decoding JSON.
+		m, err := server.StoredMessage(e.Channel, e.Offset, e.Epoch, e.Payload)
+		if err != nil {
+			return Event{}, fmt.Errorf("webhooks: entry %d: %w", e.Seq, err)
 		}
-		ev := Event{ID: head.ID, Type: EventMessage, Time: e.Time, Channel: e.Channel, Name: head.Event, Data: raw, MessageData: head.Data}
-		if head.From != nil {
-			ev.User, ev.Session = head.From.User, head.From.Session
+		f, err := server.ParseStored(e.Payload)
+		if err != nil {
+			return Event{}, fmt.Errorf("webhooks: entry %d: %w", e.Seq, err)
+		}
+		ev := Event{ID: f.ID, Type: EventMessage, Time: e.Time, Channel: e.Channel, Name: f.Event, Data: m.Raw, MessageData: f.Data}
+		if f.From != nil {
+			ev.User, ev.Session = f.From.User, f.From.Session
 		}
 		return ev, nil
 	}
@@ -122,6 +121,20 @@ func decode(e *Entry) (Event, error) {
 		return Event{}, err
 	}
 	return Event{ID: l.ID, Type: l.Type, Time: e.Time, Channel: l.Channel, User: l.User, Session: l.Session, Data: data}, nil
+}
+
+// decodeEnvelope turns an entry replayed from the history, which holds
+// the message's envelope, into its event.
+func decodeEnvelope(e *Entry) (Event, error) {
+	var head envelopeHead
+	if err := json.Unmarshal(e.Payload, &head); err != nil {
+		return Event{}, fmt.Errorf("webhooks: entry %d: envelope: %w", e.Seq, err)
+	}
+	ev := Event{ID: head.ID, Type: EventMessage, Time: e.Time, Channel: e.Channel, Name: head.Event, Data: e.Payload, MessageData: head.Data}
+	if head.From != nil {
+		ev.User, ev.Session = head.From.User, head.From.Session
+	}
+	return ev, nil
 }
 
 // newEventID returns a fresh life event id: "evt_" and 20 random base32

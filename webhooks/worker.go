@@ -144,8 +144,10 @@ func (w *worker) run(parent context.Context) {
 
 // load fills the window from the outbox.
 func (w *worker) load(ctx context.Context) {
+	// Refill once half the window is free (or it is empty), not after
+	// every delivery: a read costs the same for one entry as for many.
 	room := w.window - len(w.pending)
-	if !w.more || room <= 0 {
+	if !w.more || room <= 0 || (len(w.pending) > 0 && room < w.window/2) {
 		return
 	}
 	es, err := w.svc.outbox.Read(ctx, w.ep.Name, w.after, room)
@@ -279,6 +281,12 @@ func (w *worker) send(ctx context.Context, batch []*item) {
 // entries from the outbox.
 func (w *worker) deliver(ctx context.Context, batch []*item) result {
 	r := result{items: batch}
+	if w.svc.sender.BreakerState(w.ep.Name) == "open" {
+		// Refused before anything is read or rendered: a dead endpoint
+		// costs its retries nothing but this check.
+		r.attempt = Attempt{Outcome: Retry, Err: ErrBreakerOpen}
+		return r
+	}
 	events := make([]Event, 0, len(batch))
 	for _, it := range batch {
 		ev, err := decode(&it.e)

@@ -53,7 +53,7 @@ import (
 )
 
 // The phases of the webhooks workload, in the order they run.
-var whPhases = []string{"none", "endpoints", "unbatched", "batched"}
+var whPhases = []string{"none", "endpoints", "endpoints-unbatched", "endpoints-queued", "unbatched", "batched", "unbatched-queued", "batched-queued"}
 
 // whOptions are the flags of `herald bench webhooks`.
 type whOptions struct {
@@ -193,8 +193,12 @@ type whResult struct {
 	Channels   int       `json:"channels"`
 	Phases     []whPhase `json:"phases"`
 	// PublishRatio is the endpoints phase's publish msgs/s over the none
-	// phase's (0 unless both ran).
-	PublishRatio float64 `json:"publish_ratio,omitempty"`
+	// phase's (0 unless both ran); PublishRatioUnbatched the same for the
+	// endpoints-unbatched phase, PublishRatioQueued for endpoints-queued
+	// (the publish path's own cost: no delivery competes with it).
+	PublishRatio          float64 `json:"publish_ratio,omitempty"`
+	PublishRatioUnbatched float64 `json:"publish_ratio_unbatched,omitempty"`
+	PublishRatioQueued    float64 `json:"publish_ratio_queued,omitempty"`
 }
 
 // whPhase is one phase's figures.
@@ -206,7 +210,13 @@ type whPhase struct {
 	PublishSeconds float64 `json:"publish_seconds"`
 	PublishPerSec  float64 `json:"publish_per_sec"`
 	// Delivery phases: from the first publish until the receiver held
-	// every event (Complete), in events/s.
+	// every event (Complete), in events/s. Queued phases publish
+	// everything while the receiver refuses (503), then let it accept:
+	// they time the drain, from the first accepted request to the last
+	// event, which no publishing competes with.
+	Queued          bool         `json:"queued,omitempty"`
+	DrainSeconds    float64      `json:"drain_seconds,omitempty"`
+	DrainedPerSec   float64      `json:"drained_per_sec,omitempty"`
 	Complete        bool         `json:"complete"`
 	DeliverSeconds  float64      `json:"deliver_seconds,omitempty"`
 	DeliveredPerSec float64      `json:"delivered_per_sec,omitempty"`
@@ -224,17 +234,23 @@ type whPhase struct {
 }
 
 func (r *whResult) ratio() {
-	var none, ends float64
+	var none, ends, unbatched, queued float64
 	for _, p := range r.Phases {
 		switch p.Name {
 		case "none":
 			none = p.PublishPerSec
 		case "endpoints":
 			ends = p.PublishPerSec
+		case "endpoints-unbatched":
+			unbatched = p.PublishPerSec
+		case "endpoints-queued":
+			queued = p.PublishPerSec
 		}
 	}
-	if none > 0 && ends > 0 {
+	if none > 0 {
 		r.PublishRatio = math.Round(ends/none*1000) / 1000
+		r.PublishRatioUnbatched = math.Round(unbatched/none*1000) / 1000
+		r.PublishRatioQueued = math.Round(queued/none*1000) / 1000
 	}
 }
 
@@ -243,13 +259,16 @@ func (r *whResult) ratio() {
 // stops both.
 func runWebhooksPhase(ctx context.Context, o whOptions, name string, stderr io.Writer) (*whPhase, error) {
 	p := &whPhase{Name: name}
-	deliver := name == "unbatched" || name == "batched"
+	deliver := strings.HasPrefix(name, "unbatched") || strings.HasPrefix(name, "batched")
+	p.Queued = strings.HasSuffix(name, "-queued")
 	switch name {
-	case "endpoints":
-		p.Endpoints = o.endpoints
-	case "unbatched":
+	case "endpoints", "endpoints-queued":
+		p.Endpoints, p.BatchSize = o.endpoints, o.deliverBatch
+	case "endpoints-unbatched":
+		p.Endpoints, p.BatchSize = o.endpoints, 1
+	case "unbatched", "unbatched-queued":
 		p.Endpoints, p.BatchSize = 1, 1
-	case "batched":
+	case "batched", "batched-queued":
 		p.Endpoints, p.BatchSize = 1, o.deliverBatch
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
@@ -258,6 +277,7 @@ func runWebhooksPhase(ctx context.Context, o whOptions, name string, stderr io.W
 	if err != nil {
 		return nil, err
 	}
+	rc.refuse.Store(p.Queued)
 	defer rc.close()
 	key := whRandom("bench-", 18)
 	cfg := whConfig(o, p, rc.addr, key)
@@ -286,6 +306,9 @@ func runWebhooksPhase(ctx context.Context, o whOptions, name string, stderr io.W
 	p.PublishSeconds = round3(last.Sub(t0).Seconds())
 	p.PublishPerSec = math.Round(float64(o.messages) / last.Sub(t0).Seconds())
 	progress("published %d messages in %.2f s", o.messages, p.PublishSeconds)
+	if p.Queued {
+		rc.refuse.Store(false)
+	}
 	end := last
 	if deliver {
 		select {
@@ -294,6 +317,11 @@ func runWebhooksPhase(ctx context.Context, o whOptions, name string, stderr io.W
 			end = rc.doneAt()
 			p.DeliverSeconds = round3(end.Sub(t0).Seconds())
 			p.DeliveredPerSec = math.Round(float64(o.messages) / end.Sub(t0).Seconds())
+			if p.Queued {
+				first := rc.firstAccepted()
+				p.DrainSeconds = round3(end.Sub(first).Seconds())
+				p.DrainedPerSec = math.Round(float64(o.messages) / end.Sub(first).Seconds())
+			}
 			progress("received %d events in %.2f s", o.messages, p.DeliverSeconds)
 		case <-ctx.Done():
 		}
@@ -371,6 +399,12 @@ func whConfig(o whOptions, p *whPhase, receiver, key string) []byte {
 		}
 		if p.BatchSize > 1 {
 			fmt.Fprintf(&b, "    batch: {size: %d, timeout: %s}\n", p.BatchSize, o.batchTimeout)
+		}
+		if p.Queued {
+			// Refused while publishing: the breaker opens (no request is
+			// made or rendered while it is) and probes every second, so
+			// the drain starts soon after the receiver accepts.
+			b.WriteString("    retry: {initial: 20ms, max: 100ms}\n    breaker: {timeout: 1s}\n")
 		}
 	}
 	return b.Bytes()
@@ -522,7 +556,11 @@ type whReceiver struct {
 	// distinct events.
 	done chan struct{}
 
+	// refuse makes it answer 503 (a queued phase, while publishing).
+	refuse atomic.Bool
+
 	mu       sync.Mutex
+	first    time.Time // the first accepted request
 	seen     [][]bool // per endpoint, per message number
 	distinct int64
 	dups     int64
@@ -584,9 +622,16 @@ func (rc *whReceiver) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	if rc.refuse.Load() {
+		http.Error(w, "not yet", http.StatusServiceUnavailable)
+		return
+	}
 	w.WriteHeader(http.StatusOK)
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
+	if rc.first.IsZero() {
+		rc.first = now
+	}
 	rc.requests++
 	for _, ev := range events {
 		i := ev.Data.Data.I
@@ -605,6 +650,12 @@ func (rc *whReceiver) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		rc.at = now
 		close(rc.done)
 	}
+}
+
+func (rc *whReceiver) firstAccepted() time.Time {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.first
 }
 
 func (rc *whReceiver) doneAt() time.Time {
@@ -628,10 +679,13 @@ func writeWebhooksReport(w io.Writer, res *whResult) error {
 	for _, p := range res.Phases {
 		what := "no endpoint"
 		switch {
-		case p.Endpoints > 0 && p.BatchSize == 0:
-			what = fmt.Sprintf("%d endpoints", p.Endpoints)
+		case p.Endpoints > 1:
+			what = fmt.Sprintf("%d endpoints, batch size %d", p.Endpoints, p.BatchSize)
 		case p.BatchSize > 0:
 			what = fmt.Sprintf("1 endpoint, batch size %d", p.BatchSize)
+		}
+		if p.Queued {
+			what += ", queued first"
 		}
 		fmt.Fprintf(tw, "%s\t%s\tpublish %s msgs/s (%.2f s)", p.Name, what, benchNum(p.PublishPerSec), p.PublishSeconds)
 		if p.ServerCPUPerMsg > 0 {
@@ -642,8 +696,11 @@ func writeWebhooksReport(w io.Writer, res *whResult) error {
 		case p.Complete:
 			fmt.Fprintf(tw, "\t\tdelivered %s events/s (all %s in %.2f s, %s requests, %d again)\n",
 				benchNum(p.DeliveredPerSec), benchNum(float64(p.Received)), p.DeliverSeconds, benchNum(float64(p.Requests)), p.Duplicates)
+			if p.Queued {
+				fmt.Fprintf(tw, "\t\tdrained %s events/s (%.2f s from the first accepted request)\n", benchNum(p.DrainedPerSec), p.DrainSeconds)
+			}
 			fmt.Fprintf(tw, "\t\tlag publish→receipt %s\n", benchLatencyLine(p.Lag))
-		case p.BatchSize > 0:
+		case p.Endpoints == 1:
 			fmt.Fprintf(tw, "\t\tINCOMPLETE: %s of %s events received\n", benchNum(float64(p.Received)), benchNum(float64(res.Messages)))
 		case p.Endpoints > 0:
 			fmt.Fprintf(tw, "\t\t(%s events received by the last acknowledgement)\n", benchNum(float64(p.Received)))
@@ -651,6 +708,12 @@ func writeWebhooksReport(w io.Writer, res *whResult) error {
 	}
 	if res.PublishRatio > 0 {
 		fmt.Fprintf(tw, "ratio\tpublish with endpoints ÷ without\t%.3f\n", res.PublishRatio)
+	}
+	if res.PublishRatioUnbatched > 0 {
+		fmt.Fprintf(tw, "ratio\tpublish with unbatched endpoints ÷ without\t%.3f\n", res.PublishRatioUnbatched)
+	}
+	if res.PublishRatioQueued > 0 {
+		fmt.Fprintf(tw, "ratio\tpublish with endpoints, none delivering ÷ without\t%.3f\n", res.PublishRatioQueued)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -70,7 +70,7 @@ func TestBenchWebhooksFlags(t *testing.T) {
 		}
 	}
 	o, err := parseWebhooksFlags(nil, &bytes.Buffer{})
-	if err != nil || o.messages != 100_000 || o.endpoints != 3 || o.deliverBatch != 100 || strings.Join(o.phases, ",") != "none,endpoints,unbatched,batched" {
+	if err != nil || o.messages != 100_000 || o.endpoints != 3 || o.deliverBatch != 100 || strings.Join(o.phases, ",") != strings.Join(whPhases, ",") {
 		t.Errorf("defaults %+v, %v", o, err)
 	}
 	// The generated configuration: endpoints at the receiver, batched
@@ -83,8 +83,11 @@ func TestBenchWebhooksFlags(t *testing.T) {
 		t.Errorf("parallel set without --parallel:\n%s", cfg)
 	}
 	o.parallel = 16
-	if cfg := string(whConfig(o, &whPhase{Endpoints: 3}, "127.0.0.1:9", "k")); strings.Count(cfg, "    parallel: 16\n") != 3 || strings.Contains(cfg, "batch:") {
+	if cfg := string(whConfig(o, &whPhase{Endpoints: 3}, "127.0.0.1:9", "k")); strings.Count(cfg, "    parallel: 16\n") != 3 || strings.Contains(cfg, "batch:") || strings.Contains(cfg, "breaker:") {
 		t.Errorf("three endpoints, parallel 16:\n%s", cfg)
+	}
+	if cfg := string(whConfig(o, &whPhase{Endpoints: 1, Queued: true}, "127.0.0.1:9", "k")); !strings.Contains(cfg, "breaker: {timeout: 1s}") {
+		t.Errorf("a queued phase's config keeps the breaker shut:\n%s", cfg)
 	}
 	if cfg := string(whConfig(o, &whPhase{}, "127.0.0.1:9", "k")); strings.Contains(cfg, "webhooks:") {
 		t.Errorf("config without endpoints:\n%s", cfg)
@@ -108,7 +111,7 @@ func TestBenchWebhooksSmoke(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
 		t.Fatalf("the report's JSON line: %v\n%s", err, stdout.String())
 	}
-	if len(res.Phases) != 4 || res.Messages != n || res.PublishRatio <= 0 {
+	if len(res.Phases) != len(whPhases) || res.Messages != n || res.PublishRatio <= 0 || res.PublishRatioUnbatched <= 0 || res.PublishRatioQueued <= 0 {
 		t.Fatalf("report %+v", res)
 	}
 	for i, want := range whPhases {
@@ -121,21 +124,26 @@ func TestBenchWebhooksSmoke(t *testing.T) {
 			if p.Endpoints != 0 || p.Received != 0 || p.Requests != 0 {
 				t.Errorf("none: %+v", p)
 			}
-		case "endpoints":
+		case "endpoints", "endpoints-unbatched", "endpoints-queued":
 			if p.Endpoints != 3 || p.Received > 3*n {
-				t.Errorf("endpoints: %+v", p)
+				t.Errorf("%s: %+v", want, p)
 			}
-		case "unbatched":
+		case "unbatched", "unbatched-queued":
 			if !p.Complete || p.Received != n || p.Requests != n || p.Lag.Count != n {
-				t.Errorf("unbatched: %+v", p)
+				t.Errorf("%s: %+v", want, p)
 			}
-		case "batched":
+		case "batched", "batched-queued":
+			// A queued phase's requests refused while publishing are not
+			// counted: only the accepted ones are.
 			if !p.Complete || p.Received != n || p.Requests < n/10 || p.Requests > n || p.BatchSize != 10 || p.Lag.Count != n {
-				t.Errorf("batched: %+v", p)
+				t.Errorf("%s: %+v", want, p)
 			}
 		}
+		if p.Queued != strings.HasSuffix(want, "-queued") || (p.Queued && p.Complete && (p.DrainedPerSec <= 0 || p.DrainSeconds <= 0)) {
+			t.Errorf("%s: queued %v, drain %v s", want, p.Queued, p.DrainSeconds)
+		}
 	}
-	for _, want := range []string{"herald bench webhooks — 300 messages per phase", "delivered", "ratio"} {
+	for _, want := range []string{"herald bench webhooks — 300 messages per phase", "delivered", "drained", "ratio"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("the table lacks %q:\n%s", want, stdout.String())
 		}
