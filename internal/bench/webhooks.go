@@ -561,7 +561,7 @@ type whReceiver struct {
 
 	mu       sync.Mutex
 	first    time.Time // the first accepted request
-	seen     [][]bool // per endpoint, per message number
+	seen     [][]bool  // per endpoint, per message number
 	distinct int64
 	dups     int64
 	requests int64
