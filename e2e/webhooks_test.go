@@ -826,3 +826,41 @@ func TestWebhookInboundRecipes(t *testing.T) {
 		}
 	}
 }
+
+// TestWebhookRecipeWeWeb is the README's WeWeb recipe as its HTTP
+// exchange: a page's EventSource on /sse with a user token in ?token=,
+// listening for metrics_updated, gets the event a backend (or an n8n
+// workflow) publishes with the API key, named and with the data the page
+// maps into a variable; the API key never reaches the page.
+func TestWebhookRecipeWeWeb(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, "--config", writeConfig(t, `channels:
+  - pattern: "dashboard_{team}"
+    subscribe: ["team:{team}"]
+    publish: ["system"]
+`))
+	toks := permTokens(t, map[string][]string{"viewer": {"--sub", "17", "--attr", "team=metrics"}})
+	s, _, _ := openSSEStream(t, srv.url(), "channel=dashboard_metrics&token="+toks["viewer"], "", "", 0)
+	defer s.conn.Close()
+	rawPublish(t, srv.url(), n8nHeaders,
+		`{"channel":"dashboard_metrics","event":"metrics_updated","data":{"total_sales":1290,"total_revenue":48210.5,"active_users":37}}`)
+	ev := s.mustNext("metrics_updated")
+	var env struct {
+		Channel string `json:"channel"`
+		Event   string `json:"event"`
+		Data    struct {
+			TotalSales   int     `json:"total_sales"`
+			TotalRevenue float64 `json:"total_revenue"`
+			ActiveUsers  int     `json:"active_users"`
+		} `json:"data"`
+	}
+	if ev.name != "metrics_updated" || json.Unmarshal([]byte(ev.data), &env) != nil || env.Channel != "dashboard_metrics" ||
+		env.Data.TotalSales != 1290 || env.Data.TotalRevenue != 48210.5 || env.Data.ActiveUsers != 37 || ev.id == "" {
+		t.Fatalf("the page got %+v (%s), want metrics_updated with its data and an id", ev, ev.data)
+	}
+	// Another team's token is refused, naming the channel.
+	other := permTokens(t, map[string][]string{"sales": {"--sub", "18", "--attr", "team=sales"}})
+	if d := dialSSE(t, srv.url(), "channel=dashboard_metrics&token="+other["sales"], "", "", 0); d.status != http.StatusForbidden || !strings.Contains(string(d.body), "dashboard_metrics") {
+		t.Fatalf("another team's page: %d %s, want a 403 naming the channel", d.status, d.body)
+	}
+}
