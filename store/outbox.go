@@ -661,40 +661,41 @@ func (s *Store) Revive(ctx context.Context, queue string, dead []DeadEntry) erro
 }
 
 func (s *Store) submitOutbox(ctx context.Context, op outboxOp) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if !s.enter() {
-		return ErrClosed
-	}
-	defer s.exit()
-	r := s.newRequest(nil)
-	r.kind = requestOutbox
-	r.outbox = &op
-	r.setCost()
-	if _, err := s.submit(ctx, r); err != nil {
+	err := s.change(ctx, func(r *request) { r.kind, r.outbox = requestOutbox, &op })
+	if err != nil {
 		return fmt.Errorf("store: outbox %s: %w", s.outbox.queues[op.queue].name, err)
 	}
 	return nil
 }
 
-// ReadOutbox returns up to limit entries the queue holds with sequences
-// greater than after, in order. limit <= 0 means 1,000.
-func (s *Store) ReadOutbox(ctx context.Context, queue string, after uint64, limit int) ([]OutboxEntry, error) {
+// beginRead starts a read of a queue: it returns the queue's index and
+// the page size (limit, or 1,000 when limit <= 0). On success the caller
+// calls s.exit when done.
+func (s *Store) beginRead(ctx context.Context, queue string, limit int) (int, int, error) {
 	qi, err := s.queueIndex(queue)
 	if err != nil {
-		return nil, err
+		return 0, 0, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return 0, 0, err
 	}
 	if !s.enter() {
-		return nil, ErrClosed
+		return 0, 0, ErrClosed
 	}
-	defer s.exit()
 	if limit <= 0 {
 		limit = 1000
 	}
+	return qi, limit, nil
+}
+
+// ReadOutbox returns up to limit entries the queue holds with sequences
+// greater than after, in order. limit <= 0 means 1,000.
+func (s *Store) ReadOutbox(ctx context.Context, queue string, after uint64, limit int) ([]OutboxEntry, error) {
+	qi, limit, err := s.beginRead(ctx, queue, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer s.exit()
 	// Which entries, from memory; then the chunks holding them, from
 	// Badger, each read once.
 	q := s.outbox.queues[qi]
@@ -770,22 +771,14 @@ func (s *Store) ReadOutbox(ctx context.Context, queue string, after uint64, limi
 // ReadDead returns up to limit dead letters of the queue with sequences
 // greater than after, in order. limit <= 0 means 1,000.
 func (s *Store) ReadDead(ctx context.Context, queue string, after uint64, limit int) ([]DeadEntry, error) {
-	if _, err := s.queueIndex(queue); err != nil {
+	_, limit, err := s.beginRead(ctx, queue, limit)
+	if err != nil {
 		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if !s.enter() {
-		return nil, ErrClosed
 	}
 	defer s.exit()
-	if limit <= 0 {
-		limit = 1000
-	}
 	var out []DeadEntry
 	prefix := deadPrefix(queue)
-	err := s.db.View(func(txn *badger.Txn) error {
+	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: min(limit, 100)})
 		defer it.Close()
 		for it.Seek(deadKey(queue, after+1)); it.ValidForPrefix(prefix) && len(out) < limit; it.Next() {

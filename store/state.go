@@ -48,6 +48,15 @@ func (s *Store) DeleteState(ctx context.Context, key string) error {
 }
 
 func (s *Store) updateState(ctx context.Context, op kvOp) error {
+	if err := s.change(ctx, func(r *request) { r.kind, r.op = requestState, op }); err != nil {
+		return fmt.Errorf("store: write state: %w", err)
+	}
+	return nil
+}
+
+// change queues a write that is not an append (a state or an outbox
+// change), as fill describes it, and returns once it is durable.
+func (s *Store) change(ctx context.Context, fill func(r *request)) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -56,13 +65,10 @@ func (s *Store) updateState(ctx context.Context, op kvOp) error {
 	}
 	defer s.exit()
 	r := s.newRequest(nil)
-	r.kind = requestState
-	r.op = op
+	fill(r)
 	r.setCost()
-	if _, err := s.submit(ctx, r); err != nil {
-		return fmt.Errorf("store: write state: %w", err)
-	}
-	return nil
+	_, err := s.submit(ctx, r)
+	return err
 }
 
 // GetState returns the value under key; ok is false when there is none.

@@ -145,32 +145,39 @@ func newEventID() string {
 	return "evt_" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])
 }
 
-// lifeType maps a core life event to an endpoint event type. Connect
-// and disconnect follow the user's presence (first session opened, last
-// one gone past the grace), so a quick reconnect fires neither; join and
-// leave are the core's debounced ones too.
+// lifeTypes pairs the core's life events with the endpoint event types
+// they become. Connect and disconnect follow the user's presence (first
+// session opened, last one gone past the grace), so a quick reconnect
+// fires neither; join and leave are the core's debounced ones too.
+func lifeTypes() []struct {
+	kind server.EventKind
+	typ  string
+} {
+	return []struct {
+		kind server.EventKind
+		typ  string
+	}{
+		{server.UserOnline, EventConnect}, {server.UserOffline, EventDisconnect},
+		{server.UserJoined, EventJoin}, {server.UserLeft, EventLeave}, {server.StateChanged, EventState},
+		{server.ChannelOccupied, EventOccupied}, {server.ChannelVacated, EventVacated},
+	}
+}
+
+// lifeType returns the endpoint event type of a core life event.
 func lifeType(k server.EventKind) (string, bool) {
-	switch k {
-	case server.UserOnline:
-		return EventConnect, true
-	case server.UserOffline:
-		return EventDisconnect, true
-	case server.UserJoined:
-		return EventJoin, true
-	case server.UserLeft:
-		return EventLeave, true
-	case server.StateChanged:
-		return EventState, true
-	case server.ChannelOccupied:
-		return EventOccupied, true
-	case server.ChannelVacated:
-		return EventVacated, true
+	for _, p := range lifeTypes() {
+		if p.kind == k {
+			return p.typ, true
+		}
 	}
 	return "", false
 }
 
-// lifeKinds are the core events lifeType maps.
+// lifeKinds are the core events that become endpoint events.
 func lifeKinds() []server.EventKind {
-	return []server.EventKind{server.UserOnline, server.UserOffline, server.UserJoined, server.UserLeft,
-		server.StateChanged, server.ChannelOccupied, server.ChannelVacated}
+	var out []server.EventKind
+	for _, p := range lifeTypes() {
+		out = append(out, p.kind)
+	}
+	return out
 }
