@@ -481,7 +481,7 @@ webhooks:
 
 // lifeEvent is a life event as the receiver got it.
 type lifeEvent struct {
-	ID, Type, User, Channel, Session, Transport, State string
+	ID, Type, User, Channel, Session, Transport, State, Reason string
 }
 
 func (e lifeEvent) String() string {
@@ -512,6 +512,7 @@ func lifeEvents(t testing.TB, recs []hookRecord, path string) []lifeEvent {
 				Channel   string          `json:"channel"`
 				Transport string          `json:"transport"`
 				State     json.RawMessage `json:"state"`
+				Reason    string          `json:"reason"`
 			}
 			if err := json.Unmarshal(ev.Data, &d); err != nil {
 				t.Fatalf("%s: %s event data %s: %v", path, ev.Type, ev.Data, err)
@@ -520,7 +521,7 @@ func lifeEvents(t testing.TB, recs []hookRecord, path string) []lifeEvent {
 				t.Fatalf("%s: %s event id %q sent as webhook-id %q", path, ev.Type, ev.ID, r.WebhookID)
 			}
 			out = append(out, lifeEvent{ID: ev.ID, Type: ev.Type, User: d.User, Channel: d.Channel,
-				Session: d.Session, Transport: d.Transport, State: string(d.State)})
+				Session: d.Session, Transport: d.Transport, State: string(d.State), Reason: d.Reason})
 		}
 	}
 	return out
@@ -614,7 +615,12 @@ func lifeScenario(t *testing.T, d driver, base string, rcv *receiver, ada, bo, r
 	// a leave or disconnect of Ada's, due a grace after her drop, would
 	// come before Bo's.
 	bob.close()
-	expectLife(t, rcv, path, 7, "leave 18 "+room, "disconnect 18")
+	got = expectLife(t, rcv, path, 7, "leave 18 "+room, "disconnect 18")
+	// The disconnect names his last session, its transport and why it
+	// closed.
+	if e := got[1]; e.Session != bob.session() || e.Transport != tr || e.Reason == "" {
+		t.Fatalf("Bo's disconnect %+v, want his session %q on %s and a reason", e, bob.session(), tr)
+	}
 
 	ada2.close()
 	expectLife(t, rcv, path, 9, "vacated "+room, "leave 17 "+room, "disconnect 17")

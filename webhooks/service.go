@@ -67,6 +67,10 @@ type Service struct {
 	lifeMu      sync.Mutex
 	lifePending map[string][]Entry
 	lifeCount   int
+	// lastClosed is, per user, their last session to close, for the
+	// disconnect that follows once the grace passes. Only the observer's
+	// goroutine touches it; an entry goes with the user's disconnect.
+	lastClosed map[string]server.Event
 	lifeReady   chan struct{}
 	lifeDone    chan struct{}
 	stopOnce    sync.Once
@@ -99,7 +103,8 @@ func New(opts Options) (*Service, error) {
 		opts.Jitter = rand.Float64
 	}
 	s := &Service{opts: opts, sender: NewSender(opts.Client, opts.UserAgent), byName: map[string]*worker{},
-		lifePending: map[string][]Entry{}, lifeReady: make(chan struct{}, 1), lifeDone: make(chan struct{})}
+		lifePending: map[string][]Entry{}, lifeReady: make(chan struct{}, 1), lifeDone: make(chan struct{}),
+		lastClosed: map[string]server.Event{}}
 	s.sender.breakerTimeout = opts.BreakerTimeout
 	for _, ep := range opts.Endpoints {
 		w := newWorker(s, ep)
@@ -165,7 +170,7 @@ func (s *Service) Start(srv *server.Server, outbox Outbox) error {
 		wantLife = wantLife || w.wantsLife
 	}
 	if wantLife && srv != nil {
-		obs, err := srv.Observe("webhooks", s.observe, lifeKinds()...)
+		obs, err := srv.Observe("webhooks", s.observe, append(lifeKinds(), server.SessionClosed)...)
 		if err != nil {
 			cancel()
 			return fmt.Errorf("webhooks: %w", err)
@@ -210,6 +215,20 @@ func (s *Service) Shutdown(ctx context.Context) error {
 // observe queues a life event for every endpoint that wants it. It runs on
 // the observer's goroutine and never waits for the store: queueLife does.
 func (s *Service) observe(ev server.Event) {
+	switch ev.Kind {
+	case server.SessionClosed:
+		if ev.User != "" {
+			s.lastClosed[ev.User] = ev
+		}
+		return
+	case server.UserOffline:
+		// The disconnect names the user's last session, its transport and
+		// why it closed.
+		if last, ok := s.lastClosed[ev.User]; ok {
+			delete(s.lastClosed, ev.User)
+			ev.Session, ev.Transport, ev.Reason = last.Session, last.Transport, last.Reason
+		}
+	}
 	typ, ok := lifeType(ev.Kind)
 	if !ok {
 		return
@@ -282,9 +301,9 @@ func (s *Service) worker(name string) (*worker, error) {
 	return w, nil
 }
 
-// reasonText is why a session closed, for the events that have one.
+// reasonText is why the user's last session closed, for a disconnect.
 func reasonText(ev server.Event) string {
-	if ev.Kind == server.SessionClosed {
+	if ev.Kind == server.UserOffline && ev.Session != "" {
 		return ev.Reason.String()
 	}
 	return ""

@@ -505,7 +505,9 @@ func TestLifeEventsReachTheEndpointsThatWantThem(t *testing.T) {
 		{Kind: server.StateChanged, User: "17", Channel: "chat_lobby", State: json.RawMessage(`{"typing":true}`)},
 		{Kind: server.UserLeft, User: "17", Channel: "chat_lobby"},
 		{Kind: server.ChannelVacated, Channel: "chat_lobby"},
+		{Kind: server.SessionClosed, User: "17", Session: "s_1", Transport: "ws", Reason: server.ReasonClientGone},
 		{Kind: server.UserOffline, User: "17"},
+		{Kind: server.UserOffline, User: "18"}, // no session of theirs was seen closing
 	} {
 		ev.At = at
 		r.svc.observe(ev)
@@ -519,15 +521,16 @@ func TestLifeEventsReachTheEndpointsThatWantThem(t *testing.T) {
 		{"/chat", EventState, `{"user":"17","channel":"chat_lobby","state":{"typing":true}}`},
 		{"/chat", EventLeave, `{"user":"17","channel":"chat_lobby"}`},
 		{"/chat", EventVacated, `{"channel":"chat_lobby"}`},
-		{"/chat", EventDisconnect, `{"user":"17"}`},
+		{"/chat", EventDisconnect, `{"user":"17","session":"s_1","transport":"ws","reason":"client_gone"}`},
+		{"/chat", EventDisconnect, `{"user":"18"}`},
 		{"/joins", EventJoin, `{"user":"17","session":"s_1","channel":"chat_lobby","transport":"ws"}`},
 		{"/joins", EventJoin, `{"user":"17","session":"s_1","channel":"news","transport":"sse"}`},
 	}
 	r.waitDepth(t, "chat", 0, 0)
 	r.waitDepth(t, "joins", 0, 0)
 	waitFor(t, "every life event to be delivered", func() bool { return rc.count() >= len(wants) })
-	if n := r.ob.enqueued("chat"); n != 7 {
-		t.Errorf("chat: %d entries queued, want 7", n)
+	if n := r.ob.enqueued("chat"); n != 8 {
+		t.Errorf("chat: %d entries queued, want 8", n)
 	}
 	if n := r.ob.enqueued("joins"); n != 2 {
 		t.Errorf("joins: %d entries queued, want 2", n)
