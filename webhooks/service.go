@@ -71,9 +71,9 @@ type Service struct {
 	// disconnect that follows once the grace passes. Only the observer's
 	// goroutine touches it; an entry goes with the user's disconnect.
 	lastClosed map[string]server.Event
-	lifeReady   chan struct{}
-	lifeDone    chan struct{}
-	stopOnce    sync.Once
+	lifeReady  chan struct{}
+	lifeDone   chan struct{}
+	stopOnce   sync.Once
 }
 
 // New returns a Service for opts' endpoints; Start runs it.
