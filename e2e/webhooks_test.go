@@ -461,6 +461,33 @@ func TestWebhookBreaker(t *testing.T) {
 	}
 }
 
+// TestWebhookSlowEndpoint: endpoint slow's receiver takes 5 s a request,
+// endpoint fast's answers at once. Every publish is acknowledged and fast
+// gets every message while slow has had only a few (its four requests in
+// flight wait); slow's events wait in its outbox, none lost.
+func TestWebhookSlowEndpoint(t *testing.T) {
+	t.Parallel()
+	const n, channel = 40, "orders_slow"
+	rcvSlow := startReceiver(t, receiverMode{Delay: 5 * time.Second})
+	rcvFast := startReceiver(t, receiverMode{})
+	srv := startServer(t, "--config", writeConfig(t, "webhooks:\n"+
+		webhookEndpoint("slow", rcvSlow.url("/slow"), "    events: [message]\n    timeout: 30s\n")+
+		webhookEndpoint("fast", rcvFast.url("/fast"), "    events: [message]\n")))
+
+	publishN(t, srv.url(), channel, n)
+	ids := messageIDs(t, srv.url(), channel, n)
+	recs := rcvFast.waitFor(time.Minute, "every message at fast", allDelivered(channel, n, "/fast"))
+	checkDelivered(t, recs, "/fast", channel, n, ids, false)
+	// At most four requests are in flight to slow, each taking 5 s: by
+	// now it has answered few, if any, and the rest wait for it.
+	if got := countStatus(rcvSlow.records(), "/slow", 200); got >= n/2 {
+		t.Fatalf("slow's receiver answered %d of %d already: the slow endpoint was not slow", got, n)
+	}
+	if st := webhooks(t, srv.url())["slow"]; st.Depth == 0 || st.Dead != 0 {
+		t.Fatalf("slow while fast is done: %+v, want its events waiting, none dead", st)
+	}
+}
+
 // --- d. life events ---
 
 // lifeYAML: chat rooms open to users, with presence and join/leave; a

@@ -26,6 +26,11 @@ type memOutbox struct {
 	mu       sync.Mutex // guards the following
 	queues   map[string]*memQueue
 	problems []string
+	// handed are, per queue, the entries Read has returned that are still
+	// queued: what the delivery loop may hold in memory.
+	handed map[string]map[uint64]bool
+	// mostHanded is the largest size handed reached, per queue.
+	mostHanded map[string]int
 }
 
 type memQueue struct {
@@ -121,7 +126,33 @@ func (o *memOutbox) Read(ctx context.Context, queue string, from uint64, limit i
 	if err != nil {
 		return nil, err
 	}
-	return after(q.entries, func(e Entry) uint64 { return e.Seq }, from, limit), nil
+	out := after(q.entries, func(e Entry) uint64 { return e.Seq }, from, limit)
+	if o.handed == nil {
+		o.handed, o.mostHanded = map[string]map[uint64]bool{}, map[string]int{}
+	}
+	h := o.handed[queue]
+	if h == nil {
+		h = map[uint64]bool{}
+		o.handed[queue] = h
+	}
+	for _, e := range out {
+		h[e.Seq] = true
+	}
+	for seq := range h {
+		if !slices.ContainsFunc(q.entries, func(e Entry) bool { return e.Seq == seq }) {
+			delete(h, seq)
+		}
+	}
+	o.mostHanded[queue] = max(o.mostHanded[queue], len(h))
+	return out, nil
+}
+
+// most returns the most entries of queue Read had handed out at once
+// that were still queued.
+func (o *memOutbox) most(queue string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.mostHanded[queue]
 }
 
 // takeLocked removes the entry seq from q and returns it.

@@ -427,6 +427,30 @@ func TestOutboxSizeDeadLettersTheOldest(t *testing.T) {
 	}
 }
 
+// TestADeadEndpointHoldsAWindowNotItsQueue: 3,000 events wait for an
+// endpoint that fails every request; its delivery loop reads them a
+// window at a time, so what it holds in memory stays the window's size
+// (256 for parallel 4 unbatched), not the queue's.
+func TestADeadEndpointHoldsAWindowNotItsQueue(t *testing.T) {
+	t.Parallel()
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, h hit) { w.WriteHeader(http.StatusInternalServerError) })
+	r := newRig(t, compile(t, EndpointConfig{Name: "hook", URL: rc.URL, Retry: RetryConfig{Initial: time.Hour},
+		Breaker: BreakerConfig{Failures: 1000}}), nil)
+	es, _ := messageEntries(3000)
+	r.enqueue(t, "hook", es...)
+	r.start(t, nil)
+	waitFor(t, "the first attempts", func() bool { return rc.count() >= 4 })
+	r.clock.Advance(2 * time.Hour) // every held event is due again
+	r.svc.Notify(1)
+	waitFor(t, "the retries", func() bool { return rc.count() >= 8 })
+	if most, window := r.ob.most("hook"), r.svc.workers[0].window; most == 0 || most > window {
+		t.Fatalf("the loop held up to %d events read from the outbox, want at most its window of %d", most, window)
+	}
+	if d, _, _ := r.ob.Depth("hook"); d != 3000 {
+		t.Fatalf("depth %d, want all 3,000 still queued", d)
+	}
+}
+
 func TestBreakerOpensForAFailingEndpointOnly(t *testing.T) {
 	t.Parallel()
 	var down atomic.Bool
