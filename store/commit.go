@@ -82,6 +82,9 @@ func (s *Store) commitBatch(c *committer) {
 		return
 	}
 
+	// The outbox first: a head the trimmer reads is never ahead of the
+	// chunks that pin its log entries (outboxPin).
+	s.commitOutbox(c)
 	for _, t := range c.touched {
 		ch := t.ch
 		ch.mu.Lock()
@@ -90,7 +93,6 @@ func (s *Store) commitBatch(c *committer) {
 		ch.first = max(ch.first, ch.assignedFirst)
 		ch.mu.Unlock()
 	}
-	s.commitOutbox(c)
 
 	// Collect the feed before answering: an answered request is recycled.
 	// The receiver is loaded once per batch, so a batch is reported whole

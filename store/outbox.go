@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -160,12 +161,58 @@ type outboxes struct {
 	// sequences, ascending (with some of deleted chunks, dropped lazily).
 	chunks map[uint64]*chunk
 	starts []uint64
+	// pins are, per channel, the chunks referring to its log entries,
+	// oldest first, with the lowest offset each refers to (outboxPin).
+	pins map[string][]pin
 }
 
 // chunk is a stored chunk: its entries are first … first+n-1.
 type chunk struct {
 	n    int
 	held int // (queue, entry) pairs not done
+}
+
+// pin is a chunk's lowest offset referred to in a channel: the channel's
+// log keeps it and what follows while the chunk is stored.
+type pin struct {
+	first  uint64 // the chunk
+	offset uint64
+}
+
+// addPins records the lowest offset per channel that a chunk's entries
+// refer to. Called with outboxes.mu held, in commit order.
+func (o *outboxes) addPins(first uint64, entries []chunkEntry) {
+	for i := range entries {
+		if !entries[i].ref {
+			continue
+		}
+		e := &entries[i].e
+		ps := o.pins[e.Channel]
+		if n := len(ps); n > 0 && ps[n-1].first == first {
+			continue // this chunk's lowest offset in the channel is recorded
+		}
+		o.pins[e.Channel] = append(ps, pin{first: first, offset: e.Offset})
+	}
+}
+
+// outboxPin returns the lowest offset of channel an entry still queued
+// refers to, or 0: the trimmer keeps it and every later one. A channel's
+// offsets grow with the chunks' sequences, so it is the offset of the
+// oldest stored chunk that refers to the channel.
+func (s *Store) outboxPin(channel string) uint64 {
+	o := &s.outbox
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ps := o.pins[channel]
+	for len(ps) > 0 {
+		if _, stored := o.chunks[ps[0].first]; stored {
+			o.pins[channel] = ps
+			return ps[0].offset
+		}
+		ps = ps[1:]
+	}
+	delete(o.pins, channel)
+	return 0
 }
 
 // chunkOf returns the first sequence of the chunk holding seq. Called
@@ -215,6 +262,7 @@ func chunkKey(first uint64) []byte {
 type chunkEntry struct {
 	bits uint64
 	e    OutboxEntry
+	ref  bool // the payload is the record's log entry (refValue)
 }
 
 // A chunk's value: format, count(4), then per entry its queue bits(8)
@@ -231,6 +279,11 @@ func chunkValue(entries []chunkEntry) []byte {
 	for i := range entries {
 		e := &entries[i].e
 		v = binary.BigEndian.AppendUint64(v, entries[i].bits)
+		if entries[i].ref {
+			v = binary.BigEndian.AppendUint32(v, uint32(19+len(e.Channel)+len(e.Epoch)))
+			v = refValue(v, e)
+			continue
+		}
 		v = binary.BigEndian.AppendUint32(v, uint32(19+len(e.Channel)+len(e.Epoch)+len(e.Payload)))
 		v = outboxValue(v, e)
 	}
@@ -300,8 +353,24 @@ func outboxValue(dst []byte, e *OutboxEntry) []byte {
 	return append(dst, e.Payload...)
 }
 
+// refFormat marks an entry whose payload is its record's log entry, not
+// a copy: the channel's log keeps it (the trimmer leaves it, see
+// outboxPin) for as long as the entry is queued.
+const refFormat byte = 2
+
+// refValue appends an entry that refers to its record's log entry.
+func refValue(dst []byte, e *OutboxEntry) []byte {
+	start := len(dst)
+	dst = outboxValue(dst, &OutboxEntry{Time: e.Time, Offset: e.Offset, Channel: e.Channel, Epoch: e.Epoch})
+	dst[start] = refFormat
+	return dst
+}
+
+// isRef reports whether an encoded entry refers to its log entry.
+func isRef(v []byte) bool { return len(v) > 0 && v[0] == refFormat }
+
 func parseOutboxValue(seq uint64, v []byte) (OutboxEntry, error) {
-	if len(v) < 19 || v[0] != valueFormat {
+	if len(v) < 19 || (v[0] != valueFormat && v[0] != refFormat) {
 		return OutboxEntry{}, errBadValue
 	}
 	e := OutboxEntry{Seq: seq, Time: time.Unix(0, int64(binary.BigEndian.Uint64(v[1:9]))),
@@ -359,7 +428,7 @@ func parseDeadValue(seq uint64, v []byte) (DeadEntry, error) {
 // Open after the write-ahead log's replay, before the committer starts.
 func (s *Store) openOutbox() error {
 	s.outbox = outboxes{cfg: s.opts.Outbox, index: make(map[string]int, len(s.opts.Outbox.Queues)),
-		chunks: make(map[uint64]*chunk)}
+		chunks: make(map[uint64]*chunk), pins: make(map[string][]pin)}
 	type known struct {
 		bit    uint
 		cursor uint64
@@ -430,11 +499,20 @@ func (s *Store) openOutbox() error {
 			}
 			first := binary.BigEndian.Uint64(item.Key()[1:])
 			c := &chunk{}
+			var refs []chunkEntry
 			var perr error
 			err := item.Value(func(v []byte) error {
 				return parseChunk(first, v, func(seq, mask uint64, raw []byte) bool {
 					c.n++
 					s.outbox.next = max(s.outbox.next, seq)
+					if isRef(raw) {
+						e, err := parseOutboxValue(seq, raw)
+						if err != nil {
+							perr = err
+							return false
+						}
+						refs = append(refs, chunkEntry{e: e, ref: true})
+					}
 					if stored != nil {
 						e, err := parseOutboxValue(seq, raw)
 						if err != nil {
@@ -469,6 +547,7 @@ func (s *Store) openOutbox() error {
 			}
 			s.outbox.chunks[first] = c
 			s.outbox.starts = append(s.outbox.starts, first)
+			s.outbox.addPins(first, refs)
 		}
 		return nil
 	})
@@ -727,6 +806,7 @@ func (s *Store) ReadOutbox(ctx context.Context, queue string, after uint64, limi
 		return nil, nil
 	}
 	var out []OutboxEntry
+	var refs []int // out's entries whose payload is in their channel's log
 	err = s.db.View(func(txn *badger.Txn) error {
 		for _, p := range parts {
 			item, err := txn.Get(chunkKey(p.first))
@@ -748,6 +828,9 @@ func (s *Store) ReadOutbox(ctx context.Context, queue string, after uint64, limi
 						perr = err
 						return false
 					}
+					if isRef(raw) {
+						refs = append(refs, len(out))
+					}
 					out = append(out, e)
 					want = want[1:]
 					return len(want) > 0
@@ -760,7 +843,7 @@ func (s *Store) ReadOutbox(ctx context.Context, queue string, after uint64, limi
 				return fmt.Errorf("chunk %d: %w", p.first, err)
 			}
 		}
-		return nil
+		return s.logPayloads(txn, out, refs)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: read outbox %s: %w", queue, err)
@@ -847,12 +930,14 @@ func (s *Store) routeRecord(c *committer, r *request) {
 		return
 	}
 	e := OutboxEntry{Time: r.rec.Time, Channel: r.ch.name, Offset: r.res.Offset, Epoch: r.res.Epoch, Payload: r.rec.Payload}
-	s.addEntry(c, mask, &e)
+	// A record the log keeps is referred to, not copied: its log entry is
+	// pinned until no queue holds it.
+	s.addEntry(c, mask, &e, r.store)
 }
 
 // addEntry adds e to the batch's chunk, held by the queues of mask (bit i
 // for Queues[i]), and assigns its sequence.
-func (s *Store) addEntry(c *committer, mask uint64, e *OutboxEntry) {
+func (s *Store) addEntry(c *committer, mask uint64, e *OutboxEntry, ref bool) {
 	s.outbox.next++
 	e.Seq = s.outbox.next
 	b := &c.outbox
@@ -863,7 +948,7 @@ func (s *Store) addEntry(c *committer, mask uint64, e *OutboxEntry) {
 	for m := mask; m != 0; m &= m - 1 {
 		keyBits |= 1 << s.outbox.queues[bits.TrailingZeros64(m)].bit
 	}
-	b.entries = append(b.entries, chunkEntry{bits: keyBits, e: *e})
+	b.entries = append(b.entries, chunkEntry{bits: keyBits, e: *e, ref: ref})
 	b.queues = append(b.queues, mask)
 	b.notify |= mask
 }
@@ -880,7 +965,7 @@ func (s *Store) flushChunk(c *committer) {
 func (s *Store) prepareOutbox(c *committer, op *outboxOp) {
 	q := s.outbox.queues[op.queue]
 	for i := range op.add {
-		s.addEntry(c, 1<<op.queue, &op.add[i])
+		s.addEntry(c, 1<<op.queue, &op.add[i], false)
 	}
 	if len(op.bury) > 0 {
 		now := s.opts.Now()
@@ -906,7 +991,7 @@ func (s *Store) prepareOutbox(c *committer, op *outboxOp) {
 	for i := range op.revive {
 		e := op.revive[i].OutboxEntry
 		dead := e.Seq
-		s.addEntry(c, 1<<op.queue, &e)
+		s.addEntry(c, 1<<op.queue, &e, false)
 		c.ops = append(c.ops, kvOp{key: deadKey(q.name, dead), del: true})
 	}
 	c.outbox.dead[op.queue] -= int64(len(op.revive))
@@ -931,6 +1016,7 @@ func (s *Store) commitOutbox(c *committer) {
 			}
 			s.outbox.chunks[b.first] = ch
 			s.outbox.starts = append(s.outbox.starts, b.first)
+			s.outbox.addPins(b.first, b.entries)
 		}
 		var ops []kvOp
 		for m := b.buried; m != 0; m &= m - 1 {
@@ -972,4 +1058,51 @@ func (op *outboxOp) cost() int {
 		n += size(&op.revive[i].OutboxEntry)
 	}
 	return n
+}
+
+// logPayloads fills in the payloads of the entries of out at refs from
+// their channels' logs, which keep them (outboxPin): a channel at a time,
+// walking its log from the lowest offset wanted, since a batch's records
+// of a channel mostly follow each other. An entry whose log entry is gone
+// all the same comes back with no payload, which the reader cannot decode
+// and moves to its dead letters, saying so.
+func (s *Store) logPayloads(txn *badger.Txn, out []OutboxEntry, refs []int) error {
+	if len(refs) == 0 {
+		return nil
+	}
+	byChannel := map[string][]int{}
+	for _, i := range refs {
+		byChannel[out[i].Channel] = append(byChannel[out[i].Channel], i)
+	}
+	for channel, idx := range byChannel {
+		slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(out[a].Offset, out[b].Offset) })
+		prefix := logPrefix(channel)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		it.Seek(logKey(channel, out[idx[0]].Offset))
+		for _, i := range idx {
+			want := out[i].Offset
+			for steps := 0; it.ValidForPrefix(prefix) && logKeyOffset(it.Item().Key()) < want; steps++ {
+				if steps == 8 {
+					it.Seek(logKey(channel, want))
+					break
+				}
+				it.Next()
+			}
+			if !it.ValidForPrefix(prefix) || logKeyOffset(it.Item().Key()) != want {
+				s.opts.Logger.Error("store: outbox: a queued entry's message is no longer stored", "channel", channel, "offset", want)
+				continue
+			}
+			err := it.Item().Value(func(v []byte) error {
+				_, p, err := parseEntryValue(v)
+				out[i].Payload = append([]byte(nil), p...)
+				return err
+			})
+			if err != nil {
+				it.Close()
+				return err
+			}
+		}
+		it.Close()
+	}
+	return nil
 }

@@ -172,24 +172,67 @@ func TestOutboxRemoveBuryReviveAcrossReopen(t *testing.T) {
 	}
 }
 
-func TestOutboxKeepsPayloadsRetentionTrims(t *testing.T) {
+// TestOutboxPinsTheLogEntriesItRefersTo: a queued record's log entry is
+// kept past the channel's retention until no queue holds it (the entry
+// refers to it instead of copying it), across a reopen; a channel that
+// keeps nothing has its payloads copied into the outbox instead.
+func TestOutboxPinsTheLogEntriesItRefersTo(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
-	s := openTest(t, Options{Now: clock.Now, TrimInterval: time.Hour,
-		Retention: func(string) Retention { return Retention{MaxCount: 1} },
-		Outbox:    Outbox{Queues: []string{"one"}, Route: routeByPrefix}})
+	dir := t.TempDir()
+	ctx := context.Background()
+	opts := Options{Dir: dir, TrimInterval: time.Hour,
+		Retention: func(ch string) Retention {
+			if ch == "a_none" {
+				return Retention{MaxCount: 0}
+			}
+			return Retention{MaxCount: 1}
+		},
+		Outbox: Outbox{Queues: []string{"one"}, Route: routeByPrefix}}
+	s := openTest(t, opts)
 	for i := range 3 {
 		mustAppend(t, s, "a", Record{Payload: payload("m%d", i)})
 	}
-	if _, err := s.Trim(context.Background(), "a", Retention{MaxCount: 1}); err != nil {
+	mustAppend(t, s, "a_none", Record{Payload: []byte("kept nowhere else")})
+	trim := func(s *Store, want uint64) {
+		t.Helper()
+		if _, err := s.Trim(ctx, "a", Retention{MaxCount: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if p := mustRead(t, s, "a", 0, 0); p.First != want {
+			t.Fatalf("the log of a kept from %d, want %d", p.First, want)
+		}
+	}
+	trim(s, 1) // all three are queued
+	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if p := mustRead(t, s, "a", 0, 0); p.First != 3 {
-		t.Fatalf("the log kept from %d, want 3", p.First)
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer s.Close()
+	trim(s, 1) // still, after a reopen
 	es := readQueue(t, s, "one")
-	if len(es) != 3 || string(es[0].Payload) != "m0" {
-		t.Fatalf("outbox after a trim: %+v", es)
+	if len(es) != 4 || string(es[0].Payload) != "m0" || string(es[2].Payload) != "m2" || string(es[3].Payload) != "kept nowhere else" {
+		t.Fatalf("outbox: %+v", es)
+	}
+	if err := s.Remove(ctx, "one", []uint64{1}); err != nil {
+		t.Fatal(err)
+	}
+	trim(s, 2) // m0 is done: it goes; m1 is still queued
+	if err := s.Remove(ctx, "one", []uint64{2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	trim(s, 3) // retention again: the newest one
+
+	// Were a referred log entry gone all the same, its entry comes back
+	// without a payload (its reader dead-letters what it cannot decode).
+	mustAppend(t, s, "a", Record{Payload: []byte("m3")})
+	if err := s.apply([]kvOp{{key: logKey("a", 4), del: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if es := readQueue(t, s, "one"); len(es) != 2 || es[1].Offset != 4 || es[1].Payload != nil {
+		t.Fatalf("an entry whose log entry is gone: %+v", es)
 	}
 }
 

@@ -127,15 +127,20 @@ func (s *Store) trimChannel(ctx context.Context, c *channel, r Retention) (int, 
 		return 0, nil
 	}
 
+	// Entries an outbox entry still refers to stay, and those after them.
+	limit := head
+	if pin := s.outboxPin(c.name); pin > 0 && pin <= head {
+		limit = pin - 1
+	}
 	removed := 0
-	for from := first; from <= head; {
+	for from := first; from <= limit; {
 		if err := ctx.Err(); err != nil {
 			return removed, err
 		}
 		if s.closed.Load() {
 			return removed, ErrClosed
 		}
-		keys, next, err := s.trimKeys(c.name, from, head, countCut, deadline)
+		keys, next, err := s.trimKeys(c.name, from, limit, countCut, deadline)
 		if err != nil {
 			return removed, err
 		}
