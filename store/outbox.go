@@ -23,18 +23,20 @@ import (
 // together.
 //
 // Every entry gets a sequence number from one counter for all queues, in
-// commit order. The entries a commit batch adds (the routed records, with
-// copies of their payloads, and what Enqueue and Revive queue) are
-// written as one chunk: one Badger write per batch, however many records
-// and queues, each record with the set of queues that take it. Each queue
-// keeps a durable cursor (every entry of the queue below it is done) and,
-// in memory, the sequence numbers it still holds, rebuilt at Open from
-// the chunks; a chunk is deleted once every queue is done with every
-// entry in it. Entries are read in sequence order, removed once
-// delivered, or moved to the queue's dead letters (a full copy) with a
-// reason. Additions, dead letters and revivals go through the group
-// committer (and so the write-ahead log); removals do not wait for a sync
-// (see Remove).
+// commit order. The entries a commit batch adds — its routed records and
+// what Enqueue and Revive queue — are written as one chunk: one Badger
+// write per batch, however many records and queues, each record with the
+// set of queues that take it. A routed record is not copied: its entry
+// refers to its log entry, which the trimmer keeps while a chunk refers
+// to it (outboxPin); only a channel whose retention keeps nothing has its
+// payloads copied into the chunk. Each queue keeps a durable cursor
+// (every entry of the queue below it is done) and, in memory, the
+// sequence numbers it still holds, rebuilt at Open from the chunks; a
+// chunk is deleted once every queue is done with every entry in it.
+// Entries are read in sequence order, removed once delivered, or moved to
+// the queue's dead letters (a full copy) with a reason. Additions, dead
+// letters and revivals go through the group committer (and so the
+// write-ahead log); removals do not wait for a sync (see Remove).
 
 // Outbox configures the store's outbox queues (Options.Outbox). The zero
 // value has none.
@@ -85,8 +87,10 @@ type OutboxEntry struct {
 	Channel string
 	Offset  uint64
 	Epoch   string
-	// Payload is the record's payload (a copy, kept until the entry is
-	// removed, whatever the channel's retention) or the enqueued bytes.
+	// Payload is the record's payload or the enqueued bytes. A record's
+	// is read from its channel's log, which keeps it past the channel's
+	// retention while the entry is queued (or, for a channel that keeps
+	// nothing, from a copy made with the entry).
 	Payload []byte
 }
 
