@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/heraldrt/herald/server"
+	"github.com/heraldrt/herald/store"
 	"github.com/heraldrt/herald/webhooks"
 )
 
@@ -196,5 +197,53 @@ func BenchmarkWebhookDrain(b *testing.B) {
 			rcv.wait(b, b.N, 5*time.Minute)
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 		})
+	}
+}
+
+// TestWebhooksOutliveTheChannelsRetention: a channel keeps 2 messages;
+// 20 are published while the endpoint refuses and the trimmer runs: the
+// log keeps them, each reaches the endpoint (a message whose payload were
+// gone could not be sent, and would become a dead letter), and once they
+// are delivered the log is trimmed to its 2.
+func TestWebhooksOutliveTheChannelsRetention(t *testing.T) {
+	t.Parallel()
+	rcv := newHookReceiver(t)
+	rcv.refuse.Store(true)
+	cfg := testConfig()
+	cfg.Store.InMemory, cfg.Store.Dir = false, t.TempDir()
+	cfg.Webhooks.Endpoints = []webhooks.EndpointConfig{hookConfig(rcv.srv.URL, 1)}
+	a, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	publishN(t, a, "orders_1", 20)
+	keep := store.Retention{MaxCount: 2}
+	if _, err := a.engine.Trim(context.Background(), "orders_1", keep); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := a.engine.Read(context.Background(), "orders_1", 0, 0); err != nil || p.First != 1 {
+		t.Fatalf("the log kept from %d (%v) while all 20 wait for the endpoint, want 1", p.First, err)
+	}
+	rcv.refuse.Store(false)
+	rcv.wait(t, 20, 30*time.Second)
+	if d, total := rcv.count(); d != 20 || total != 20 {
+		t.Fatalf("%d distinct events, %d in all: want 20 once", d, total)
+	}
+	waitDepth := time.Now().Add(10 * time.Second)
+	for {
+		if depth, _, _ := a.engine.OutboxDepth("hook"); depth == 0 {
+			break
+		}
+		if time.Now().After(waitDepth) {
+			t.Fatal("the outbox did not empty")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := a.engine.Trim(context.Background(), "orders_1", keep); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := a.engine.Read(context.Background(), "orders_1", 0, 0); err != nil || p.First != 19 {
+		t.Fatalf("after delivery the log kept from %d (%v), want 19", p.First, err)
 	}
 }
