@@ -120,11 +120,12 @@ func TestWebhooksCommandsAgainstARealServer(t *testing.T) {
 			t.Errorf("ok received %s (signature %q)", r.body, r.signature)
 		}
 	}
-	// "down" gives up on each of the three: wait (bounded) for its dead letters.
+	// "down" gives up on each of the three: wait (bounded) for its dead
+	// letters, and for "ok" to have removed what it delivered.
 	deadline := time.Now().Add(30 * time.Second)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for st := webhooksStatus(t, c); st["down"].Dead < 3 || st["ok"].LastSuccess == ""; st = webhooksStatus(t, c) {
+	for st := webhooksStatus(t, c); st["down"].Dead < 3 || st["ok"].LastSuccess == "" || st["ok"].Depth != 0; st = webhooksStatus(t, c) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the dead letters never came: %+v", st)
 		}
