@@ -13,6 +13,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"github.com/heraldrt/herald/datasync"
 	"github.com/heraldrt/herald/server"
 	"github.com/heraldrt/herald/server/httpapi"
 	"github.com/heraldrt/herald/store"
@@ -118,6 +119,11 @@ func (a *App) build() error {
 			return err
 		}
 		a.hooks.Routes(router, a.srv)
+	}
+	if rules, _, err := a.cfg.Sync.Sync.Compile(a.cfg.env()); err != nil {
+		return fmt.Errorf("config: %w", err)
+	} else if len(rules.Tables()) > 0 {
+		datasync.NewAPI(rules, a.srv).Routes(router)
 	}
 	router.Handler(http.MethodGet, "/sse", a.sse)
 	router.Handler(http.MethodGet, "/ws", a.ws)

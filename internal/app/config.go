@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/heraldrt/herald/datasync"
 	"github.com/heraldrt/herald/server"
 	"github.com/heraldrt/herald/store"
 	"github.com/heraldrt/herald/transports/longpoll"
@@ -40,6 +41,8 @@ type Config struct {
 
 	// Webhooks are the endpoints events are sent to (webhooks:).
 	Webhooks webhooks.Config `yaml:",inline"`
+	// Sync maps database changes to channel events (sync:).
+	Sync datasync.Config `yaml:",inline"`
 
 	// lookupEnv reads the variables the file names (a webhook's
 	// secret_env); Load sets it, os.LookupEnv otherwise.
@@ -126,7 +129,12 @@ func (c Config) Validate() error {
 		bad("log.format", "log.format %q: want text or json", f)
 	}
 	_, werr := c.Webhooks.Compile(c.env())
-	errs = append(errs, c.Server.Validate(), c.Store.Validate(), werr, c.SSE.Validate(), c.WS.Validate(), c.Poll.Validate())
+	_, _, serr := c.Sync.Sync.Compile(c.env())
+	if c.Sync.Sync.Postgres.DSN != "" {
+		serr = errors.Join(serr, &server.ConfigError{Keys: []string{"sync.postgres.dsn"},
+			Err: errors.New("sync.postgres: this build has no PostgreSQL source yet; report changes with POST /api/changes")})
+	}
+	errs = append(errs, c.Server.Validate(), c.Store.Validate(), werr, serr, c.SSE.Validate(), c.WS.Validate(), c.Poll.Validate())
 	return errors.Join(errs...)
 }
 
