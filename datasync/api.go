@@ -32,18 +32,71 @@ type ChangeResult struct {
 	Events []server.PublishResult `json:"events"`
 }
 
-// API serves the change API on the core's publish path.
+// API serves the change API on the core's publish path, and the sync
+// status.
 type API struct {
-	rules *Rules
-	srv   *server.Server
+	rules  *Rules
+	srv    *server.Server
+	source *Source // nil without a database source
 }
 
-// NewAPI returns the change API for rules, publishing through srv.
-func NewAPI(rules *Rules, srv *server.Server) *API { return &API{rules: rules, srv: srv} }
+// NewAPI returns the change API for rules, publishing through srv, and
+// the status of source (nil: none).
+func NewAPI(rules *Rules, srv *server.Server, source *Source) *API {
+	return &API{rules: rules, srv: srv, source: source}
+}
 
-// Routes registers POST /api/changes on r.
+// Routes registers POST /api/changes and GET /api/sync on r.
 func (a *API) Routes(r *httprouter.Router) {
 	r.POST("/api/changes", a.change)
+	r.GET("/api/sync", a.status)
+}
+
+// Status is the answer of GET /api/sync.
+type Status struct {
+	Tables   []string      `json:"tables"`
+	Postgres *SourceStatus `json:"postgres,omitempty"`
+}
+
+func (a *API) status(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	if !a.system(w, r, "reading the sync status") {
+		return
+	}
+	st := Status{Tables: []string{}}
+	for _, t := range a.rules.Tables() {
+		st.Tables = append(st.Tables, t.Name)
+	}
+	if a.source != nil {
+		ss := a.source.Status()
+		st.Postgres = &ss
+	}
+	writeJSON(w, st)
+}
+
+// system lets the API key through and answers everyone else.
+func (a *API) system(w http.ResponseWriter, r *http.Request, what string) bool {
+	id, err := a.srv.Authenticate(r)
+	switch {
+	case err != nil:
+		a.fail(w, r, err)
+	case id.Anonymous:
+		a.fail(w, r, server.Errorf(http.StatusUnauthorized, "the API needs credentials: Authorization: Bearer <API key>"))
+	case !id.System:
+		a.fail(w, r, server.Errorf(http.StatusForbidden, "%s needs the API key", what))
+	default:
+		return true
+	}
+	return false
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(buf.Bytes())
 }
 
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
@@ -51,18 +104,10 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (a *API) change(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	id, err := a.srv.Authenticate(r)
-	switch {
-	case err != nil:
-		a.fail(w, r, err)
-		return
-	case id.Anonymous:
-		a.fail(w, r, server.Errorf(http.StatusUnauthorized, "the API needs credentials: Authorization: Bearer <API key>"))
-		return
-	case !id.System:
-		a.fail(w, r, server.Errorf(http.StatusForbidden, "reporting database changes needs the API key"))
+	if !a.system(w, r, "reporting database changes") {
 		return
 	}
+	id := server.Identity{System: true}
 	limit := int64(a.srv.Config().Limits.MaxBodyBytes)
 	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
@@ -111,11 +156,5 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, _ httprouter.Params
 			res.Events = append(res.Events, o.Result)
 		}
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(res)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_, _ = w.Write(buf.Bytes())
+	writeJSON(w, res)
 }

@@ -31,7 +31,7 @@ func newAPIServer(t *testing.T) (*httptest.Server, *server.Server) {
 		}
 	})
 	router := httprouter.New()
-	NewAPI(projects(t), srv).Routes(router)
+	NewAPI(projects(t), srv, nil).Routes(router)
 	hs := httptest.NewServer(router)
 	t.Cleanup(hs.Close)
 	return hs, srv

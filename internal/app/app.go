@@ -42,6 +42,7 @@ type App struct {
 	ws     *ws.Handler
 	poll   *longpoll.Handler
 	hooks  *webhooks.Service // nil without endpoints
+	source *datasync.Source  // nil without sync.postgres
 
 	http     *http.Server
 	ln       *notifyListener
@@ -120,10 +121,16 @@ func (a *App) build() error {
 		}
 		a.hooks.Routes(router, a.srv)
 	}
-	if rules, _, err := a.cfg.Sync.Sync.Compile(a.cfg.env()); err != nil {
+	rules, dsn, err := a.cfg.Sync.Sync.Compile(a.cfg.env())
+	if err != nil {
 		return fmt.Errorf("config: %w", err)
-	} else if len(rules.Tables()) > 0 {
-		datasync.NewAPI(rules, a.srv).Routes(router)
+	}
+	if len(rules.Tables()) > 0 {
+		if dsn != "" {
+			pg := a.cfg.Sync.Sync.Postgres
+			a.source = datasync.NewSource(rules, dsn, pg.Publication, pg.Slot, a.srv, a.logger)
+		}
+		datasync.NewAPI(rules, a.srv, a.source).Routes(router)
 	}
 	router.Handler(http.MethodGet, "/sse", a.sse)
 	router.Handler(http.MethodGet, "/ws", a.ws)
@@ -151,6 +158,9 @@ func (a *App) build() error {
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelDebug),
 	}
 	go func() { a.serveErr <- a.http.Serve(a.ln) }()
+	if a.source != nil {
+		a.source.Start() // it reconnects by itself: an unreachable database is reported, not fatal
+	}
 	a.logger.Info("listening", "addr", a.Addr(), "data_dir", a.cfg.Store.Dir,
 		"durability", a.cfg.Store.Durability.String(), "dev", a.cfg.Server.Dev)
 	return nil
@@ -200,6 +210,9 @@ func (a *App) shutdown() error {
 	select {
 	case <-a.ln.closed:
 	case <-ctx.Done():
+	}
+	if a.source != nil {
+		a.source.Stop() // what it has not confirmed is sent again at the next start
 	}
 	a.srv.Shutdown()
 	if err := <-httpDone; err != nil {

@@ -130,10 +130,6 @@ func (c Config) Validate() error {
 	}
 	_, werr := c.Webhooks.Compile(c.env())
 	_, _, serr := c.Sync.Sync.Compile(c.env())
-	if c.Sync.Sync.Postgres.DSN != "" {
-		serr = errors.Join(serr, &server.ConfigError{Keys: []string{"sync.postgres.dsn"},
-			Err: errors.New("sync.postgres: this build has no PostgreSQL source yet; report changes with POST /api/changes")})
-	}
 	errs = append(errs, c.Server.Validate(), c.Store.Validate(), werr, serr, c.SSE.Validate(), c.WS.Validate(), c.Poll.Validate())
 	return errors.Join(errs...)
 }

@@ -5,13 +5,15 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/heraldrt/herald/datasync"
 )
 
 // TestChangeAPIIsServedWithSyncRules: with sync rules the App serves
-// POST /api/changes; without them the route does not exist; a postgres
-// source, not in this build, is refused at start-up with its key.
+// POST /api/changes and GET /api/sync; without them the routes do not
+// exist; an unreachable postgres source is reported degraded, never fatal,
+// and the App still stops.
 func TestChangeAPIIsServedWithSyncRules(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
@@ -35,8 +37,28 @@ func TestChangeAPIIsServedWithSyncRules(t *testing.T) {
 		t.Fatalf("without sync rules: %d %s", code, body)
 	}
 
-	cfg.Sync.Sync.Postgres.DSN = "postgres://127.0.0.1/app"
-	if _, err := New(cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "sync.postgres") {
-		t.Fatalf("a postgres source: %v, want a refusal naming sync.postgres", err)
+	code, body = apiRequest(t, http.MethodGet, "http://"+a.Addr()+"/api/sync", "")
+	if code != http.StatusOK || body != "{\"tables\":[\"public.projects\"]}\n" {
+		t.Fatalf("GET /api/sync: %d %s", code, body)
+	}
+
+	cfg.Sync.Sync.Postgres.DSN = "postgres://herald@127.0.0.1:1/app?connect_timeout=1"
+	down, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body = apiRequest(t, http.MethodGet, "http://"+down.Addr()+"/api/sync", "")
+		if code == http.StatusOK && strings.Contains(body, `"state":"degraded"`) && strings.Contains(body, "connect") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /api/sync with the database unreachable: %d %s", code, body)
+		}
+		time.Sleep(20 * time.Millisecond) // polled: a status, no event
+	}
+	if err := down.Shutdown(); err != nil {
+		t.Fatal(err)
 	}
 }
