@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldrt/herald/internal/pgtest"
 	"github.com/heraldrt/herald/server"
 	"github.com/heraldrt/herald/store"
 )
@@ -57,8 +58,8 @@ func waitHistory(t *testing.T, srv *server.Server, channel string, n int) []stri
 // made while it was stopped arrives once.
 func TestPostgresChangesBecomeEventsOnce(t *testing.T) {
 	t.Parallel()
-	pg := startPostgres(t)
-	pg.exec(t, `CREATE TABLE projects (id int PRIMARY KEY, name text NOT NULL, owner_id int NOT NULL,
+	pg := pgtest.Start(t)
+	pg.Exec(t, `CREATE TABLE projects (id int PRIMARY KEY, name text NOT NULL, owner_id int NOT NULL,
 		password_hash text, settings jsonb, budget numeric, active boolean);
 		ALTER TABLE projects REPLICA IDENTITY FULL`)
 	rules, _, err := SyncConfig{Tables: []TableRule{{
@@ -78,7 +79,7 @@ func TestPostgresChangesBecomeEventsOnce(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Shutdown(); _ = st.Close() })
 
-	src := NewSource(rules, pg.dsn(), "", "", srv, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	src := NewSource(rules, pg.DSN(), "", "", srv, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	src.Start()
 	deadline := time.Now().Add(30 * time.Second)
 	for src.Status().State != "streaming" {
@@ -87,10 +88,10 @@ func TestPostgresChangesBecomeEventsOnce(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // polled: a status, no event
 	}
-	pg.exec(t, `INSERT INTO projects VALUES (7, 'Apollo', 3, 'secret', '{"theme":"dark","beta":true}', 1200.50, true)`)
-	pg.exec(t, `UPDATE projects SET name = 'Apollo 2', settings = '{"theme":"dark","beta":false}', password_hash = 'other' WHERE id = 7`)
-	pg.exec(t, `UPDATE projects SET password_hash = 'third' WHERE id = 7`) // only an omitted column: no event
-	pg.exec(t, `DELETE FROM projects WHERE id = 7`)
+	pg.Exec(t, `INSERT INTO projects VALUES (7, 'Apollo', 3, 'secret', '{"theme":"dark","beta":true}', 1200.50, true)`)
+	pg.Exec(t, `UPDATE projects SET name = 'Apollo 2', settings = '{"theme":"dark","beta":false}', password_hash = 'other' WHERE id = 7`)
+	pg.Exec(t, `UPDATE projects SET password_hash = 'third' WHERE id = 7`) // only an omitted column: no event
+	pg.Exec(t, `DELETE FROM projects WHERE id = 7`)
 	got := waitHistory(t, srv, "project_7", 3)
 	want := []string{
 		`projects_insert {"key":{"id":7},"new":{"active":true,"budget":1200.50,"id":7,"name":"Apollo","owner_id":3,"settings":{"beta":true,"theme":"dark"}},"op":"insert","table":"public.projects"}`,
@@ -109,8 +110,8 @@ func TestPostgresChangesBecomeEventsOnce(t *testing.T) {
 	// Stopped and started again: nothing twice; what changed meanwhile
 	// arrives once.
 	src.Stop()
-	pg.exec(t, `INSERT INTO projects VALUES (8, 'Gemini', 3, NULL, NULL, NULL, false)`)
-	src = NewSource(rules, pg.dsn(), "", "", srv, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	pg.Exec(t, `INSERT INTO projects VALUES (8, 'Gemini', 3, NULL, NULL, NULL, false)`)
+	src = NewSource(rules, pg.DSN(), "", "", srv, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	src.Start()
 	defer src.Stop()
 	waitHistory(t, srv, "project_8", 1)

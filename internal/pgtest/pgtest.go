@@ -1,6 +1,10 @@
 //go:build unix
 
-package datasync
+// Package pgtest runs a PostgreSQL cluster for a test: its own data
+// folder, a free loopback port, wal_level=logical, stopped when the test
+// ends. The data-sync tests and the e2e tests use it; make deps installs
+// PostgreSQL.
+package pgtest
 
 import (
 	"context"
@@ -18,9 +22,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// pgCluster is a PostgreSQL cluster of a test: its own data folder, a
-// free loopback port, wal_level=logical; stopped when the test ends.
-type pgCluster struct {
+// Cluster is a PostgreSQL cluster of a test.
+type Cluster struct {
 	dir, bin string
 	port     int
 	cred     *syscall.Credential // the unprivileged user it runs as, when the test runs as root
@@ -43,9 +46,10 @@ func pgBinDir(t testing.TB) string {
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-func startPostgres(t testing.TB) *pgCluster {
+// Start initialises and starts a cluster, stopped when t ends.
+func Start(t testing.TB) *Cluster {
 	t.Helper()
-	c := &pgCluster{bin: pgBinDir(t)}
+	c := &Cluster{bin: pgBinDir(t)}
 	base := t.TempDir()
 	c.dir = filepath.Join(base, "pg")
 	if os.Geteuid() == 0 {
@@ -84,12 +88,12 @@ func startPostgres(t testing.TB) *pgCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.start(t)
-	t.Cleanup(func() { c.stop(t) })
+	c.Start(t)
+	t.Cleanup(func() { c.Stop(t) })
 	return c
 }
 
-func (c *pgCluster) run(t testing.TB, name string, args ...string) {
+func (c *Cluster) run(t testing.TB, name string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(c.bin, name), args...)
 	if c.cred != nil {
@@ -101,24 +105,27 @@ func (c *pgCluster) run(t testing.TB, name string, args ...string) {
 	}
 }
 
-func (c *pgCluster) start(t testing.TB) {
+// Start starts the cluster again after Stop.
+func (c *Cluster) Start(t testing.TB) {
 	t.Helper()
 	c.run(t, "pg_ctl", "-D", c.dir, "-l", filepath.Join(c.dir, "log"), "-w", "start")
 }
 
-func (c *pgCluster) stop(t testing.TB) {
+// Stop stops the cluster (fast shutdown).
+func (c *Cluster) Stop(t testing.TB) {
 	t.Helper()
 	c.run(t, "pg_ctl", "-D", c.dir, "-m", "fast", "-w", "stop")
 }
 
-func (c *pgCluster) dsn() string {
+// DSN is a URL connecting to the cluster's postgres database as postgres.
+func (c *Cluster) DSN() string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
 }
 
-// exec runs SQL statements on the cluster.
-func (c *pgCluster) exec(t testing.TB, sql string) {
+// Exec runs SQL statements on the cluster.
+func (c *Cluster) Exec(t testing.TB, sql string) {
 	t.Helper()
-	conn, err := pgconn.Connect(context.Background(), c.dsn())
+	conn, err := pgconn.Connect(context.Background(), c.DSN())
 	if err != nil {
 		t.Fatal(err)
 	}
