@@ -6,9 +6,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/heraldrt/herald/internal/pgtest"
 )
@@ -143,5 +148,142 @@ func TestDataSyncFromPostgres(t *testing.T) {
 	ev = next(project, "project_7 from the change API")
 	if _, raw2 := decode(ev); ev.name != "project_updated" || raw2 != raw {
 		t.Fatalf("the change API gave %s\n%s\nthe replication path\n%s", ev.name, raw2, raw)
+	}
+}
+
+// TestDataSyncExactlyOnceThroughKills: 4 writers make 10,000 updates over
+// 100 rows (each raising the row's version by one); Herald is SIGKILLed
+// twice mid-stream and restarted, PostgreSQL is restarted once. In the
+// end each row's channel holds exactly the versions the database
+// committed, 1 to its last, each once, in order.
+func TestDataSyncExactlyOnceThroughKills(t *testing.T) {
+	t.Parallel()
+	const rows, updates, writers = 100, 10_000, 4
+	pg := pgtest.Start(t)
+	var values []string
+	for i := 1; i <= rows; i++ {
+		values = append(values, fmt.Sprintf("(%d, 0)", i))
+	}
+	pg.Exec(t, `CREATE TABLE counters (id int PRIMARY KEY, version int NOT NULL);
+		ALTER TABLE counters REPLICA IDENTITY FULL;
+		INSERT INTO counters VALUES `+strings.Join(values, ", "))
+	srv := startServer(t, "--config", writeConfig(t, fmt.Sprintf(`sync:
+  postgres:
+    dsn: %s
+  tables:
+    - table: counters
+      on: [update]
+      publish:
+        - channel: "counter_{id}"
+          event: counted
+          data: {version: "{version}"}
+`, pg.DSN())))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			conn := (*pgconn.PgConn)(nil)
+			for i := w; i < updates && ctx.Err() == nil; i += writers {
+				for ctx.Err() == nil { // retried while PostgreSQL restarts
+					if conn == nil {
+						c, err := pgconn.Connect(ctx, pg.DSN())
+						if err != nil {
+							time.Sleep(50 * time.Millisecond) // the database is restarting: nothing to await
+							continue
+						}
+						conn = c
+					}
+					q := fmt.Sprintf("UPDATE counters SET version = version + 1 WHERE id = %d", i%rows+1)
+					if _, err := conn.Exec(ctx, q).ReadAll(); err != nil {
+						conn.Close(context.Background())
+						conn = nil
+						continue
+					}
+					done.Add(1)
+					break
+				}
+			}
+			if conn != nil {
+				conn.Close(context.Background())
+			}
+		})
+	}
+	// Faults while the writers write: two kills of Herald, a restart of
+	// PostgreSQL, each once the writers have gone a little further.
+	for _, at := range []int64{2000, 5000, 8000} {
+		for done.Load() < at && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond) // waiting on the writers' progress
+		}
+		switch at {
+		case 5000:
+			pg.Stop(t)
+			pg.Start(t)
+		default:
+			srv.kill()
+			srv.restart()
+		}
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		t.Fatalf("the writers made %d of %d updates in time", done.Load(), updates)
+	}
+
+	// What the database committed.
+	final := map[int]int{}
+	conn, err := pgconn.Connect(ctx, pg.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := conn.Exec(ctx, "SELECT id, version FROM counters").ReadAll()
+	conn.Close(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, row := range res[0].Rows {
+		id, _ := strconv.Atoi(string(row[0]))
+		v, _ := strconv.Atoi(string(row[1]))
+		final[id] = v
+		total += v
+	}
+	if total < updates {
+		t.Fatalf("the database holds %d updates, want at least %d", total, updates)
+	}
+	for id := 1; id <= rows; id++ {
+		channel := fmt.Sprintf("counter_%d", id)
+		var got []int
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			got = got[:0]
+			_, raw := apiCall(t, "GET", srv.url()+"/api/history?limit=1000&channel="+channel, apiKey, nil, nil)
+			var page struct {
+				Messages []struct {
+					Data struct {
+						Version int `json:"version"`
+					} `json:"data"`
+				} `json:"messages"`
+			}
+			if err := json.Unmarshal(raw, &page); err != nil {
+				t.Fatalf("history of %s: %s", channel, raw)
+			}
+			for _, m := range page.Messages {
+				got = append(got, m.Data.Version)
+			}
+			if len(got) >= final[id] || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond) // the source catches up: polled
+		}
+		if len(got) != final[id] {
+			t.Fatalf("%s holds %d events, the database committed %d versions: %v", channel, len(got), final[id], got)
+		}
+		for i, v := range got {
+			if v != i+1 {
+				t.Fatalf("%s: event %d has version %d, want %d (each once, in order): %v", channel, i, v, i+1, got)
+			}
+		}
 	}
 }
