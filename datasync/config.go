@@ -112,6 +112,19 @@ type Publish struct {
 	Data    map[string]template
 }
 
+// columns lists every column the rule names: key, omit, placeholders.
+func (t *Table) columns() []string {
+	out := slices.Concat(t.Key, t.Omit)
+	for _, p := range t.Publish {
+		out = append(out, p.Channel.columns()...)
+		for _, d := range p.Data {
+			out = append(out, d.columns()...)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // Tables returns the configured tables, in configuration order.
 func (r *Rules) Tables() []*Table {
 	out := make([]*Table, len(r.order))

@@ -131,6 +131,9 @@ func (s *Source) setup(ctx context.Context) error {
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.Background())
+	if err := s.checkSchema(ctx, conn); err != nil {
+		return err
+	}
 	var tables []string
 	for _, t := range s.rules.Tables() {
 		schema, name, _ := strings.Cut(t.Name, ".")
@@ -155,6 +158,40 @@ func (s *Source) setup(ctx context.Context) error {
 		if _, err := conn.Exec(ctx, q).ReadAll(); err != nil {
 			return fmt.Errorf("create replication slot %s: %w", s.slot, err)
 		}
+	}
+	return nil
+}
+
+// checkSchema checks the rules against the database: every table exists,
+// and every column a rule names (placeholders, key, omit) is one of its
+// columns. A mistake is reported (degraded, with the message) until the
+// configuration or the database is fixed.
+func (s *Source) checkSchema(ctx context.Context, conn *pgconn.PgConn) error {
+	var problems []string
+	for _, t := range s.rules.Tables() {
+		schema, name, _ := strings.Cut(t.Name, ".")
+		q := fmt.Sprintf("SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+			quoteLiteral(schema), quoteLiteral(name))
+		res, err := conn.Exec(ctx, q).ReadAll()
+		if err != nil {
+			return fmt.Errorf("read the columns of %s: %w", t.Name, err)
+		}
+		cols := map[string]bool{}
+		for _, row := range res[0].Rows {
+			cols[string(row[0])] = true
+		}
+		if len(cols) == 0 {
+			problems = append(problems, fmt.Sprintf("table %s does not exist (or this role cannot see it)", t.Name))
+			continue
+		}
+		for _, col := range t.columns() {
+			if !cols[col] {
+				problems = append(problems, fmt.Sprintf("%s has no column %q (named in its sync rule)", t.Name, col))
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("the sync rules do not match the database: %s", strings.Join(problems, "; "))
 	}
 	return nil
 }

@@ -122,3 +122,42 @@ func TestPostgresChangesBecomeEventsOnce(t *testing.T) {
 		t.Fatalf("after a restart user_3_notifications holds %d messages, want 4", len(h))
 	}
 }
+
+// TestPostgresSourceReportsRulesTheDatabaseDoesNotMatch: a rule naming a
+// table that does not exist, or a column a table does not have, leaves
+// the source degraded with a message naming them; it never crashes.
+func TestPostgresSourceReportsRulesTheDatabaseDoesNotMatch(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.Start(t)
+	pg.Exec(t, `CREATE TABLE projects (id int PRIMARY KEY, name text)`)
+	rules, _, err := SyncConfig{Tables: []TableRule{
+		{Table: "projects", Publish: []PublishRule{{Channel: "user_{owner_id}_notifications"}}},
+		{Table: "invoices", Publish: []PublishRule{{Channel: "invoice_{id}"}}},
+	}}.Compile(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, st, err := server.Open(server.Config{APIKey: "datasync-pg-test-key-0123456789",
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}, store.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); _ = st.Close() })
+	src := NewSource(rules, pg.DSN(), "", "", srv, slog.New(slog.DiscardHandler))
+	src.Start()
+	defer src.Stop()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s := src.Status()
+		if s.State == "degraded" {
+			if !strings.Contains(s.LastError, `public.projects has no column "owner_id"`) || !strings.Contains(s.LastError, "table public.invoices does not exist") {
+				t.Fatalf("degraded with %q, want both problems named", s.LastError)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the source is %+v, want degraded", s)
+		}
+		time.Sleep(20 * time.Millisecond) // polled: a status, no event
+	}
+}
