@@ -40,6 +40,8 @@ type Source struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	metrics *sourceMetrics
+
 	mu sync.Mutex // guards st
 	st SourceStatus
 }
@@ -69,8 +71,10 @@ func NewSource(rules *Rules, dsn, publication, slot string, srv *server.Server, 
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Source{rules: rules, dsn: dsn, publication: publication, slot: slot, srv: srv, logger: logger,
+	s := &Source{rules: rules, dsn: dsn, publication: publication, slot: slot, srv: srv, logger: logger,
 		st: SourceStatus{State: "connecting"}}
+	s.metrics = newSourceMetrics(s)
+	return s
 }
 
 // Status returns the source's state.
@@ -113,6 +117,7 @@ func (s *Source) run(ctx context.Context) {
 			return
 		}
 		s.setStatus(func(st *SourceStatus) { st.State, st.LastError = "degraded", err.Error() })
+		s.metrics.errors.WithLabelValues("connection").Inc()
 		s.logger.Warn("sync: postgres: replication stopped; retrying", "in", wait, "err", err)
 		select {
 		case <-time.After(wait):
@@ -252,6 +257,7 @@ func (s *Source) stream(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("keepalive: %w", err)
 			}
+			s.metrics.sawWAL(uint64(ka.ServerWALEnd))
 			if ka.ReplyRequested {
 				nextStatus = time.Time{}
 			}
@@ -260,6 +266,7 @@ func (s *Source) stream(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("xlog data: %w", err)
 			}
+			s.metrics.sawWAL(uint64(xld.ServerWALEnd))
 			lm, err := pglogrepl.Parse(xld.WALData)
 			if err != nil {
 				return fmt.Errorf("decode: %w", err)
@@ -279,10 +286,14 @@ func (s *Source) stream(ctx context.Context) error {
 					continue // a table of the publication no rule names
 				}
 				if err != nil {
+					s.metrics.errors.WithLabelValues("unmapped").Inc()
 					s.logger.Error("sync: postgres: a change maps to no event", "table", c.Table, "op", c.Op, "lsn", xld.WALStart, "err", err)
 					continue
 				}
 				changes++
+				table := s.rules.Table(c.Table).Name
+				s.metrics.changes.WithLabelValues(table).Inc()
+				s.metrics.events.WithLabelValues(table).Add(float64(len(evs)))
 				for i, ev := range evs {
 					pending = append(pending, pendingEvent{ev: ev, key: fmt.Sprintf("pg:%s:%d", xld.WALStart, i)})
 				}
@@ -293,6 +304,7 @@ func (s *Source) stream(ctx context.Context) error {
 				n := int64(len(pending))
 				pending = pending[:0]
 				confirmed = m.TransactionEndLSN
+				s.metrics.committed(uint64(confirmed), m.CommitTime)
 				s.setStatus(func(st *SourceStatus) {
 					st.Confirmed, st.Changes, st.Events = confirmed.String(), st.Changes+changes, st.Events+n
 				})
@@ -330,6 +342,7 @@ func (s *Source) publish(ctx context.Context, events []pendingEvent) error {
 			if o.Err != nil {
 				// A row that makes a bad channel name cannot be published;
 				// it is logged and skipped so that the stream goes on.
+				s.metrics.errors.WithLabelValues("refused").Inc()
 				s.logger.Error("sync: postgres: an event was refused", "channel", reqs[i].Channel, "event", reqs[i].Event, "err", o.Err)
 			}
 		}

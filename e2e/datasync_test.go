@@ -138,6 +138,18 @@ func TestDataSyncFromPostgres(t *testing.T) {
 		t.Fatalf("user_3_notifications history: %s, want one event", hist)
 	}
 
+	// The metrics count them: the update of projects made two events,
+	// the two changes of tasks one each; the source is streaming.
+	if v := metric(t, srv.url(), "", "herald_sync_events_total", map[string]string{"table": "public.projects"}); v != 2 {
+		t.Fatalf(`herald_sync_events_total{table="public.projects"} = %v, want 2`, v)
+	}
+	if v := metric(t, srv.url(), "", "herald_sync_changes_total", map[string]string{"table": "public.tasks"}); v != 2 {
+		t.Fatalf(`herald_sync_changes_total{table="public.tasks"} = %v, want 2`, v)
+	}
+	if v := metric(t, srv.url(), "", "herald_sync_state", nil); v != 0 {
+		t.Fatalf("herald_sync_state = %v, want 0 (streaming)", v)
+	}
+
 	// The change API, given the same rows, gives the same data.
 	code, res := apiCall(t, "POST", srv.url()+"/api/changes", apiKey, map[string]any{"table": "projects", "op": "update",
 		"old": map[string]any{"id": 7, "name": "Apollo", "owner_id": 3, "password_hash": "x", "status": "draft"},

@@ -129,6 +129,9 @@ func (a *App) build() error {
 		if dsn != "" {
 			pg := a.cfg.Sync.Sync.Postgres
 			a.source = datasync.NewSource(rules, dsn, pg.Publication, pg.Slot, a.srv, a.logger)
+			if err := api.Register(a.source.Metrics()); err != nil {
+				return err
+			}
 		}
 		datasync.NewAPI(rules, a.srv, a.source).Routes(router)
 	}
