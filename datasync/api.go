@@ -59,7 +59,7 @@ type Status struct {
 }
 
 func (a *API) status(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	if !a.system(w, r, "reading the sync status") {
+	if !a.srv.RequireSystem(w, r, "reading the sync status") {
 		return
 	}
 	st := Status{Tables: []string{}}
@@ -70,41 +70,11 @@ func (a *API) status(w http.ResponseWriter, r *http.Request, _ httprouter.Params
 		ss := a.source.Status()
 		st.Postgres = &ss
 	}
-	writeJSON(w, st)
-}
-
-// system lets the API key through and answers everyone else.
-func (a *API) system(w http.ResponseWriter, r *http.Request, what string) bool {
-	id, err := a.srv.Authenticate(r)
-	switch {
-	case err != nil:
-		a.fail(w, r, err)
-	case id.Anonymous:
-		a.fail(w, r, server.Errorf(http.StatusUnauthorized, "the API needs credentials: Authorization: Bearer <API key>"))
-	case !id.System:
-		a.fail(w, r, server.Errorf(http.StatusForbidden, "%s needs the API key", what))
-	default:
-		return true
-	}
-	return false
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_, _ = w.Write(buf.Bytes())
-}
-
-func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
-	server.WriteError(w, r, err, a.srv.Config().Logger)
+	server.WriteJSON(w, st)
 }
 
 func (a *API) change(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	if !a.system(w, r, "reporting database changes") {
+	if !a.srv.RequireSystem(w, r, "reporting database changes") {
 		return
 	}
 	id := server.Identity{System: true}
@@ -156,5 +126,9 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, _ httprouter.Params
 			res.Events = append(res.Events, o.Result)
 		}
 	}
-	writeJSON(w, res)
+	server.WriteJSON(w, res)
+}
+
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	server.WriteError(w, r, err, a.srv.Config().Logger)
 }

@@ -57,3 +57,39 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error, logger *slog.
 	w.WriteHeader(e.Code)
 	_, _ = w.Write(buf.Bytes())
 }
+
+// WriteJSON answers 200 with v as one line of JSON, written as the API's
+// answers are (<, > and & as they are; no caching), for the routes built
+// beside the core (webhooks, data sync).
+func WriteJSON(w http.ResponseWriter, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		http.Error(w, "encode the answer: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(buf.Bytes())
+}
+
+// RequireSystem authenticates r and reports whether it carries the API
+// key. Anyone else is answered: a 401 without or with bad credentials, a
+// 403 saying that what ("managing webhooks") needs the API key.
+func (s *Server) RequireSystem(w http.ResponseWriter, r *http.Request, what string) bool {
+	id, err := s.Authenticate(r)
+	switch {
+	case err != nil:
+	case id.Anonymous:
+		err = Errorf(http.StatusUnauthorized, "the API needs credentials: Authorization: Bearer <API key>")
+	case !id.System:
+		err = Errorf(http.StatusForbidden, "%s needs the API key", what)
+	default:
+		return true
+	}
+	WriteError(w, r, err, s.logger)
+	return false
+}

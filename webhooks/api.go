@@ -308,33 +308,12 @@ func (h handlers) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // system lets the API key through and answers everyone else.
 func (h handlers) system(w http.ResponseWriter, r *http.Request) bool {
-	id, err := h.srv.Authenticate(r)
-	switch {
-	case err != nil:
-		h.fail(w, r, err)
-	case id.Anonymous:
-		h.fail(w, r, server.Errorf(http.StatusUnauthorized, "the API needs credentials: Authorization: Bearer <API key>"))
-	case !id.System:
-		h.fail(w, r, server.Errorf(http.StatusForbidden, "managing webhooks needs the API key"))
-	default:
-		return true
-	}
-	return false
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_, _ = w.Write(buf.Bytes())
+	return h.srv.RequireSystem(w, r, "managing webhooks")
 }
 
 func (h handlers) list(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	if h.system(w, r) {
-		writeJSON(w, map[string]any{"webhooks": h.svc.Status()})
+		server.WriteJSON(w, map[string]any{"webhooks": h.svc.Status()})
 	}
 }
 
@@ -366,7 +345,7 @@ func (h handlers) dead(w http.ResponseWriter, r *http.Request, ps httprouter.Par
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, page)
+	server.WriteJSON(w, page)
 }
 
 func (h handlers) replay(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
@@ -392,7 +371,7 @@ func (h handlers) replay(w http.ResponseWriter, r *http.Request, ps httprouter.P
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, map[string]any{"endpoint": ps.ByName("name"), "queued": n})
+	server.WriteJSON(w, map[string]any{"endpoint": ps.ByName("name"), "queued": n})
 }
 
 func (h handlers) test(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
@@ -404,5 +383,5 @@ func (h handlers) test(w http.ResponseWriter, r *http.Request, ps httprouter.Par
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, res)
+	server.WriteJSON(w, res)
 }
