@@ -77,6 +77,19 @@ func NewSource(rules *Rules, dsn, publication, slot string, srv *server.Server, 
 	return s
 }
 
+// Healthy returns nil while the source streams, and why it does not
+// otherwise: GET /readyz reports it as degraded.
+func (s *Source) Healthy() error {
+	st := s.Status()
+	switch st.State {
+	case "streaming":
+		return nil
+	case "degraded":
+		return fmt.Errorf("postgres: %s", st.LastError)
+	}
+	return fmt.Errorf("postgres: %s", st.State)
+}
+
 // Status returns the source's state.
 func (s *Source) Status() SourceStatus {
 	s.mu.Lock()
@@ -163,6 +176,10 @@ func (s *Source) setup(ctx context.Context) error {
 		if _, err := conn.Exec(ctx, q).ReadAll(); err != nil {
 			return fmt.Errorf("create replication slot %s: %w", s.slot, err)
 		}
+		// A new slot starts at the database's current position: what
+		// changed before it (a first start, or a slot that was dropped)
+		// is not sent.
+		s.logger.Warn("sync: postgres: created the replication slot; changes from now on are published, earlier ones are not", "slot", s.slot)
 	}
 	return nil
 }

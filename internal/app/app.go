@@ -132,6 +132,7 @@ func (a *App) build() error {
 			if err := api.Register(a.source.Metrics()); err != nil {
 				return err
 			}
+			api.AddCheck("sync", a.source.Healthy)
 		}
 		datasync.NewAPI(rules, a.srv, a.source).Routes(router)
 	}

@@ -37,6 +37,9 @@ func TestChangeAPIIsServedWithSyncRules(t *testing.T) {
 		t.Fatalf("without sync rules: %d %s", code, body)
 	}
 
+	if code, body := apiRequest(t, http.MethodGet, "http://"+a.Addr()+"/readyz", ""); code != http.StatusOK || body != "{\"status\":\"ready\"}\n" {
+		t.Fatalf("GET /readyz without a source: %d %s", code, body)
+	}
 	code, body = apiRequest(t, http.MethodGet, "http://"+a.Addr()+"/api/sync", "")
 	if code != http.StatusOK || body != "{\"tables\":[\"public.projects\"]}\n" {
 		t.Fatalf("GET /api/sync: %d %s", code, body)
@@ -57,6 +60,11 @@ func TestChangeAPIIsServedWithSyncRules(t *testing.T) {
 			t.Fatalf("GET /api/sync with the database unreachable: %d %s", code, body)
 		}
 		time.Sleep(20 * time.Millisecond) // polled: a status, no event
+	}
+	// Ready, since it serves, but degraded, saying why.
+	code, body = apiRequest(t, http.MethodGet, "http://"+down.Addr()+"/readyz", "")
+	if code != http.StatusOK || !strings.Contains(body, `"status":"degraded"`) || !strings.Contains(body, `"sync":"postgres: connect`) {
+		t.Fatalf("GET /readyz with the database unreachable: %d %s", code, body)
 	}
 	if err := down.Shutdown(); err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ type API struct {
 	maxBody int64 // bound of a request body (limits.max_body_bytes)
 	origins []string
 	metrics *metrics
+	checks  []readyCheck // parts built beside the core that can be degraded
 }
 
 // New returns the API of srv. It registers the API's metrics observer
