@@ -155,6 +155,7 @@ func TestSyncConfigIsCheckedWhole(t *testing.T) {
 		{"twice", func(c *SyncConfig) { c.Tables = append(c.Tables, good()) }, "sync.tables[1].table", "public.projects has a rule already"},
 		{"dsn variable", func(c *SyncConfig) { c.Postgres.DSN = "postgres://herald:${NO_SUCH_VAR}@127.0.0.1/app" }, "sync.postgres.dsn", "NO_SUCH_VAR is not set"},
 		{"bad slot", func(c *SyncConfig) { c.Postgres.Slot = "Herald-1" }, "sync.postgres.slot", "lower-case letters"},
+		{"bad dsn", func(c *SyncConfig) { c.Postgres.DSN = "postgres://herald:s3cret@127.0.0.1:notaport/app" }, "sync.postgres.dsn", "not a PostgreSQL connection string"},
 		{"source without tables", func(c *SyncConfig) { c.Postgres.DSN = "postgres://127.0.0.1/app"; c.Tables = nil }, "sync.tables", "at least one table rule"},
 	}
 	for _, tc := range cases {
@@ -165,6 +166,9 @@ func TestSyncConfigIsCheckedWhole(t *testing.T) {
 			_, _, err := c.Compile(func(string) (string, bool) { return "", false })
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.key) {
 				t.Fatalf("%v, want %s: …%s", err, tc.key, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Fatalf("the error shows the password: %v", err)
 			}
 		})
 	}

@@ -3,10 +3,13 @@ package datasync
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/heraldrt/herald/server"
 )
@@ -172,6 +175,12 @@ func (c SyncConfig) Compile(getenv func(string) (string, bool)) (*Rules, string,
 		}
 		return v
 	})
+	if dsn != "" {
+		if _, err := pgconn.ParseConfig(dsn); err != nil {
+			// The driver's message may quote the DSN: never its password.
+			bad("postgres.dsn", "not a PostgreSQL connection string or URL (postgres://user:password@host:5432/db): %s", redact(err.Error(), dsn))
+		}
+	}
 	for _, f := range []struct{ key, v string }{{"postgres.publication", c.Postgres.Publication}, {"postgres.slot", c.Postgres.Slot}} {
 		if f.v != "" && !slotRE.MatchString(f.v) {
 			bad(f.key, "%q: want 1 to 63 lower-case letters, digits or _", f.v)
@@ -275,6 +284,17 @@ func compileTable(i int, c TableRule) (*Table, []error) {
 		return nil, errs
 	}
 	return t, nil
+}
+
+// redact removes dsn, and any password in it, from msg.
+func redact(msg, dsn string) string {
+	msg = strings.ReplaceAll(msg, dsn, "…")
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		if p, ok := u.User.Password(); ok && p != "" {
+			msg = strings.ReplaceAll(msg, p, "…")
+		}
+	}
+	return msg
 }
 
 func orRequired(err error) error {

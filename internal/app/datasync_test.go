@@ -45,6 +45,10 @@ func TestChangeAPIIsServedWithSyncRules(t *testing.T) {
 		t.Fatalf("GET /api/sync: %d %s", code, body)
 	}
 
+	cfg.Sync.Sync.Postgres.DSN = "postgres://herald:s3cret@127.0.0.1:notaport/app"
+	if _, err := New(cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "sync.postgres.dsn") || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("a DSN that does not parse: %v, want a refusal naming sync.postgres.dsn, without the password", err)
+	}
 	cfg.Sync.Sync.Postgres.DSN = "postgres://herald@127.0.0.1:1/app?connect_timeout=1"
 	down, err := New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
