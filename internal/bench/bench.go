@@ -35,6 +35,9 @@ Workloads (against a Herald on this machine; run "herald bench WORKLOAD -h"):
   webhooks  outgoing webhooks: starts its own servers (herald serve with a
             generated webhooks: section) and a receiver; events/s delivered,
             unbatched and batched, and publish msgs/s with endpoints and without
+  sync      data sync from PostgreSQL (--dsn): starts its own server with a
+            generated sync: section, commits updates in transactions of 100
+            and times them to an SSE subscriber: changes/s and latency
 
 Every workload prints a progress line a second on stderr, a table and one
 JSON line on stdout, and exits non-zero if any message was lost, duplicated
@@ -91,7 +94,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, benchUsage)
 		if len(args) == 0 {
-			return errors.New("name a workload: fanout, channels, idle, resume, flood, sweep or webhooks")
+			return errors.New("name a workload: fanout, channels, idle, resume, flood, sweep, webhooks or sync")
 		}
 		return flag.ErrHelp
 	}
@@ -100,6 +103,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runSweep(ctx, args[1:], getenv, stdout, stderr)
 	case "webhooks":
 		return runWebhooksBench(ctx, args[1:], stdout, stderr)
+	case "sync":
+		return runSyncBench(ctx, args[1:], stdout, stderr)
 	}
 	opts, err := parseBenchFlags(args[0], args[1:], getenv, stderr)
 	if err != nil {
@@ -156,7 +161,7 @@ func parseBenchFlags(workload string, args []string, getenv func(string) string,
 	case "flood":
 		synopsis = "bench flood --jwt-secret SECRET [--transport mixed|sse|ws|poll] [--subscribers S] [--rate N] [--baseline D] [--duration D] [--flood-connections C] [flags]"
 	default:
-		return benchOptions{}, fmt.Errorf("unknown workload %q; use fanout, channels, idle, resume, flood, sweep or webhooks", workload)
+		return benchOptions{}, fmt.Errorf("unknown workload %q; use fanout, channels, idle, resume, flood, sweep, webhooks or sync", workload)
 	}
 	fs := cli.NewFlagSet(workload, synopsis, stderr)
 	o := benchOptions{workload: workload}
