@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/heraldrt/herald/server"
@@ -86,15 +86,20 @@ func (r *Rules) Events(c Change) ([]Event, error) {
 		}
 		key[k] = v
 	}
-	base := map[string]any{"table": t.Name, "op": c.Op, "key": key}
+	// The fields every event of the change carries, rendered once.
+	base := []field{
+		{"key", appendRow(nil, key)},
+		{"op", appendString(nil, c.Op)},
+		{"table", appendString(nil, t.Name)},
+	}
 	if newRow != nil {
-		base["new"] = newRow
+		base = append(base, field{"new", appendRow(nil, newRow)})
 	}
 	if oldRow != nil {
-		base["old"] = oldRow
+		base = append(base, field{"old", appendRow(nil, oldRow)})
 	}
 	if changes != nil {
-		base["changes"] = changes
+		base = append(base, field{"changes", appendChanges(nil, changes)})
 	}
 	out := make([]Event, 0, len(t.Publish))
 	for i, p := range t.Publish {
@@ -102,23 +107,20 @@ func (r *Rules) Events(c Change) ([]Event, error) {
 		if err != nil {
 			return nil, fmt.Errorf("datasync: %s publish[%d] channel %q: %w", t.Name, i, p.Channel.src, err)
 		}
-		data := maps.Clone(base)
-		for k, tv := range p.Data {
+		fields := slices.Clone(base)
+		for k, tv := range p.Data { // never a key of base: the rule's compile refuses them
 			v, err := tv.value(row)
 			if err != nil {
 				return nil, fmt.Errorf("datasync: %s publish[%d] data.%s: %w", t.Name, i, k, err)
 			}
-			data[k] = v
+			fields = append(fields, field{k, appendRaw(nil, v)})
 		}
-		raw, err := json.Marshal(data)
-		if err != nil {
-			return nil, fmt.Errorf("datasync: %s: %w", t.Name, err)
-		}
+		slices.SortFunc(fields, func(a, b field) int { return strings.Compare(a.key, b.key) })
 		event := p.Event
 		if event == "" {
 			event = tableName(t.Name) + "_" + c.Op
 		}
-		out = append(out, Event{Channel: channel, Event: event, Data: raw})
+		out = append(out, Event{Channel: channel, Event: event, Data: appendObject(nil, fields)})
 	}
 	return out, nil
 }
@@ -163,13 +165,13 @@ func diff(old, new map[string]json.RawMessage) map[string]columnChange {
 			continue
 		}
 		var oo, no map[string]json.RawMessage
-		if json.Unmarshal(o, &oo) == nil && json.Unmarshal(n, &no) == nil && oo != nil && no != nil {
+		if isObject(o) && isObject(n) && json.Unmarshal(o, &oo) == nil && json.Unmarshal(n, &no) == nil && oo != nil && no != nil {
 			d := diff(oo, no)
 			oc, nc := map[string]json.RawMessage{}, map[string]json.RawMessage{}
 			for k, c := range d {
 				oc[k], nc[k] = c.Old, c.New
 			}
-			o, n = mustJSON(oc), mustJSON(nc)
+			o, n = appendRow(nil, oc), appendRow(nil, nc)
 		}
 		out[col] = columnChange{Old: o, New: n}
 	}
@@ -197,14 +199,41 @@ func orNull(v json.RawMessage) json.RawMessage {
 // sameJSON compares two JSON values: equal texts, or equal once decoded
 // (so key order and spacing do not count).
 func sameJSON(a, b json.RawMessage) bool {
-	if bytes.Equal(bytes.TrimSpace(a), bytes.TrimSpace(b)) {
+	a, b = bytes.TrimSpace(a), bytes.TrimSpace(b)
+	if bytes.Equal(a, b) {
 		return true
+	}
+	if plainString(a) && plainString(b) {
+		return false // strings without escapes: equal only as texts
+	}
+	if isNumber(a) && isNumber(b) {
+		x, errX := strconv.ParseFloat(string(a), 64)
+		y, errY := strconv.ParseFloat(string(b), 64)
+		if errX == nil && errY == nil {
+			return x == y // as encoding/json compares them: float64
+		}
 	}
 	var x, y any
 	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
 		return false
 	}
 	return jsonEqual(x, y)
+}
+
+// isObject reports whether a JSON value is an object.
+func isObject(v json.RawMessage) bool {
+	v = bytes.TrimSpace(v)
+	return len(v) > 0 && v[0] == '{'
+}
+
+// plainString reports whether a JSON value is a string without escapes.
+func plainString(v json.RawMessage) bool {
+	return len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' && bytes.IndexByte(v, '\\') < 0
+}
+
+// isNumber reports whether a JSON value is a number.
+func isNumber(v json.RawMessage) bool {
+	return len(v) > 0 && (v[0] == '-' || v[0] >= '0' && v[0] <= '9')
 }
 
 func jsonEqual(x, y any) bool {
@@ -234,14 +263,6 @@ func jsonEqual(x, y any) bool {
 		return true
 	}
 	return x == y
-}
-
-func mustJSON(v any) json.RawMessage {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("datasync: marshal %T: %v", v, err)) // maps of raw JSON always marshal
-	}
-	return b
 }
 
 // publishRequests turns events into the core's publish requests, each

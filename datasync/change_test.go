@@ -78,6 +78,21 @@ func TestEventsOfAChange(t *testing.T) {
 		{"an operation the rule does not publish",
 			Change{Table: "tasks", Op: OpUpdate, Old: row("id", "1"), New: row("id", "1", "project_id", "7")},
 			nil},
+		{"values equal as JSON are no change: 1 and 1.0, an escaped and a plain string, spacing",
+			Change{Table: "projects", Op: OpUpdate, Old: old,
+				New: row("id", "7.0", "name", `"\u0041pollo"`, "owner_id", "3", "status", `"draft"`, "password_hash", `"x"`,
+					"settings", `{ "theme": "dark", "lang": "en", "beta": true }`)},
+			nil},
+		{"text with quotes and <, > and &: escaped as JSON needs, not for HTML; raw values compacted",
+			Change{Table: "projects", Op: OpUpdate, Old: row("id", "7", "name", `"a"`, "owner_id", "3"),
+				New: row("id", "7", "name", `"say \"hi\" <b> & go"`, "owner_id", "3", "note", "[ 1, 2 ]")},
+			[]string{
+				`project_7 project_updated {"changes":{"name":{"old":"a","new":"say \"hi\" <b> & go"},"note":{"old":null,"new":[1,2]}},` +
+					`"key":{"id":7},"new":{"id":7,"name":"say \"hi\" <b> & go","note":[1,2],"owner_id":3},"old":{"id":7,"name":"a","owner_id":3},"op":"update","table":"public.projects"}`,
+				`user_3_notifications project_notification {"changes":{"name":{"old":"a","new":"say \"hi\" <b> & go"},"note":{"old":null,"new":[1,2]}},` +
+					`"key":{"id":7},"new":{"id":7,"name":"say \"hi\" <b> & go","note":[1,2],"owner_id":3},"old":{"id":7,"name":"a","owner_id":3},"op":"update",` +
+					`"owner":3,"project_name":"say \"hi\" <b> & go","table":"public.projects","type":"project_updated"}`,
+			}},
 		{"a key given with the change",
 			Change{Table: "tasks", Op: OpInsert, Key: []string{"project_id", "title"}, New: row("id", `"t2"`, "project_id", "7", "title", `"x"`)},
 			[]string{`project_7_tasks tasks_insert {"key":{"project_id":7,"title":"x"},"new":{"id":"t2","project_id":7,"title":"x"},"op":"insert","table":"public.tasks"}`}},

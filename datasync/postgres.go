@@ -57,6 +57,10 @@ type SourceStatus struct {
 	// Changes and Events count what was published since the start.
 	Changes int64 `json:"changes"`
 	Events  int64 `json:"events"`
+	// SlotCreated, set when this process created the replication slot
+	// (a first start, or a slot that had been dropped), is the time and
+	// WAL position it starts at: nothing committed before it is streamed.
+	SlotCreated string `json:"slot_created,omitempty"`
 }
 
 // NewSource returns a source for dsn, with publication and slot (default
@@ -172,14 +176,21 @@ func (s *Source) setup(ctx context.Context) error {
 		return fmt.Errorf("look up slot %s: %w", s.slot, err)
 	}
 	if len(res) == 0 || len(res[0].Rows) == 0 {
-		q := fmt.Sprintf("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", quoteLiteral(s.slot))
-		if _, err := conn.Exec(ctx, q).ReadAll(); err != nil {
+		q := fmt.Sprintf("SELECT lsn FROM pg_create_logical_replication_slot(%s, 'pgoutput')", quoteLiteral(s.slot))
+		res, err := conn.Exec(ctx, q).ReadAll()
+		if err != nil {
 			return fmt.Errorf("create replication slot %s: %w", s.slot, err)
+		}
+		lsn := "?"
+		if len(res) > 0 && len(res[0].Rows) > 0 && len(res[0].Rows[0]) > 0 {
+			lsn = string(res[0].Rows[0][0])
 		}
 		// A new slot starts at the database's current position: what
 		// changed before it (a first start, or a slot that was dropped)
 		// is not sent.
-		s.logger.Warn("sync: postgres: created the replication slot; changes from now on are published, earlier ones are not", "slot", s.slot)
+		created := time.Now().UTC().Format(time.RFC3339) + " at " + lsn
+		s.setStatus(func(st *SourceStatus) { st.SlotCreated = created })
+		s.logger.Warn("sync: postgres: created the replication slot; changes from now on are published, earlier ones are not", "slot", s.slot, "lsn", lsn)
 	}
 	return nil
 }

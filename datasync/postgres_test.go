@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -57,6 +58,36 @@ func waitHistory(t *testing.T, srv *server.Server, channel string, n int) []stri
 	}
 }
 
+// openCore opens a core on an in-memory store, shut down when the test
+// ends.
+func openCore(t *testing.T) *server.Server {
+	t.Helper()
+	srv, st, err := server.Open(server.Config{APIKey: "datasync-pg-test-key-0123456789",
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}, store.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); _ = st.Close() })
+	return srv
+}
+
+// startStreaming starts a source logging to logs and waits until it
+// streams.
+func startStreaming(t *testing.T, rules *Rules, dsn string, srv *server.Server, logs io.Writer) *Source {
+	t.Helper()
+	src := NewSource(rules, dsn, "", "", srv, slog.New(slog.NewTextHandler(logs, nil)))
+	src.Start()
+	deadline := time.Now().Add(30 * time.Second)
+	for src.Status().State != "streaming" {
+		if time.Now().After(deadline) {
+			src.Stop()
+			t.Fatalf("the source never streamed: %+v", src.Status())
+		}
+		time.Sleep(20 * time.Millisecond) // polled: a status, no event
+	}
+	return src
+}
+
 // TestPostgresChangesBecomeEventsOnce: a real PostgreSQL cluster; inserts,
 // an update and a delete of projects become the rule's events with their
 // rows and changes, an omitted column never shows; the source stopped
@@ -78,22 +109,9 @@ func TestPostgresChangesBecomeEventsOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, st, err := server.Open(server.Config{APIKey: "datasync-pg-test-key-0123456789",
-		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}, store.Options{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); _ = st.Close() })
+	srv := openCore(t)
 
-	src := NewSource(rules, pg.DSN(), "", "", srv, slog.New(slog.NewTextHandler(t.Output(), nil)))
-	src.Start()
-	deadline := time.Now().Add(30 * time.Second)
-	for src.Status().State != "streaming" {
-		if time.Now().After(deadline) {
-			t.Fatalf("the source never streamed: %+v", src.Status())
-		}
-		time.Sleep(20 * time.Millisecond) // polled: a status, no event
-	}
+	src := startStreaming(t, rules, pg.DSN(), srv, t.Output())
 	pg.Exec(t, `INSERT INTO projects VALUES (7, 'Apollo', 3, 'secret', '{"theme":"dark","beta":true}', 1200.50, true)`)
 	pg.Exec(t, `UPDATE projects SET name = 'Apollo 2', settings = '{"theme":"dark","beta":false}', password_hash = 'other' WHERE id = 7`)
 	pg.Exec(t, `UPDATE projects SET password_hash = 'third' WHERE id = 7`) // only an omitted column: no event
@@ -117,8 +135,7 @@ func TestPostgresChangesBecomeEventsOnce(t *testing.T) {
 	// arrives once.
 	src.Stop()
 	pg.Exec(t, `INSERT INTO projects VALUES (8, 'Gemini', 3, NULL, NULL, NULL, false)`)
-	src = NewSource(rules, pg.DSN(), "", "", srv, slog.New(slog.NewTextHandler(t.Output(), nil)))
-	src.Start()
+	src = startStreaming(t, rules, pg.DSN(), srv, t.Output())
 	defer src.Stop()
 	waitHistory(t, srv, "project_8", 1)
 	if h := history(t, srv, "project_7"); len(h) != 3 {
@@ -127,6 +144,67 @@ func TestPostgresChangesBecomeEventsOnce(t *testing.T) {
 	if h := history(t, srv, "user_3_notifications"); len(h) != 4 {
 		t.Fatalf("after a restart user_3_notifications holds %d messages, want 4", len(h))
 	}
+}
+
+// TestPostgresSlotDroppedWhileAway: the slot dropped while Herald was
+// stopped is made again at the database's current position, with a
+// warning and the status naming when; what was committed while there was
+// no slot is not streamed (the README says so), what comes after is, and
+// nothing published before comes again.
+func TestPostgresSlotDroppedWhileAway(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.Start(t)
+	pg.Exec(t, `CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL); ALTER TABLE notes REPLICA IDENTITY FULL`)
+	rules, _, err := SyncConfig{Tables: []TableRule{{Table: "notes", Publish: []PublishRule{{Channel: "notes"}}}}}.Compile(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := openCore(t)
+	start := func() (*Source, *lockedBuffer) {
+		var logs lockedBuffer
+		return startStreaming(t, rules, pg.DSN(), srv, &logs), &logs
+	}
+	src, logs := start()
+	if !strings.Contains(logs.String(), "created the replication slot") || src.Status().SlotCreated == "" {
+		t.Fatalf("a first start made the slot without saying so: %+v\n%s", src.Status(), logs.String())
+	}
+	pg.Exec(t, `INSERT INTO notes VALUES (1, 'before')`)
+	waitHistory(t, srv, "notes", 1)
+	src.Stop()
+
+	pg.Exec(t, `SELECT pg_drop_replication_slot('herald')`)
+	pg.Exec(t, `INSERT INTO notes VALUES (2, 'while no slot')`)
+	src, logs = start()
+	defer src.Stop()
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "created the replication slot") {
+		t.Fatalf("the slot was made again without a warning:\n%s", logs.String())
+	}
+	if !strings.Contains(src.Status().SlotCreated, " at ") {
+		t.Fatalf("status %+v: want when and where the new slot starts", src.Status())
+	}
+	pg.Exec(t, `INSERT INTO notes VALUES (3, 'after')`)
+	got := waitHistory(t, srv, "notes", 2)
+	if len(got) != 2 || !strings.Contains(got[0], `"before"`) || !strings.Contains(got[1], `"after"`) {
+		t.Fatalf("notes holds %v: want the rows before and after, the one without a slot not streamed", got)
+	}
+}
+
+// lockedBuffer is a log a test reads while the source writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestPostgresSourceReportsRulesTheDatabaseDoesNotMatch: a rule naming a
@@ -143,12 +221,7 @@ func TestPostgresSourceReportsRulesTheDatabaseDoesNotMatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, st, err := server.Open(server.Config{APIKey: "datasync-pg-test-key-0123456789",
-		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}, store.Options{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); _ = st.Close() })
+	srv := openCore(t)
 	src := NewSource(rules, pg.DSN(), "", "", srv, slog.New(slog.DiscardHandler))
 	src.Start()
 	defer src.Stop()

@@ -92,7 +92,7 @@ func (t template) value(row map[string]json.RawMessage) (json.RawMessage, error)
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(s)
+	return appendString(nil, s), nil
 }
 
 func columnText(row map[string]json.RawMessage, col string) (string, error) {

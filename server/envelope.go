@@ -53,7 +53,7 @@ func (m *Message) cursorAfter() string {
 	if c := m.cursor.Load(); c != nil {
 		return *c
 	}
-	c := encodeCursor([]cursorEntry{{channel: m.Channel, epoch: m.Epoch, offset: m.Offset}})
+	c := encodeCursor([]cursorEntry{{channel: m.Channel, epoch: m.Epoch, offset: m.Offset}}, false)
 	m.cursor.Store(&c)
 	return c
 }

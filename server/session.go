@@ -37,10 +37,14 @@ type Session struct {
 
 	parkMu sync.Mutex // held by the connection attached to a detachable session (park.go)
 
-	mu         sync.Mutex  // guards the fields below
-	identity   Identity    // who the session acts as; Refresh replaces it
-	expiry     *time.Timer // closes the session when its token expires
-	subs       []*subscription
+	mu       sync.Mutex  // guards the fields below
+	identity Identity    // who the session acts as; Refresh replaces it
+	expiry   *time.Timer // closes the session when its token expires
+	subs     []*subscription
+	// wideCursor: two of subs share the high half of their channel hash,
+	// so their cursor is written in version 1 (cursor.go). Set whenever
+	// subs changes.
+	wideCursor bool
 	catchingUp []*subscription // in subscription order
 	closed     bool
 	reason     Reason
@@ -329,7 +333,7 @@ func (s *Session) cursorLocked() string {
 	for i, sub := range s.subs {
 		entries[i] = sub.pos
 	}
-	return encodeCursor(entries)
+	return encodeCursor(entries, s.wideCursor)
 }
 
 func (s *Session) findLocked(channel string) *subscription {

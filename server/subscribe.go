@@ -146,6 +146,7 @@ func (s *Server) subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 		return SubscribeResult{}, ErrClosed
 	}
 	sess.subs = append(sess.subs, sub)
+	sess.wideCursor = wideHashes(sess.subs)
 	sess.catchingUp = append(sess.catchingUp, sub)
 	sess.mu.Unlock()
 	sess.q.signal()
@@ -176,6 +177,7 @@ func (s *Server) Unsubscribe(sess *Session, channel string) bool {
 		if x.name == channel {
 			sub = x
 			sess.subs = append(sess.subs[:i:i], sess.subs[i+1:]...)
+			sess.wideCursor = wideHashes(sess.subs)
 			break
 		}
 	}

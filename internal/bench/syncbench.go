@@ -12,6 +12,8 @@ package bench
 // a transaction's commit returning to each of its events being received.
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +21,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -38,6 +41,7 @@ type syncOptions struct {
 	rate       int // changes/s; 0: as fast as the writer commits
 	herald     string
 	serverCPUs string
+	pprofAddr  string
 	timeout    time.Duration
 	quiet      bool
 }
@@ -46,7 +50,7 @@ type syncOptions struct {
 const syncTxRows = 100
 
 func parseSyncFlags(args []string, stderr io.Writer) (syncOptions, error) {
-	fs := cli.NewFlagSet("sync", "bench sync --dsn URL [--changes N] [--rows R] [--rate N] [--server-cpus LIST] [flags]", stderr)
+	fs := cli.NewFlagSet("sync", "bench sync --dsn URL [--changes N] [--rows R] [--rate N] [--server-cpus LIST] [--server-pprof ADDR] [flags]", stderr)
 	var o syncOptions
 	fs.StringVar(&o.dsn, "dsn", "", "the PostgreSQL database (wal_level=logical; a role that may create tables, publications and slots)")
 	fs.IntVar(&o.changes, "changes", 20_000, "row changes to commit, in transactions of 100")
@@ -54,6 +58,7 @@ func parseSyncFlags(args []string, stderr io.Writer) (syncOptions, error) {
 	fs.IntVar(&o.rate, "rate", 0, "changes a second; 0 commits as fast as it can")
 	fs.StringVar(&o.herald, "herald", "", "the herald binary that serves (default this one)")
 	fs.StringVar(&o.serverCPUs, "server-cpus", "", "pin the server to these CPUs (taskset -c LIST; Linux)")
+	fs.StringVar(&o.pprofAddr, "server-pprof", "", "serve the server's profiler on this loopback address (pprof_addr), such as 127.0.0.1:6060")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "bound on the run")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
@@ -71,6 +76,9 @@ func parseSyncFlags(args []string, stderr io.Writer) (syncOptions, error) {
 	}
 	if o.rate < 0 {
 		errs = append(errs, fmt.Errorf("--rate %d: must not be negative", o.rate))
+	}
+	if err := checkServerPprof(o.pprofAddr); err != nil {
+		errs = append(errs, err)
 	}
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
@@ -152,6 +160,9 @@ func runSync(ctx context.Context, o syncOptions, stderr io.Writer) (*syncResult,
 	cfg := fmt.Sprintf("api_key: %q\nshutdown_timeout: 5s\nlog: {level: warn}\nsync:\n  postgres:\n    dsn: %q\n    publication: %s\n    slot: %s\n"+
 		"  tables:\n    - table: herald_bench_sync\n      on: [update]\n      publish:\n        - channel: \"bench_sync_{id}\"\n          event: changed\n",
 		key, o.dsn, slot, slot)
+	if o.pprofAddr != "" {
+		cfg += fmt.Sprintf("pprof_addr: %q\n", o.pprofAddr)
+	}
 	srv, err := startWhServer(ctx, whOptions{herald: o.herald, serverCPUs: o.serverCPUs}, []byte(cfg), stderr)
 	if err != nil {
 		return nil, err
@@ -161,18 +172,14 @@ func runSync(ctx context.Context, o syncOptions, stderr io.Writer) (*syncResult,
 	if err != nil {
 		return nil, err
 	}
-	channels := make([]string, o.rows)
-	for i := range channels {
-		channels[i] = fmt.Sprintf("bench_sync_%d", i+1)
-	}
-	sub, err := c.Subscribe(ctx, client.SubscribeOptions{Channels: channels})
-	if err != nil {
-		return nil, err
-	}
-	defer sub.Close()
 	if err := waitSyncStreaming(ctx, c); err != nil {
 		return nil, err
 	}
+	stream, err := openSyncStream(ctx, srv.base, key, o.rows)
+	if err != nil {
+		return nil, err
+	}
+	defer stream.Close()
 
 	txs := o.changes / syncTxRows
 	// commits[tx] is when transaction tx's commit returned, in Unix
@@ -181,29 +188,20 @@ func runSync(ctx context.Context, o syncOptions, stderr io.Writer) (*syncResult,
 	got := make(chan time.Time, 1)
 	readErr := make(chan error, 1)
 	hist := newBenchHist()
-	go func() { // the reader: owned by this function, which waits for it below
+	go func() { // the reader: owned by this function, which closes its stream on return
 		defer close(got)
-		for n := 0; n < o.changes; n++ {
-			ev, err := sub.Next(ctx)
-			if err != nil {
-				readErr <- err
-				return
+		err := readSyncStream(stream, o.rows, o.changes, func(tx int) error {
+			if tx < 1 || tx > txs {
+				return fmt.Errorf("an event of transaction %d, which the bench did not make", tx)
 			}
-			var d struct {
-				New struct {
-					Tx int `json:"tx"`
-				} `json:"new"`
-			}
-			now := time.Now()
-			if err := json.Unmarshal(ev.Envelope.Data, &d); err != nil || d.New.Tx < 1 || d.New.Tx > txs {
-				readErr <- fmt.Errorf("an event the bench did not make: %s", ev.Raw)
-				return
-			}
-			hist.record(now.UnixNano() - commits[d.New.Tx-1].Load())
-			if n == o.changes-1 {
-				got <- now
-			}
+			hist.record(time.Now().UnixNano() - commits[tx-1].Load())
+			return nil
+		})
+		if err != nil {
+			readErr <- err
+			return
 		}
+		got <- time.Now()
 	}()
 	start := time.Now()
 	for tx := range txs {
@@ -259,4 +257,82 @@ func waitSyncStreaming(ctx context.Context, c *client.Client) error {
 			return fmt.Errorf("the server's sync source never streamed: %w", ctx.Err())
 		}
 	}
+}
+
+// openSyncStream opens the SSE stream of the bench table's channels. The
+// bench reads it with a plain line reader rather than the Go client, so
+// that the subscriber's side costs little of the core it shares with
+// PostgreSQL: what is measured is the server.
+func openSyncStream(ctx context.Context, base, key string, rows int) (io.ReadCloser, error) {
+	q := make(url.Values)
+	for i := range rows {
+		q.Add("channel", fmt.Sprintf("bench_sync_%d", i+1))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/sse?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		resp.Body.Close()
+		return nil, fmt.Errorf("subscribe: %s: %s", resp.Status, body)
+	}
+	return resp.Body, nil
+}
+
+// The new row's tx column: the data's keys are sorted (changes, key, new,
+// old…), so the row is found by its first column before its tx.
+var benchKeyNewTx = []byte(`"new":{"id":`)
+
+// readSyncStream reads SSE data lines until it has seen want changes,
+// calling each with the transaction its new row names. Every channel's
+// offsets must run 1, 2, 3…: a change lost, repeated or out of order
+// fails the run.
+func readSyncStream(r io.Reader, rows, want int, each func(tx int) error) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	next := make(map[string]uint64, rows) // channel → the offset expected next
+	for n := 0; n < want; {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// An id line (every channel's position) longer than the
+			// buffer: skip the rest of it.
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("the stream ended after %d of %d changes: %w", n, want, err)
+		}
+		if !bytes.HasPrefix(line, []byte("data: ")) {
+			continue
+		}
+		e, p, ok := benchNextEnvelope(line, len("data: "))
+		if !ok || e.offset == 0 {
+			continue // a notice (herald.connected)
+		}
+		if exp := max(next[string(e.channel)], 1); e.offset != exp {
+			return fmt.Errorf("channel %s: offset %d where %d was due (lost, repeated or reordered)", e.channel, e.offset, exp)
+		}
+		next[string(e.channel)] = e.offset + 1
+		tx, k := uint64(0), 0
+		if i := bytes.Index(line[p:], benchKeyNewTx); i >= 0 {
+			if j := bytes.Index(line[p+i:], []byte(`,"tx":`)); j >= 0 {
+				tx, k = benchParseUint(line[p+i+j+len(`,"tx":`):])
+			}
+		}
+		if k == 0 {
+			return fmt.Errorf("an event the bench did not make: %s", line)
+		}
+		if err := each(int(tx)); err != nil {
+			return err
+		}
+		n++
+	}
+	return nil
 }

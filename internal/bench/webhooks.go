@@ -134,12 +134,22 @@ func parseWebhooksFlags(args []string, stderr io.Writer) (whOptions, error) {
 			o.phases = append(o.phases, p)
 		}
 	}
-	if o.pprofAddr != "" {
-		if u, err := url.Parse("http://" + o.pprofAddr); err != nil || u.Port() == "" || benchCheckLoopback(u) != nil {
-			bad("--server-pprof %s: want a loopback address such as 127.0.0.1:6060", o.pprofAddr)
-		}
+	if err := checkServerPprof(o.pprofAddr); err != nil {
+		errs = append(errs, err)
 	}
 	return o, errors.Join(errs...)
+}
+
+// checkServerPprof checks a --server-pprof address: empty, or a loopback
+// host:port.
+func checkServerPprof(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	if u, err := url.Parse("http://" + addr); err != nil || u.Port() == "" || benchCheckLoopback(u) != nil {
+		return fmt.Errorf("--server-pprof %s: want a loopback address such as 127.0.0.1:6060", addr)
+	}
+	return nil
 }
 
 // runWebhooksBench runs `herald bench webhooks`: every phase, then the
