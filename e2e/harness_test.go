@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -81,9 +82,12 @@ type server struct {
 	addr    string
 	dataDir string
 	args    []string
-	cmd     *exec.Cmd
-	log     *syncBuffer
-	exited  chan struct{}
+	// https: the server serves TLS (its certificate is the test's own,
+	// not verified: loopback only).
+	https  bool
+	cmd    *exec.Cmd
+	log    *syncBuffer
+	exited chan struct{}
 }
 
 type syncBuffer struct {
@@ -113,7 +117,21 @@ func startServer(t testing.TB, args ...string) *server {
 	return s
 }
 
-func (s *server) url() string { return "http://" + s.addr }
+func (s *server) url() string {
+	if s.https {
+		return "https://" + s.addr
+	}
+	return "http://" + s.addr
+}
+
+// client is an HTTP client for the server: for a TLS server, one that
+// takes its self-signed certificate.
+func (s *server) client() *http.Client {
+	if !s.https {
+		return http.DefaultClient
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}} // the test's own certificate, on loopback
+}
 
 func (s *server) start() {
 	s.t.Helper()
@@ -139,7 +157,7 @@ func (s *server) waitReady() {
 	s.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for delay := 5 * time.Millisecond; ; delay = min(delay*2, 200*time.Millisecond) {
-		resp, err := http.Get(s.url() + "/readyz")
+		resp, err := s.client().Get(s.url() + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {

@@ -88,6 +88,19 @@ type PollAnswer struct {
 	Messages []json.RawMessage `json:"messages"`
 	Cursor   string            `json:"cursor"`
 	Session  string            `json:"session"`
+	// Positions, when the poll asked for them (positions=1), is where the
+	// session stands on each channel after this answer: what the cursor
+	// holds, for a client that keeps per-channel positions (to resume on
+	// another transport, or a channel that had no message yet).
+	Positions []Position `json:"positions,omitempty"`
+}
+
+// Position is where a client stands on a channel: the epoch and the last
+// offset it holds (0: none, in that epoch).
+type Position struct {
+	Channel string `json:"channel"`
+	Epoch   string `json:"epoch"`
+	Offset  uint64 `json:"offset"`
 }
 
 // PollRequest is the JSON body of POST /poll, for many channels; GET
@@ -104,4 +117,6 @@ type PollRequest struct {
 	// order ("" = from the head), for a client without a cursor.
 	Since []string `json:"since,omitempty"`
 	Epoch []string `json:"epoch,omitempty"`
+	// Positions asks for the answer's positions (PollAnswer.Positions).
+	Positions bool `json:"positions,omitempty"`
 }

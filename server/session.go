@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"github.com/heraldrt/herald/protocol"
 	"log/slog"
 	"sync"
 	"time"
@@ -318,6 +319,20 @@ func (s *Session) annotateCursors(items []Item) {
 		}
 		it.CursorSession = s.ID
 	}
+}
+
+// Positions returns where the session stands on each of its channels —
+// the epoch and last offset its cursor holds — in subscription order:
+// what a client that keeps per-channel positions resumes from on any
+// transport (a poll asked with positions=1 gets them).
+func (s *Session) Positions() []protocol.Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]protocol.Position, len(s.subs))
+	for i, sub := range s.subs {
+		out[i] = protocol.Position{Channel: sub.name, Epoch: sub.pos.epoch, Offset: sub.pos.offset}
+	}
+	return out
 }
 
 // Cursor returns the session's current resume cursor: its positions and,

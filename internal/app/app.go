@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/heraldrt/herald/transports/longpoll"
 	"github.com/heraldrt/herald/transports/sse"
 	"github.com/heraldrt/herald/transports/ws"
+	"github.com/heraldrt/herald/web"
 	"github.com/heraldrt/herald/webhooks"
 )
 
@@ -46,8 +48,11 @@ type App struct {
 
 	http     *http.Server
 	ln       *notifyListener
-	serveErr chan error // the accept loop's end
-	pprof    func()     // stops the profiler; nil without one
+	serveErr chan error    // the accept loop's end
+	pprof    func()        // stops the profiler; nil without one
+	tls      *tlsSetup     // nil for plain HTTP
+	hupStop  chan struct{} // closed at shutdown: ends watchHangUp
+	hupDone  chan struct{} // closed by watchHangUp as it returns
 
 	stopOnce sync.Once
 	stopErr  error
@@ -136,6 +141,11 @@ func (a *App) build() error {
 		}
 		datasync.NewAPI(rules, a.srv, a.source).Routes(router)
 	}
+	pages, err := web.New(a.srv, a.logger)
+	if err != nil {
+		return err
+	}
+	pages.Routes(router)
 	router.Handler(http.MethodGet, "/sse", a.sse)
 	router.Handler(http.MethodGet, "/ws", a.ws)
 	router.Handler(http.MethodGet, "/poll", a.poll)
@@ -152,6 +162,10 @@ func (a *App) build() error {
 		}
 	}
 	a.ln = &notifyListener{Listener: inner, closed: make(chan struct{})}
+	if a.tls, err = newTLS(a.cfg.TLS, a.cfg.Store.Dir); err != nil {
+		a.ln.Close()
+		return err
+	}
 	a.logFileLimit()
 	limits := a.srv.Config().Limits
 	a.http = &http.Server{
@@ -160,12 +174,22 @@ func (a *App) build() error {
 		IdleTimeout:       limits.IdleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelDebug),
+		Protocols:         protocols(a.cfg.H2C),
 	}
-	go func() { a.serveErr <- a.http.Serve(a.ln) }()
+	var ln net.Listener = a.ln
+	if a.tls != nil {
+		a.http.TLSConfig = a.tls.config
+		ln = tls.NewListener(a.ln, a.tls.config)
+		if a.tls.cert != nil {
+			a.hupStop, a.hupDone = make(chan struct{}), make(chan struct{})
+			go a.watchHangUp(a.hupStop, a.hupDone)
+		}
+	}
+	go func() { a.serveErr <- a.http.Serve(ln) }()
 	if a.source != nil {
 		a.source.Start() // it reconnects by itself: an unreachable database is reported, not fatal
 	}
-	a.logger.Info("listening", "addr", a.Addr(), "data_dir", a.cfg.Store.Dir,
+	a.logger.Info("listening", "addr", a.Addr(), "tls", a.tls != nil, "h2c", a.cfg.H2C, "data_dir", a.cfg.Store.Dir,
 		"durability", a.cfg.Store.Durability.String(), "dev", a.cfg.Server.Dev)
 	return nil
 }
@@ -217,6 +241,10 @@ func (a *App) shutdown() error {
 	}
 	if a.source != nil {
 		a.source.Stop() // what it has not confirmed is sent again at the next start
+	}
+	if a.hupStop != nil {
+		close(a.hupStop)
+		<-a.hupDone
 	}
 	a.srv.Shutdown()
 	if err := <-httpDone; err != nil {

@@ -31,6 +31,11 @@ type Config struct {
 	// PprofAddr, when set, serves Go's profiler on this loopback address.
 	PprofAddr string    `yaml:"pprof_addr"`
 	Log       LogConfig `yaml:"log"`
+	// TLS serves HTTPS, HTTP/2 included (tls:).
+	TLS TLSConfig `yaml:"tls"`
+	// H2C serves HTTP/2 without TLS as well as HTTP/1.1, for a proxy in
+	// front that terminates TLS and speaks HTTP/2 to Herald.
+	H2C bool `yaml:"h2c"`
 
 	// Server is the core: credentials, channel rules, history, limits,
 	// presence.
@@ -115,6 +120,10 @@ func (c Config) Validate() error {
 	}
 	if c.PprofAddr != "" && !isLoopback(c.PprofAddr) {
 		bad("pprof_addr", "pprof_addr %q: the profiler only listens on a loopback address", c.PprofAddr)
+	}
+	c.TLS.validate(bad)
+	if c.H2C && c.TLS.enabled() {
+		bad("h2c", "h2c is HTTP/2 without TLS; with tls: set, HTTP/2 is already served")
 	}
 	if c.ShutdownTimeout < 0 {
 		bad("shutdown_timeout", "shutdown_timeout %s: must not be negative", c.ShutdownTimeout)

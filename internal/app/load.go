@@ -35,6 +35,8 @@ func settings() []setting {
 		{key: "log.level", flag: "log-level", env: "HERALD_LOG_LEVEL", usage: "debug, info, warn or error"},
 		{key: "log.format", flag: "log-format", env: "HERALD_LOG_FORMAT", usage: "text or json"},
 		{key: "cors.allowed_origins", flag: "allowed-origins", env: "HERALD_ALLOWED_ORIGINS", usage: "comma-separated CORS origins, or *"},
+		{key: "tls.cert_file", flag: "tls-cert", env: "HERALD_TLS_CERT_FILE", usage: "PEM certificate (chain): serve HTTPS and HTTP/2 (with --tls-key)"},
+		{key: "tls.key_file", flag: "tls-key", env: "HERALD_TLS_KEY_FILE", usage: "PEM private key of --tls-cert"},
 		{key: "pprof_addr", flag: "pprof-addr", usage: "serve Go's profiler (/debug/pprof/) on this loopback host:port"},
 	}
 }

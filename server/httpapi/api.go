@@ -64,6 +64,7 @@ func (a *API) Routes(r *httprouter.Router) {
 	r.HandlerFunc(http.MethodPost, "/api/ban", a.ban)
 	r.HandlerFunc(http.MethodDelete, "/api/ban", a.unban)
 	r.Handler(http.MethodGet, "/metrics", a.metrics.handler(a))
+	r.HandlerFunc(http.MethodGet, "/api/metrics", a.metrics.jsonHandler(a))
 	r.HandlerFunc(http.MethodGet, "/healthz", a.healthz)
 	r.HandlerFunc(http.MethodGet, "/readyz", a.readyz)
 }

@@ -3,7 +3,10 @@ package httpapi
 import (
 	"context"
 	"crypto/subtle"
+	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -89,3 +92,78 @@ func (m *metrics) handler(a *API) http.Handler {
 		h.ServeHTTP(w, r)
 	})
 }
+
+// jsonFamily is one metric family as GET /api/metrics writes it.
+type jsonFamily struct {
+	Type    string       `json:"type"`
+	Help    string       `json:"help"`
+	Samples []jsonSample `json:"samples"`
+}
+
+// jsonSample is one sample: its labels, and a counter's or gauge's value,
+// or a histogram's count, sum and cumulative buckets (upper bound → count).
+type jsonSample struct {
+	Labels  map[string]string `json:"labels,omitempty"`
+	Value   *float64          `json:"value,omitempty"`
+	Count   *uint64           `json:"count,omitempty"`
+	Sum     *float64          `json:"sum,omitempty"`
+	Buckets map[string]uint64 `json:"buckets,omitempty"`
+}
+
+// jsonHandler serves GET /api/metrics (API key): the very metrics
+// /metrics serves, gathered the same way, as JSON — what the admin
+// dashboard reads, so that its numbers are Prometheus's.
+func (m *metrics) jsonHandler(a *API) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !a.srv.RequireSystem(w, r, "reading the metrics") {
+			return
+		}
+		for _, t := range m.srv.Transports() {
+			m.opened.WithLabelValues(t)
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), scrapeFlush)
+		_ = m.obs.Flush(ctx)
+		cancel()
+		fams, err := m.registry.Gather()
+		if err != nil {
+			a.fail(w, r, fmt.Errorf("gather metrics: %w", err))
+			return
+		}
+		out := make(map[string]jsonFamily, len(fams))
+		for _, f := range fams {
+			jf := jsonFamily{Type: strings.ToLower(f.GetType().String()), Help: f.GetHelp(), Samples: []jsonSample{}}
+			for _, mt := range f.GetMetric() {
+				var js jsonSample
+				if len(mt.GetLabel()) > 0 {
+					js.Labels = make(map[string]string, len(mt.GetLabel()))
+					for _, l := range mt.GetLabel() {
+						js.Labels[l.GetName()] = l.GetValue()
+					}
+				}
+				switch {
+				case mt.Counter != nil:
+					js.Value = proto64(mt.GetCounter().GetValue())
+				case mt.Gauge != nil:
+					js.Value = proto64(mt.GetGauge().GetValue())
+				case mt.Untyped != nil:
+					js.Value = proto64(mt.GetUntyped().GetValue())
+				case mt.Histogram != nil:
+					h := mt.GetHistogram()
+					count, sum := h.GetSampleCount(), h.GetSampleSum()
+					js.Count, js.Sum = &count, &sum
+					js.Buckets = make(map[string]uint64, len(h.GetBucket()))
+					for _, b := range h.GetBucket() {
+						js.Buckets[strconv.FormatFloat(b.GetUpperBound(), 'g', -1, 64)] = b.GetCumulativeCount()
+					}
+				default:
+					continue // summaries: none of Herald's
+				}
+				jf.Samples = append(jf.Samples, js)
+			}
+			out[f.GetName()] = jf
+		}
+		server.WriteJSON(w, out)
+	}
+}
+
+func proto64(v float64) *float64 { return &v }

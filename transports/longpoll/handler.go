@@ -131,6 +131,13 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request) (protocol.PollRe
 	} else {
 		q := r.URL.Query()
 		req = protocol.PollRequest{Channels: q["channel"], Cursor: q.Get("cursor"), Session: q.Get("session"), Since: q["since"], Epoch: q["epoch"]}
+		switch v := q.Get("positions"); v {
+		case "", "0", "false":
+		case "1", "true":
+			req.Positions = true
+		default:
+			return req, 0, badRequest("positions %q: want 1 or 0", v)
+		}
 		if v := q.Get("timeout"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil {
@@ -183,11 +190,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		items = sess.DrainLimit(items, h.opts.MaxMessages)
 	default:
 	}
-	if len(items) == 0 && timeout > 0 && !sess.Pending() && h.park(w, r, sess, timeout) {
+	if len(items) == 0 && timeout > 0 && !sess.Pending() && h.park(w, r, sess, timeout, req.Positions) {
 		return
 	}
 	items = h.wait(r.Context().Done(), sess, timeout, items)
-	body := h.finish(sess, items, timeout)
+	body := h.finish(sess, items, timeout, req.Positions)
 	if r.Context().Err() != nil {
 		return // the client left; the next poll's cursor says what it got
 	}
@@ -203,8 +210,12 @@ func setHeaders(h http.Header) {
 
 // finish ends a poll's use of its session — parked for the client's next
 // poll, with the cursor handed out — and returns the answer.
-func (h *Handler) finish(sess *server.Session, items []server.Item, timeout time.Duration) []byte {
+func (h *Handler) finish(sess *server.Session, items []server.Item, timeout time.Duration, withPositions bool) []byte {
 	cursor := sess.Cursor()
+	var positions []protocol.Position
+	if withPositions {
+		positions = sess.Positions()
+	}
 	var notice []byte // why the server ended the session, if it did
 	select {
 	case <-sess.Done():
@@ -214,7 +225,7 @@ func (h *Handler) finish(sess *server.Session, items []server.Item, timeout time
 	default:
 	}
 	sess.Park(cursor, timeout+h.opts.Grace)
-	return answer(items, cursor, sess.ID, notice)
+	return answer(items, cursor, sess.ID, notice, positions)
 }
 
 // wait collects what the session has, waiting up to timeout for the
@@ -278,11 +289,11 @@ hold:
 }
 
 // answer encodes a protocol.PollAnswer, {"messages":[…],"cursor":"…",
-// "session":"…"}, by hand: envelopes are copied as they are, never
+// "session":"…"[,"positions":[…]]}, by hand: envelopes are copied as they are, never
 // re-encoded. A disconnect notice, when the server ended the
 // session, comes last among the messages as
 // {"event":"herald.disconnect","data":{"reason","reconnect"}}.
-func answer(items []server.Item, cursor, session string, notice []byte) []byte {
+func answer(items []server.Item, cursor, session string, notice []byte, positions []protocol.Position) []byte {
 	n := 128 + len(cursor) + len(session) + len(notice)
 	for i := range items {
 		if items[i].Msg != nil {
@@ -315,7 +326,13 @@ func answer(items []server.Item, cursor, session string, notice []byte) []byte {
 	b = append(b, cursor...) // base64url: no escaping needed
 	b = append(b, `","session":"`...)
 	b = append(b, session...)
-	return append(b, "\"}\n"...)
+	b = append(b, '"')
+	if positions != nil {
+		b = append(b, `,"positions":`...)
+		p, _ := json.Marshal(positions) // names, hex epochs and numbers: it cannot fail
+		b = append(b, p...)
+	}
+	return append(b, "}\n"...)
 }
 
 func badRequest(format string, args ...any) error { return server.Invalidf(format, args...) }

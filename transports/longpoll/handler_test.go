@@ -395,3 +395,42 @@ func TestAWaitingPollIsToldWhyItsSessionEnded(t *testing.T) {
 		})
 	}
 }
+
+// TestPollAnswersCarryPositionsWhenAsked: positions=1 adds where the
+// session stands on each channel — a channel with no message yet too —
+// so a client can resume from them on another transport; without it the
+// answer has none; a bad value is refused.
+func TestPollAnswersCarryPositionsWhenAsked(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, server.Config{}, Options{})
+	f.publish(t, "news", 3)
+	f.publish(t, "quiet", 1)
+	type positioned struct {
+		Positions []struct {
+			Channel string `json:"channel"`
+			Epoch   string `json:"epoch"`
+			Offset  uint64 `json:"offset"`
+		} `json:"positions"`
+	}
+	q := url.Values{"channel": {"news", "quiet", "empty"}, "since": {"1", "", ""}, "timeout": {"0"}, "positions": {"1"}}
+	_, _, raw := f.poll(t, apiKey, q)
+	var a positioned
+	if err := json.Unmarshal([]byte(raw), &a); err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprint(len(a.Positions))
+	for _, p := range a.Positions {
+		got += fmt.Sprintf(" %s@%d/%d", p.Channel, p.Offset, len(p.Epoch))
+	}
+	if want := "3 news@3/12 quiet@1/12 empty@0/12"; got != want {
+		t.Fatalf("positions %s, want %s: %s", got, want, raw)
+	}
+	q.Del("positions")
+	if _, _, raw := f.poll(t, apiKey, q); strings.Contains(raw, "positions") {
+		t.Fatalf("an answer not asked for positions has them: %s", raw)
+	}
+	q.Set("positions", "yes")
+	if _, resp, raw := f.poll(t, apiKey, q); resp.StatusCode != 400 || !strings.Contains(raw, `positions \"yes\"`) {
+		t.Fatalf("positions=yes: %d %s", resp.StatusCode, raw)
+	}
+}

@@ -37,6 +37,8 @@ type parked struct {
 	header  http.Header  // the response's headers, set before the hijack (CORS, content type)
 	timeout time.Duration
 	expires time.Time
+	// positions: the answer carries the session's positions (positions=1).
+	positions bool
 
 	mu    sync.Mutex // guards the fields below
 	state parkState
@@ -59,7 +61,7 @@ const maxPipelined = 64 << 10
 // park takes the connection over to wait without a goroutine. It
 // reports false, having touched nothing, when the connection cannot be
 // parked (the caller waits in the handler).
-func (h *Handler) park(w http.ResponseWriter, r *http.Request, sess *server.Session, timeout time.Duration) bool {
+func (h *Handler) park(w http.ResponseWriter, r *http.Request, sess *server.Session, timeout time.Duration, positions bool) bool {
 	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
 	if srv == nil || r.ProtoMajor != 1 || r.ProtoMinor < 1 || r.Close || r.TLS != nil {
 		return false
@@ -75,11 +77,11 @@ func (h *Handler) park(w http.ResponseWriter, r *http.Request, sess *server.Sess
 		// on the connection ourselves, and hand it back with those bytes.
 		extra, _ := rw.Reader.Peek(rw.Reader.Buffered())
 		p := &parked{h: h, sess: sess, conn: conn, srv: srv, header: header, timeout: timeout,
-			expires: time.Now().Add(timeout), extra: bytes.Clone(extra), state: answering}
+			expires: time.Now().Add(timeout), extra: bytes.Clone(extra), state: answering, positions: positions}
 		p.answer()
 		return true
 	}
-	p := &parked{h: h, sess: sess, conn: conn, srv: srv, header: header, timeout: timeout, expires: time.Now().Add(timeout)}
+	p := &parked{h: h, sess: sess, conn: conn, srv: srv, header: header, timeout: timeout, expires: time.Now().Add(timeout), positions: positions}
 	p.mu.Lock()
 	wt, ok := h.watcher.Watch(conn, p.read)
 	if !ok {
@@ -170,7 +172,7 @@ func (p *parked) answer() {
 	p.stop()
 	h := p.h
 	items := h.wait(nil, p.sess, max(time.Until(p.expires), 0), nil)
-	body := h.finish(p.sess, items, p.timeout)
+	body := h.finish(p.sess, items, p.timeout, p.positions)
 	p.mu.Lock()
 	extra := p.extra
 	p.mu.Unlock()

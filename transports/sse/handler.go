@@ -152,6 +152,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		server.WriteError(w, r, err, h.log)
 		return
 	}
+	if r.ProtoMajor >= 2 {
+		h.serveStream(w, r, sess, connected)
+		return
+	}
 	// Take the connection over from net/http: the stream writes its own
 	// chunks (one write per batch of events, where net/http's chunked
 	// writer costs three), and the request's goroutine and buffers are
@@ -192,6 +196,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		wt.Stop()
 		conn.Close()
 		sess.Close(server.ReasonShutdown)
+	}
+}
+
+// serveStream streams a response that cannot be taken over — an HTTP/2
+// stream, one of many on its connection — through net/http: the same
+// writer and framing (without HTTP/1.1 chunks: HTTP/2 frames the body),
+// while the handler waits for the stream to end or the client to leave.
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, sess *server.Session, connected []byte) {
+	setHeaders(w.Header())
+	conn := newRespConn(w, r)
+	st := &stream{conn: conn, sess: sess, t: h.t}
+	w.WriteHeader(http.StatusOK)
+	buf := appendRetry(nil, h.opts.Retry.Milliseconds())
+	buf = appendEvent(buf, protocol.EventConnected, connected, sess.Cursor())
+	_ = conn.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout)) // where net/http cannot, writes have no deadline
+	if _, err := conn.Write(buf); err != nil {
+		sess.Close(server.ReasonWriteError)
+		return
+	}
+	_ = conn.SetWriteDeadline(time.Time{})
+	if _, ok := h.flusher.Start(sess, conn, st, nil); !ok {
+		sess.Close(server.ReasonShutdown)
+		return
+	}
+	select {
+	case <-conn.closed: // the session ended: the writer said why and closed
+	case <-r.Context().Done():
+		sess.Close(server.ReasonClientGone)
+		<-conn.closed // the writer's close turn; it writes nothing to a client gone
 	}
 }
 
