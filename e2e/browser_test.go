@@ -547,3 +547,74 @@ func TestBrowserDetectsAStalledServer(t *testing.T) {
 		}
 	}
 }
+
+// TestBrowserRefreshesItsToken: with getToken and a token that expires in
+// 35 s, herald.js asks for a new one 30 s before expiry and hands it to
+// its open WebSocket (the refresh op), which stays connected.
+func TestBrowserRefreshesItsToken(t *testing.T) {
+	t.Parallel()
+	srv, _, browser := browserSetup(t)
+	var tokens []string
+	for range 3 {
+		tok, err := permMint("--sub", "17", "--ttl", "35s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens = append(tokens, tok)
+	}
+	list, _ := json.Marshal(tokens)
+	tab := openClient(t, browser, srv.url(), fmt.Sprintf(`(() => {
+  const t = window.t = {asked: 0, drops: 0, refreshed: [], errors: []};
+  const tokens = %s;
+  t.h = Herald.connect(location.origin, {transports: ["ws"], remember: false, getToken: async () => tokens[Math.min(t.asked++, tokens.length - 1)]});
+  t.h.on("disconnected", () => t.drops++);
+  t.h.on("token", (e) => t.refreshed.push(e.expires));
+  t.h.on("error", (e) => t.errors.push(e.message));
+  t.sub = t.h.subscribe("browser_refresh");
+  return true;
+})()`, list))
+	waitJS(t, tab, 30*time.Second, `t.h.state === "connected"`, `JSON.stringify({state: t.h.state, asked: t.asked})`)
+	// The refresh is due 5 s after the first token was minted.
+	waitJS(t, tab, 30*time.Second, `t.refreshed.length >= 1 || t.errors.length > 0`, `JSON.stringify({state: t.h.state, asked: t.asked, drops: t.drops})`)
+	if errs := evalJS[[]string](t, tab, "t.errors"); len(errs) > 0 {
+		t.Fatalf("the refresh failed: %v", errs)
+	}
+	// The server took the new token: the refresh op's answer is its expiry.
+	expires, err := time.Parse(time.RFC3339, evalJS[string](t, tab, "t.refreshed[0]"))
+	if err != nil || !expires.After(time.Now()) {
+		t.Fatalf("refresh answered expires %v (%v): want the new token's, in the future", expires, err)
+	}
+	// The refreshed connection is the same one and still serves.
+	publishNumbered(t, srv.url(), "browser_refresh", 1, 1)
+	evalJS[bool](t, tab, `(t.sub.on("message", () => t.got = true), true)`)
+	publishNumbered(t, srv.url(), "browser_refresh", 2, 2)
+	waitJS(t, tab, 30*time.Second, `t.got === true`, `JSON.stringify({state: t.h.state, asked: t.asked, drops: t.drops})`)
+	if drops := evalJS[int](t, tab, "t.drops"); drops != 0 {
+		t.Fatalf("the WebSocket dropped %d times around the refresh", drops)
+	}
+}
+
+// TestBrowserSubscribesWhileConnecting: a channel subscribed while the
+// connection is being made (after its request left) is streamed too, on
+// each transport.
+func TestBrowserSubscribesWhileConnecting(t *testing.T) {
+	t.Parallel()
+	srv, token, browser := browserSetup(t)
+	for _, tr := range []string{"ws", "sse", "poll"} {
+		tab := openClient(t, browser, srv.url(), fmt.Sprintf(`(() => {
+  const t = window.t = {got: []};
+  t.h = Herald.connect(location.origin, {token: %q, transports: [%q], remember: false});
+  t.h.subscribe("browser_late_a_%[2]s");
+  t.h.on("state", (s) => {
+    if (s === "connecting" && !t.b) setTimeout(() => { t.b = t.h.subscribe("browser_late_b_%[2]s"); t.b.on("message", (d) => t.got.push(d.i)); }, 0);
+  });
+  return true;
+})()`, token, tr))
+		waitJS(t, tab, 30*time.Second, `t.h.state === "connected" && t.b && t.b.offset !== null`, `JSON.stringify({state: t.h.state, b: !!t.b})`)
+		publishNumbered(t, srv.url(), "browser_late_b_"+tr, 1, 3)
+		waitJS(t, tab, 30*time.Second, `t.got.length >= 3`, `JSON.stringify(t.got)`)
+		if got := evalJS[[]int](t, tab, "t.got"); fmt.Sprint(got) != "[1 2 3]" {
+			t.Fatalf("%s: got %v, want [1 2 3]", tr, got)
+		}
+	}
+}

@@ -110,6 +110,8 @@ export class Client {
   on(event: "transport", fn: (name: TransportName) => void): Off;
   on(event: "state", fn: (state: State) => void): Off;
   on(event: "error", fn: (err: Error) => void): Off;
+  /** A token from getToken is in use; on a WebSocket, expires is its new expiry as the server accepted it. */
+  on(event: "token", fn: (e: { expires: string }) => void): Off;
   off(event: string, fn: (...args: any[]) => void): void;
   close(): void;
 }

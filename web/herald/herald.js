@@ -133,7 +133,9 @@
   // Client is one connection to a Herald server, over the best transport
   // that works. Events: "connected" ({transport, session}), "disconnected"
   // ({transport, reason}), "transport" (name), "error" (HeraldError or
-  // Error), "state" ("connecting" | "connected" | "disconnected" | "closed").
+  // Error), "state" ("connecting" | "connected" | "disconnected" |
+  // "closed"), "token" ({expires}: a token from getToken is in use; on a
+  // WebSocket, expires is when the server now expects the next).
   class Client extends Emitter {
     constructor(url, opts = {}) {
       super();
@@ -167,6 +169,7 @@
       const sub = new Subscription(this, channel, pos);
       this._subs.set(channel, sub);
       if (this._conn && this._conn.open) this._conn.subscribe(sub);
+      else if (this._conn) this._conn.stale = true; // an attempt under way names the channels it had
       return sub;
     }
 
@@ -174,6 +177,7 @@
       if (this._subs.get(sub.channel) !== sub) return;
       this._subs.delete(sub.channel);
       if (this._conn && this._conn.open) this._conn.unsubscribe(sub);
+      else if (this._conn) this._conn.stale = true;
     }
 
     // publish stores a message; it resolves with {channel, offset, epoch,
@@ -236,7 +240,9 @@
       this._refresh = setTimeout(async () => {
         try {
           this.token = await this.opts.getToken();
-          if (this._conn && this._conn.open && this._conn.name === "ws") await this._conn.op("refresh", { token: this.token });
+          let expires = "";
+          if (this._conn && this._conn.open && this._conn.name === "ws") expires = (await this._conn.op("refresh", { token: this.token })).expires || "";
+          this._emit("token", { expires });
           this._scheduleRefresh();
         } catch (e) { this._emit("error", e); }
       }, Math.max(1000, exp - Date.now() - 30000));
@@ -495,6 +501,7 @@
       if (ev.event === "herald.connected") {
         for (const ch of d.channels || []) { const sub = c._subs.get(ch.channel); if (sub) sub._head(ch.epoch, ch.offset); }
         c._opened(this, d.session);
+        if (this.stale) c._drop(this, "resubscribe", false, true); // the channels changed while it opened
       } else if (ev.event === "herald.disconnect") {
         this.reason = d.reason;
         if (final(d)) this.fatal = new HeraldError(403, d.reason);
@@ -523,7 +530,11 @@
       while (!this.stopped) {
         this.ctl = new AbortController();
         const q = c._params("");
-        q.set("timeout", this.open ? String(c.opts.pollTimeout) : "0");
+        // A poll naming channels the last one did not answers at once, so
+        // that their positions are known from the start.
+        const named = q.getAll("channel").join("\n");
+        q.set("timeout", this.open && named === this.named ? String(c.opts.pollTimeout) : "0");
+        this.named = named;
         q.set("positions", "1");
         const headers = {};
         const token = await c._token().catch(() => this.token);
