@@ -1,0 +1,880 @@
+// Package jetstream is a store.Engine on NATS JetStream, for several
+// Herald nodes sharing one replicated log.
+//
+// # Layout
+//
+// One stream (Options.Stream, default HERALD) holds every channel's log,
+// a subject per channel: herald.log.<base64url of the name>. Each message
+// carries its offset, record id, time and idempotency key in headers and
+// the payload as its data. Key-value buckets hold each channel's epoch
+// (<stream>_epochs), the idempotency keys (<stream>_idem) and the small
+// state (<stream>_state).
+//
+// # Why offsets stay contiguous with many publishers
+//
+// A node appends offset n+1 to a channel with the header
+// Nats-Expected-Last-Subject-Sequence naming the stream sequence of the
+// channel's message n, as the node last saw it. The stream's leader checks
+// that expectation and appends in one step of its replicated log, so of
+// two nodes that both saw message n only one gets n+1 stored; the other is
+// refused ("wrong last sequence"), reads the channel's last message again
+// and tries n+2 on top of it. A leader change does not break this: the new
+// leader's log holds every acknowledged message (a publish is acknowledged
+// once a quorum of replicas has it), and it checks expectations against
+// that log. Within a node, appends to one channel take a lock, so they do
+// not race each other.
+package jetstream
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldrt/herald/store"
+)
+
+// Options are the engine's settings.
+type Options struct {
+	// URLs are the NATS servers, comma-separated (nats.Connect's form).
+	URLs string
+	// Stream names the stream. Default HERALD.
+	Stream string
+	// Replicas is the stream's and buckets' replica count. Default 1.
+	Replicas int
+	// Retention is each channel's retention. Default: keep everything.
+	Retention func(channel string) store.Retention
+	// IdempotencyTTL is how long an idempotency key is remembered.
+	// Default 24h.
+	IdempotencyTTL time.Duration
+	// MaxRecordBytes bounds a record (payload, id and key). Default 1 MiB.
+	MaxRecordBytes int
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (o Options) withDefaults() Options {
+	if o.Stream == "" {
+		o.Stream = "HERALD"
+	}
+	if o.Replicas == 0 {
+		o.Replicas = 1
+	}
+	if o.Retention == nil {
+		o.Retention = func(string) store.Retention { return store.DefaultRetention }
+	}
+	if o.IdempotencyTTL == 0 {
+		o.IdempotencyTTL = 24 * time.Hour
+	}
+	if o.MaxRecordBytes == 0 {
+		o.MaxRecordBytes = 1 << 20
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// Message headers.
+const (
+	hdrOffset = "Herald-Offset"
+	hdrID     = "Herald-Id"
+	hdrTime   = "Herald-Time" // Unix nanoseconds of the record's Time
+	hdrKey    = "Herald-Key"
+)
+
+// Engine is a store.Engine on JetStream.
+type Engine struct {
+	opts   Options
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	epochs jetstream.KeyValue
+	idem   jetstream.KeyValue
+	state  jetstream.KeyValue
+	floors jetstream.KeyValue // per channel, the first offset kept when retention removed the head's record too
+	prefix string             // subject prefix of the channels
+
+	mu       sync.Mutex
+	closed   bool
+	channels map[string]*channel
+	tags     map[tagKey]any // this node's appends not yet fed
+	inflight sync.WaitGroup // Appends under way, for Close
+	feedSet  bool
+	feedStop func()
+	feedDone chan struct{}
+	// allFed, when set, is closed by the feed once tags is empty: Close
+	// waits on it for this node's appends to be reported.
+	allFed chan struct{}
+}
+
+var _ store.Engine = (*Engine)(nil)
+
+// channel is what a node knows of one channel: the lock its appends take
+// and where its log ended when last seen.
+type channel struct {
+	mu      sync.Mutex
+	known   bool   // lastSeq and head are read
+	lastSeq uint64 // stream sequence of the head's message (0: none)
+	head    uint64
+	epoch   string
+}
+
+type tagKey struct {
+	channel string
+	offset  uint64
+}
+
+// Open connects to NATS and makes the stream and buckets when missing.
+func Open(ctx context.Context, opts Options) (*Engine, error) {
+	opts = opts.withDefaults()
+	nc, err := nats.Connect(opts.URLs, nats.Name("herald"), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: connect to %s: %w", opts.URLs, err)
+	}
+	e := &Engine{opts: opts, nc: nc, prefix: "herald.log.", channels: map[string]*channel{}, tags: map[tagKey]any{}}
+	if err := e.setup(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *Engine) setup(ctx context.Context) error {
+	js, err := jetstream.New(e.nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	e.js = js
+	e.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:     e.opts.Stream,
+		Subjects: []string{e.prefix + ">"},
+		Storage:  jetstream.FileStorage,
+		Replicas: e.opts.Replicas,
+		// Reads go to the leader (no direct gets from replicas that may
+		// lag): a record is visible as soon as its append is acknowledged.
+		AllowDirect: false,
+	})
+	if err != nil {
+		return fmt.Errorf("jetstream: stream %s: %w", e.opts.Stream, err)
+	}
+	bucket := func(name string) (jetstream.KeyValue, error) {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: e.opts.Stream + "_" + name, Storage: jetstream.FileStorage, Replicas: e.opts.Replicas})
+		if err != nil {
+			return nil, fmt.Errorf("jetstream: bucket %s_%s: %w", e.opts.Stream, name, err)
+		}
+		return kv, nil
+	}
+	if e.epochs, err = bucket("epochs"); err != nil {
+		return err
+	}
+	if e.idem, err = bucket("idem"); err != nil {
+		return err
+	}
+	if e.floors, err = bucket("floors"); err != nil {
+		return err
+	}
+	e.state, err = bucket("state")
+	return err
+}
+
+// subject is a channel's subject; key its name as a bucket key.
+func (e *Engine) subject(ch string) string { return e.prefix + key(ch) }
+
+func key(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+func unkey(k string) (string, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(k)
+	return string(b), err == nil
+}
+
+func checkChannel(ch string) error {
+	if len(ch) == 0 || len(ch) > 255 || strings.IndexByte(ch, 0) >= 0 {
+		return fmt.Errorf("%w: %q", store.ErrBadChannel, ch)
+	}
+	return nil
+}
+
+// begin marks a call under way; it fails once Close began.
+func (e *Engine) begin() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return store.ErrClosed
+	}
+	e.inflight.Add(1)
+	return nil
+}
+
+func (e *Engine) channel(ch string) *channel {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.channels[ch]
+	if c == nil {
+		c = &channel{}
+		e.channels[ch] = c
+	}
+	return c
+}
+
+// epoch returns the channel's epoch, creating it when create is set.
+func (e *Engine) epoch(ctx context.Context, ch string, create bool) (string, error) {
+	k := key(ch)
+	ent, err := e.epochs.Get(ctx, k)
+	if err == nil {
+		return string(ent.Value()), nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", fmt.Errorf("jetstream: epoch of %q: %w", ch, err)
+	}
+	if !create {
+		return "", nil
+	}
+	ep := newEpoch()
+	if _, err := e.epochs.Create(ctx, k, []byte(ep)); err != nil {
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return "", fmt.Errorf("jetstream: create the epoch of %q: %w", ch, err)
+		}
+		return e.epoch(ctx, ch, false) // another node made it first
+	}
+	return ep, nil
+}
+
+// refresh reads where the channel's log ends (c.mu held).
+func (e *Engine) refresh(ctx context.Context, ch string, c *channel) error {
+	m, err := e.stream.GetLastMsgForSubject(ctx, e.subject(ch))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		c.lastSeq, c.head = 0, 0
+	case err != nil:
+		return fmt.Errorf("jetstream: last message of %q: %w", ch, err)
+	default:
+		off, err := strconv.ParseUint(m.Header.Get(hdrOffset), 10, 64)
+		if err != nil {
+			return fmt.Errorf("jetstream: message %d of %q has no offset", m.Sequence, ch)
+		}
+		c.lastSeq, c.head = m.Sequence, off
+	}
+	c.known = true
+	return nil
+}
+
+// Append stores rec (store.Engine).
+func (e *Engine) Append(ctx context.Context, ch string, rec store.Record) (store.Appended, error) {
+	if err := e.begin(); err != nil {
+		return store.Appended{}, err
+	}
+	defer e.inflight.Done()
+	return e.append(ctx, ch, rec)
+}
+
+func (e *Engine) append(ctx context.Context, ch string, rec store.Record) (store.Appended, error) {
+	if err := checkChannel(ch); err != nil {
+		return store.Appended{}, err
+	}
+	if n := len(rec.Payload) + len(rec.ID) + len(rec.IdempotencyKey); n > e.opts.MaxRecordBytes {
+		return store.Appended{}, fmt.Errorf("%w: %d bytes, the limit is %d", store.ErrTooLarge, n, e.opts.MaxRecordBytes)
+	}
+	if err := ctx.Err(); err != nil {
+		return store.Appended{}, err
+	}
+	c := e.channel(ch)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return e.appendLocked(ctx, ch, c, rec)
+}
+
+// appendLocked appends rec to ch, whose lock the caller holds.
+func (e *Engine) appendLocked(ctx context.Context, ch string, c *channel, rec store.Record) (store.Appended, error) {
+	if rec.Time.IsZero() {
+		rec.Time = e.opts.Now()
+	}
+	if c.epoch == "" {
+		ep, err := e.epoch(ctx, ch, true)
+		if err != nil {
+			return store.Appended{}, err
+		}
+		c.epoch = ep
+	}
+	var idemKey string
+	if rec.IdempotencyKey != "" {
+		idemKey = key(ch) + "." + key(rec.IdempotencyKey)
+		if dup, ok, err := e.reserve(ctx, idemKey); err != nil || ok {
+			return dup, err
+		}
+	}
+	if !c.known {
+		if err := e.refresh(ctx, ch, c); err != nil {
+			return store.Appended{}, e.release(idemKey, err)
+		}
+	}
+	for {
+		off := c.head + 1
+		m := nats.NewMsg(e.subject(ch))
+		m.Data = rec.Payload
+		m.Header.Set(hdrOffset, strconv.FormatUint(off, 10))
+		m.Header.Set(hdrID, rec.ID)
+		m.Header.Set(hdrTime, strconv.FormatInt(rec.Time.UnixNano(), 10))
+		if rec.IdempotencyKey != "" {
+			m.Header.Set(hdrKey, rec.IdempotencyKey)
+		}
+		tk := tagKey{ch, off}
+		e.mu.Lock()
+		e.tags[tk] = rec.Tag
+		e.mu.Unlock()
+		ack, err := e.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(c.lastSeq))
+		if err != nil {
+			e.mu.Lock()
+			delete(e.tags, tk)
+			e.mu.Unlock()
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+				// Another node appended first: read where the log ends now.
+				if err := e.refresh(ctx, ch, c); err != nil {
+					return store.Appended{}, e.release(idemKey, err)
+				}
+				continue
+			}
+			c.known = false // whether it was stored is unknown: read again next time
+			return store.Appended{}, e.release(idemKey, fmt.Errorf("jetstream: append to %q: %w", ch, err))
+		}
+		c.lastSeq, c.head = ack.Sequence, off
+		res := store.Appended{Offset: off, Epoch: c.epoch, ID: rec.ID}
+		if idemKey != "" {
+			e.remember(idemKey, res)
+		}
+		return res, nil
+	}
+}
+
+// idemValue is an idempotency key's record in its bucket.
+type idemValue struct {
+	Pending bool      `json:"pending,omitempty"`
+	Offset  uint64    `json:"offset,omitempty"`
+	Epoch   string    `json:"epoch,omitempty"`
+	ID      string    `json:"id,omitempty"`
+	Expires time.Time `json:"expires"`
+}
+
+// reserve claims an idempotency key for an append; ok reports a duplicate
+// (dup is the first append's answer). A key claimed by an append under
+// way elsewhere is waited for.
+func (e *Engine) reserve(ctx context.Context, k string) (dup store.Appended, ok bool, err error) {
+	claim, _ := json.Marshal(idemValue{Pending: true, Expires: e.opts.Now().Add(e.opts.IdempotencyTTL)})
+	for {
+		ent, err := e.idem.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			if _, err := e.idem.Create(ctx, k, claim); err == nil {
+				return store.Appended{}, false, nil
+			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+				return store.Appended{}, false, fmt.Errorf("jetstream: idempotency key: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return store.Appended{}, false, fmt.Errorf("jetstream: idempotency key: %w", err)
+		}
+		var v idemValue
+		if err := json.Unmarshal(ent.Value(), &v); err != nil {
+			return store.Appended{}, false, fmt.Errorf("jetstream: idempotency key: %w", err)
+		}
+		switch {
+		case !v.Expires.After(e.opts.Now()):
+			// Expired: the key is new again.
+			if _, err := e.idem.Update(ctx, k, claim, ent.Revision()); err == nil {
+				return store.Appended{}, false, nil
+			}
+		case !v.Pending:
+			return store.Appended{Offset: v.Offset, Epoch: v.Epoch, ID: v.ID, Duplicate: true}, true, nil
+		default:
+			select { // another append holds it: wait for its answer
+			case <-ctx.Done():
+				return store.Appended{}, false, ctx.Err()
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// remember records the answer of the append that held key k.
+func (e *Engine) remember(k string, res store.Appended) {
+	v, _ := json.Marshal(idemValue{Offset: res.Offset, Epoch: res.Epoch, ID: res.ID, Expires: e.opts.Now().Add(e.opts.IdempotencyTTL)})
+	_, _ = e.idem.Put(context.Background(), k, v)
+}
+
+// release gives a claimed key back after a failed append, and returns err.
+func (e *Engine) release(k string, err error) error {
+	if k != "" {
+		_ = e.idem.Delete(context.Background(), k)
+	}
+	return err
+}
+
+// AppendBatch appends each record (store.Engine): a channel's records in
+// their order, channels side by side.
+func (e *Engine) AppendBatch(ctx context.Context, recs []store.ChannelRecord) ([]store.BatchAppended, error) {
+	if err := e.begin(); err != nil {
+		return nil, err
+	}
+	defer e.inflight.Done()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]store.BatchAppended, len(recs))
+	byChannel := map[string][]int{}
+	var order []string
+	for i, r := range recs {
+		if _, ok := byChannel[r.Channel]; !ok {
+			order = append(order, r.Channel)
+		}
+		byChannel[r.Channel] = append(byChannel[r.Channel], i)
+	}
+	var wg sync.WaitGroup
+	for _, ch := range order {
+		wg.Go(func() {
+			// The channel's records go in one after another under its lock:
+			// no other call's record comes between them.
+			if err := checkChannel(ch); err != nil {
+				for _, i := range byChannel[ch] {
+					out[i].Err = err
+				}
+				return
+			}
+			c := e.channel(ch)
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			for _, i := range byChannel[ch] {
+				rec := recs[i].Record
+				if n := len(rec.Payload) + len(rec.ID) + len(rec.IdempotencyKey); n > e.opts.MaxRecordBytes {
+					out[i].Err = fmt.Errorf("%w: %d bytes, the limit is %d", store.ErrTooLarge, n, e.opts.MaxRecordBytes)
+					continue
+				}
+				res, err := e.appendLocked(ctx, ch, c, rec)
+				out[i] = store.BatchAppended{Appended: res, Err: err}
+			}
+		})
+	}
+	wg.Wait()
+	return out, nil
+}
+
+// Head returns the channel's epoch and head, creating its epoch
+// (store.Engine).
+func (e *Engine) Head(ctx context.Context, ch string) (store.Position, error) {
+	if err := e.begin(); err != nil {
+		return store.Position{}, err
+	}
+	defer e.inflight.Done()
+	if err := checkChannel(ch); err != nil {
+		return store.Position{}, err
+	}
+	ep, err := e.epoch(ctx, ch, true)
+	if err != nil {
+		return store.Position{}, err
+	}
+	var c channel
+	if err := e.refresh(ctx, ch, &c); err != nil {
+		return store.Position{}, err
+	}
+	return store.Position{Epoch: ep, Head: c.head}, nil
+}
+
+// firstKept returns the first kept message of a channel at or after
+// stream sequence from, or nil.
+func (e *Engine) next(ctx context.Context, ch string, from uint64) (*jetstream.RawStreamMsg, uint64, error) {
+	m, err := e.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(e.subject(ch)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("jetstream: read %q: %w", ch, err)
+	}
+	off, err := strconv.ParseUint(m.Header.Get(hdrOffset), 10, 64)
+	if err != nil {
+		return nil, 0, fmt.Errorf("jetstream: message %d of %q has no offset", m.Sequence, ch)
+	}
+	return m, off, nil
+}
+
+// Read returns kept records after an offset (store.Engine).
+func (e *Engine) Read(ctx context.Context, ch string, after uint64, limit int) (store.Page, error) {
+	if err := e.begin(); err != nil {
+		return store.Page{}, err
+	}
+	defer e.inflight.Done()
+	if err := checkChannel(ch); err != nil {
+		return store.Page{}, err
+	}
+	if limit <= 0 || limit > 1000 {
+		limit = 1000
+	}
+	ep, err := e.epoch(ctx, ch, false)
+	if err != nil {
+		return store.Page{}, err
+	}
+	if ep == "" {
+		return store.Page{First: 1}, nil
+	}
+	var c channel
+	if err := e.refresh(ctx, ch, &c); err != nil {
+		return store.Page{}, err
+	}
+	page := store.Page{Epoch: ep, Head: c.head, First: c.head + 1}
+	if e.opts.Retention(ch).MaxCount == 0 {
+		page.Trimmed = after+1 < page.First && after < page.Head
+		return page, nil // keeps nothing: the head's message only holds the offset
+	}
+	first, firstOff, err := e.next(ctx, ch, 1)
+	if err != nil || first == nil {
+		return page, err
+	}
+	floor, err := e.floor(ctx, ch)
+	if err != nil {
+		return store.Page{}, err
+	}
+	page.First = max(firstOff, floor)
+	// Retention by count holds at once, whatever has been purged yet: the
+	// messages go later (Trim), once every node's feed has had them.
+	if r := e.opts.Retention(ch); r.MaxCount < 1<<40 {
+		page.First = max(page.First, c.head-min(c.head, uint64(r.MaxCount))+1)
+	}
+	if after >= c.head || page.First > c.head {
+		page.Trimmed = after+1 < page.First && after < page.Head
+		return page, nil
+	}
+	page.Trimmed = after+1 < page.First
+	after = max(after, page.First-1)
+	if after+1 < firstOff {
+		after = firstOff - 1
+	}
+	// The stream sequence to start from: the first kept message, or the
+	// one of offset after+1, found by bisecting the sequences between.
+	seq := first.Sequence
+	if after+1 > firstOff {
+		lo, hi := first.Sequence, c.lastSeq // the message of offset after+1 is in (lo, hi]
+		for lo+1 < hi {
+			mid := lo + (hi-lo)/2
+			m, off, err := e.next(ctx, ch, mid)
+			if err != nil {
+				return store.Page{}, err
+			}
+			if m == nil || off > after+1 {
+				hi = mid
+			} else if off == after+1 {
+				lo, hi = m.Sequence-1, m.Sequence
+			} else {
+				lo = m.Sequence
+			}
+		}
+		seq = hi
+	}
+	for len(page.Entries) < limit {
+		m, off, err := e.next(ctx, ch, seq)
+		if err != nil {
+			return store.Page{}, err
+		}
+		if m == nil || off > c.head {
+			break
+		}
+		if off > after {
+			t, _ := strconv.ParseInt(m.Header.Get(hdrTime), 10, 64)
+			page.Entries = append(page.Entries, store.Entry{Offset: off, Time: time.Unix(0, t), Payload: m.Data})
+		}
+		seq = m.Sequence + 1
+	}
+	return page, nil
+}
+
+// Channels lists the channels created, by name (store.Engine).
+func (e *Engine) Channels(ctx context.Context, after string, limit int) ([]store.ChannelInfo, error) {
+	if err := e.begin(); err != nil {
+		return nil, err
+	}
+	defer e.inflight.Done()
+	if limit <= 0 || limit > 1000 {
+		limit = 1000
+	}
+	lister, err := e.epochs.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: list channels: %w", err)
+	}
+	var names []string
+	for k := range lister.Keys() {
+		if name, ok := unkey(k); ok && name > after {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	if len(names) > limit {
+		names = names[:limit]
+	}
+	out := make([]store.ChannelInfo, 0, len(names))
+	for _, name := range names {
+		p, err := e.Read(ctx, name, 1<<63, 1)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, store.ChannelInfo{Name: name, Epoch: p.Epoch, Head: p.Head, First: p.First})
+	}
+	return out, nil
+}
+
+// Trim applies retention r to channel now: by count, and by age on the
+// records' own times (the engine's clock).
+func (e *Engine) Trim(ctx context.Context, ch string, r store.Retention) error {
+	if err := e.begin(); err != nil {
+		return err
+	}
+	defer e.inflight.Done()
+	keep := uint64(r.MaxCount)
+	if keep == 0 {
+		keep = 1
+	}
+	if r.MaxCount < 1<<40 {
+		if err := e.stream.Purge(ctx, jetstream.WithPurgeSubject(e.subject(ch)), jetstream.WithPurgeKeep(keep)); err != nil {
+			return fmt.Errorf("jetstream: trim %q: %w", ch, err)
+		}
+	}
+	if r.MaxAge <= 0 {
+		return nil
+	}
+	cutoff := e.opts.Now().Add(-r.MaxAge)
+	// Purge the records older than cutoff, one sequence at a time from
+	// the oldest, keeping the head's message.
+	var c channel
+	if err := e.refresh(ctx, ch, &c); err != nil {
+		return err
+	}
+	for {
+		m, off, err := e.next(ctx, ch, 1)
+		if err != nil || m == nil {
+			return err
+		}
+		t, _ := strconv.ParseInt(m.Header.Get(hdrTime), 10, 64)
+		if !time.Unix(0, t).Before(cutoff) {
+			return nil
+		}
+		if off >= c.head {
+			// The head's record is too old as well: its message stays, as
+			// it holds the offset, and the floor hides it.
+			return e.setFloor(ctx, ch, c.head+1)
+		}
+		if err := e.stream.DeleteMsg(ctx, m.Sequence); err != nil {
+			return fmt.Errorf("jetstream: trim %q: %w", ch, err)
+		}
+	}
+}
+
+// floor returns the first offset retention left a channel beyond what
+// its messages show (0: none).
+func (e *Engine) floor(ctx context.Context, ch string) (uint64, error) {
+	ent, err := e.floors.Get(ctx, key(ch))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("jetstream: floor of %q: %w", ch, err)
+	}
+	return strconv.ParseUint(string(ent.Value()), 10, 64)
+}
+
+func (e *Engine) setFloor(ctx context.Context, ch string, f uint64) error {
+	if _, err := e.floors.Put(ctx, key(ch), []byte(strconv.FormatUint(f, 10))); err != nil {
+		return fmt.Errorf("jetstream: floor of %q: %w", ch, err)
+	}
+	return nil
+}
+
+// Feed sets the receiver of the commit feed (store.Engine): an ordered
+// consumer of the stream from its end, so every node reports every
+// record, in stream order (per channel, offset order).
+func (e *Engine) Feed(receive func([]store.Committed)) error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return store.ErrClosed
+	}
+	if e.feedSet {
+		e.mu.Unlock()
+		return fmt.Errorf("jetstream: %w", store.ErrFeedSet)
+	}
+	e.feedSet = true
+	e.mu.Unlock()
+	ctx := context.Background()
+	cons, err := e.js.OrderedConsumer(ctx, e.opts.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{e.prefix + ">"}, DeliverPolicy: jetstream.DeliverNewPolicy})
+	if err != nil {
+		return fmt.Errorf("jetstream: feed: %w", err)
+	}
+	done := make(chan struct{})
+	batch := make([]store.Committed, 0, 1)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		subj := m.Subject()
+		name, ok := unkey(strings.TrimPrefix(subj, e.prefix))
+		if !ok {
+			return
+		}
+		h := m.Headers()
+		off, err := strconv.ParseUint(h.Get(hdrOffset), 10, 64)
+		if err != nil {
+			return
+		}
+		t, _ := strconv.ParseInt(h.Get(hdrTime), 10, 64)
+		c := e.channel(name)
+		ep := c.epoch
+		if ep == "" {
+			ep, _ = e.epoch(ctx, name, false)
+		}
+		e.mu.Lock()
+		tk := tagKey{name, off}
+		tag := e.tags[tk]
+		delete(e.tags, tk)
+		if len(e.tags) == 0 && e.allFed != nil {
+			close(e.allFed)
+			e.allFed = nil
+		}
+		e.mu.Unlock()
+		batch = append(batch[:0], store.Committed{Channel: name, Offset: off, Epoch: ep, Record: store.Record{
+			ID: h.Get(hdrID), Time: time.Unix(0, t), Payload: m.Data(), IdempotencyKey: h.Get(hdrKey), Tag: tag}})
+		receive(batch)
+	})
+	if err != nil {
+		return fmt.Errorf("jetstream: feed: %w", err)
+	}
+	e.mu.Lock()
+	e.feedStop = func() { cc.Drain(); <-cc.Closed(); close(done) }
+	e.feedDone = done
+	e.mu.Unlock()
+	return nil
+}
+
+// PutState stores value under key (store.Engine).
+func (e *Engine) PutState(ctx context.Context, k string, value []byte) error {
+	if err := e.begin(); err != nil {
+		return err
+	}
+	defer e.inflight.Done()
+	if len(k) < 1 || len(k) > 1024 {
+		return fmt.Errorf("jetstream: state key of %d bytes: want 1 to 1,024", len(k))
+	}
+	if _, err := e.state.Put(ctx, key(k), value); err != nil {
+		return fmt.Errorf("jetstream: put state: %w", err)
+	}
+	return nil
+}
+
+// GetState returns the value under key (store.Engine).
+func (e *Engine) GetState(ctx context.Context, k string) ([]byte, bool, error) {
+	if err := e.begin(); err != nil {
+		return nil, false, err
+	}
+	defer e.inflight.Done()
+	ent, err := e.state.Get(ctx, key(k))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("jetstream: get state: %w", err)
+	}
+	return ent.Value(), true, nil
+}
+
+// DeleteState removes key (store.Engine).
+func (e *Engine) DeleteState(ctx context.Context, k string) error {
+	if err := e.begin(); err != nil {
+		return err
+	}
+	defer e.inflight.Done()
+	if err := e.state.Purge(ctx, key(k)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("jetstream: delete state: %w", err)
+	}
+	return nil
+}
+
+// ScanState calls fn for the keys with prefix, in order (store.Engine).
+func (e *Engine) ScanState(ctx context.Context, prefix string, fn func(string, []byte) error) error {
+	if err := e.begin(); err != nil {
+		return err
+	}
+	defer e.inflight.Done()
+	lister, err := e.state.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("jetstream: scan state: %w", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		if name, ok := unkey(k); ok && strings.HasPrefix(name, prefix) {
+			keys = append(keys, name)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		ent, err := e.state.Get(ctx, key(k))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("jetstream: scan state: %w", err)
+		}
+		if err := fn(k, ent.Value()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close waits for the calls under way, stops the feed once it has
+// reported them, and disconnects (store.Engine).
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.mu.Unlock()
+	e.inflight.Wait()
+	if e.feedStop != nil {
+		e.waitFed()
+		e.feedStop()
+	}
+	e.nc.Close()
+	return nil
+}
+
+// waitFed waits until the feed has reported this node's appends, or 5 s
+// (a record whose stream the feed cannot read any more is not waited for
+// forever).
+func (e *Engine) waitFed() {
+	e.mu.Lock()
+	if len(e.tags) == 0 {
+		e.mu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	e.allFed = done
+	e.mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// newEpoch is a fresh epoch: 6 random bytes in lowercase hex, as the
+// Badger store makes them.
+func newEpoch() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
