@@ -129,6 +129,9 @@ type channel struct {
 	lastSeq uint64 // stream sequence of the head's message (0: none)
 	head    uint64
 	epoch   string
+	// lastKey and lastID are the head's idempotency key and record id:
+	// an append whose outcome was unknown finds there that it was stored.
+	lastKey, lastID string
 }
 
 type tagKey struct {
@@ -243,7 +246,7 @@ func (e *Engine) epoch(ctx context.Context, ch string, create bool) (string, err
 	}
 	ep := newEpoch()
 	if _, err := e.epochs.Create(ctx, k, []byte(ep)); err != nil {
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !isConflict(err) {
 			return "", fmt.Errorf("jetstream: create the epoch of %q: %w", ch, err)
 		}
 		return e.epoch(ctx, ch, false) // another node made it first
@@ -256,7 +259,7 @@ func (e *Engine) refresh(ctx context.Context, ch string, c *channel) error {
 	m, err := e.stream.GetLastMsgForSubject(ctx, e.subject(ch))
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
-		c.lastSeq, c.head = 0, 0
+		c.lastSeq, c.head, c.lastKey, c.lastID = 0, 0, "", ""
 	case err != nil:
 		return fmt.Errorf("jetstream: last message of %q: %w", ch, err)
 	default:
@@ -265,6 +268,7 @@ func (e *Engine) refresh(ctx context.Context, ch string, c *channel) error {
 			return fmt.Errorf("jetstream: message %d of %q has no offset", m.Sequence, ch)
 		}
 		c.lastSeq, c.head = m.Sequence, off
+		c.lastKey, c.lastID = m.Header.Get(hdrKey), m.Header.Get(hdrID)
 	}
 	c.known = true
 	return nil
@@ -338,18 +342,26 @@ func (e *Engine) appendLocked(ctx context.Context, ch string, c *channel, rec st
 			e.mu.Lock()
 			delete(e.tags, tk)
 			e.mu.Unlock()
-			var apiErr *jetstream.APIError
-			if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-				// Another node appended first: read where the log ends now.
-				if err := e.refresh(ctx, ch, c); err != nil {
-					return store.Appended{}, e.release(idemKey, err)
-				}
+			conflict := isConflict(err)
+			// Read where the log ends now: another node appended first, or
+			// (the answer was lost: a timeout, a leader change) this very
+			// record may be the head.
+			if rerr := e.refresh(ctx, ch, c); rerr != nil {
+				c.known = false
+				return store.Appended{}, e.release(idemKey, fmt.Errorf("jetstream: append to %q: %w", ch, errors.Join(err, rerr)))
+			}
+			if rec.IdempotencyKey != "" && c.lastKey == rec.IdempotencyKey && c.lastID == rec.ID {
+				res := store.Appended{Offset: c.head, Epoch: c.epoch, ID: rec.ID}
+				e.remember(idemKey, res)
+				return res, nil
+			}
+			if conflict {
 				continue
 			}
-			c.known = false // whether it was stored is unknown: read again next time
 			return store.Appended{}, e.release(idemKey, fmt.Errorf("jetstream: append to %q: %w", ch, err))
 		}
 		c.lastSeq, c.head = ack.Sequence, off
+		c.lastKey, c.lastID = rec.IdempotencyKey, rec.ID
 		res := store.Appended{Offset: off, Epoch: c.epoch, ID: rec.ID}
 		if idemKey != "" {
 			e.remember(idemKey, res)
@@ -377,7 +389,7 @@ func (e *Engine) reserve(ctx context.Context, k string) (dup store.Appended, ok 
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			if _, err := e.idem.Create(ctx, k, claim); err == nil {
 				return store.Appended{}, false, nil
-			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			} else if !isConflict(err) {
 				return store.Appended{}, false, fmt.Errorf("jetstream: idempotency key: %w", err)
 			}
 			continue
@@ -877,4 +889,18 @@ func newEpoch() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// isConflict reports an optimistic-concurrency refusal: a publish whose
+// expected last sequence was not the stream's (another node appended
+// first), or a key created or updated by someone else meanwhile. A
+// single-replica stream reports it with one error code, a replicated one
+// with another.
+func isConflict(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
