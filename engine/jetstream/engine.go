@@ -129,6 +129,10 @@ type channel struct {
 	lastSeq uint64 // stream sequence of the head's message (0: none)
 	head    uint64
 	epoch   string
+	// fedEpoch is epoch as the feed reads it, guarded by Engine.mu (the
+	// feed must not wait for c.mu, which an append holds while it waits
+	// for its acknowledgement).
+	fedEpoch string
 	// lastKey and lastID are the head's idempotency key and record id:
 	// an append whose outcome was unknown finds there that it was stored.
 	lastKey, lastID string
@@ -310,6 +314,9 @@ func (e *Engine) appendLocked(ctx context.Context, ch string, c *channel, rec st
 			return store.Appended{}, err
 		}
 		c.epoch = ep
+		e.mu.Lock()
+		c.fedEpoch = ep // for the feed, which does not take c.mu
+		e.mu.Unlock()
 	}
 	var idemKey string
 	if rec.IdempotencyKey != "" {
@@ -744,9 +751,14 @@ func (e *Engine) Feed(receive func([]store.Committed)) error {
 		}
 		t, _ := strconv.ParseInt(h.Get(hdrTime), 10, 64)
 		c := e.channel(name)
-		ep := c.epoch
+		e.mu.Lock()
+		ep := c.fedEpoch
+		e.mu.Unlock()
 		if ep == "" {
 			ep, _ = e.epoch(ctx, name, false)
+			e.mu.Lock()
+			c.fedEpoch = ep
+			e.mu.Unlock()
 		}
 		e.mu.Lock()
 		tk := tagKey{name, off}
