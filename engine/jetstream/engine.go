@@ -62,6 +62,14 @@ type Options struct {
 	MaxRecordBytes int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// TrimInterval is how often retention purges what channels no longer
+	// keep (reads never show it anyway). Default 1m; negative: never
+	// (Trim only).
+	TrimInterval time.Duration
+	// TrimGrace is how long a message stays after it was stored however
+	// short its retention, so that every node's feed has reported it
+	// before it is purged. Default 1m.
+	TrimGrace time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -82,6 +90,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.TrimInterval == 0 {
+		o.TrimInterval = time.Minute
+	}
+	if o.TrimGrace == 0 {
+		o.TrimGrace = time.Minute
 	}
 	return o
 }
@@ -117,6 +131,9 @@ type Engine struct {
 	// allFed, when set, is closed by the feed once tags is empty: Close
 	// waits on it for this node's appends to be reported.
 	allFed chan struct{}
+	// trimStop ends the trimmer's goroutine (nil without one); trimDone
+	// is closed as it returns.
+	trimStop, trimDone chan struct{}
 }
 
 var _ store.Engine = (*Engine)(nil)
@@ -155,7 +172,76 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		nc.Close()
 		return nil, err
 	}
+	if opts.TrimInterval > 0 {
+		e.trimStop, e.trimDone = make(chan struct{}), make(chan struct{})
+		go e.trimLoop()
+	}
 	return e, nil
+}
+
+// trimLoop purges, every TrimInterval, what each channel's retention by
+// count no longer keeps and what was stored more than TrimGrace ago. The
+// Engine owns the goroutine; Close stops it.
+func (e *Engine) trimLoop() {
+	defer close(e.trimDone)
+	tick := time.NewTicker(e.opts.TrimInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-e.trimStop:
+			return
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), e.opts.TrimInterval)
+		_ = e.trimRound(ctx)
+		cancel()
+	}
+}
+
+// trimRound applies retention by count to every channel once.
+func (e *Engine) trimRound(ctx context.Context) error {
+	lister, err := e.epochs.ListKeys(ctx)
+	if err != nil {
+		return err
+	}
+	for k := range lister.Keys() {
+		name, ok := unkey(k)
+		if !ok {
+			continue
+		}
+		r := e.opts.Retention(name)
+		if r.MaxCount >= 1<<40 {
+			continue
+		}
+		if err := e.purgeOlder(ctx, name, uint64(r.MaxCount)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// purgeOlder purges a channel's messages before the newest keep (at
+// least the head's, which holds the offset), those stored more than
+// TrimGrace ago only.
+func (e *Engine) purgeOlder(ctx context.Context, ch string, keep uint64) error {
+	var c channel
+	if err := e.refresh(ctx, ch, &c); err != nil || c.head == 0 {
+		return err
+	}
+	keep = max(keep, 1)
+	if c.head <= keep {
+		return nil
+	}
+	cutoff := time.Now().Add(-e.opts.TrimGrace)
+	for {
+		m, off, err := e.next(ctx, ch, 1)
+		if err != nil || m == nil || off > c.head-keep || !m.Time.Before(cutoff) {
+			return err
+		}
+		if err := e.stream.DeleteMsg(ctx, m.Sequence); err != nil {
+			return fmt.Errorf("jetstream: trim %q: %w", ch, err)
+		}
+	}
 }
 
 func (e *Engine) setup(ctx context.Context) error {
@@ -869,6 +955,10 @@ func (e *Engine) Close() error {
 	e.closed = true
 	e.mu.Unlock()
 	e.inflight.Wait()
+	if e.trimStop != nil {
+		close(e.trimStop)
+		<-e.trimDone
+	}
 	if e.feedStop != nil {
 		e.waitFed()
 		e.feedStop()
