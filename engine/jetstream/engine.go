@@ -684,6 +684,14 @@ func (e *Engine) Read(ctx context.Context, ch string, after uint64, limit int) (
 		}
 		seq = hi
 	}
+	if want := min(uint64(limit), c.head-after); want > readByConsumer {
+		entries, err := e.readConsumer(ctx, ch, seq, after, c.head, int(want))
+		if err != nil {
+			return store.Page{}, err
+		}
+		page.Entries = entries
+		return page, nil
+	}
 	for len(page.Entries) < limit {
 		m, off, err := e.next(ctx, ch, seq)
 		if err != nil {
@@ -699,6 +707,48 @@ func (e *Engine) Read(ctx context.Context, ch string, after uint64, limit int) (
 		seq = m.Sequence + 1
 	}
 	return page, nil
+}
+
+// readByConsumer is the page size from which Read fetches through an
+// ordered consumer (one request for the page) rather than a request per
+// message.
+const readByConsumer = 16
+
+// readConsumer reads up to want messages of ch from stream sequence seq
+// with an ordered consumer, keeping those in (after, head].
+func (e *Engine) readConsumer(ctx context.Context, ch string, seq, after, head uint64, want int) ([]store.Entry, error) {
+	cons, err := e.js.OrderedConsumer(ctx, e.opts.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{e.subject(ch)}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seq})
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: read %q: %w", ch, err)
+	}
+	out := make([]store.Entry, 0, want)
+	for len(out) < want {
+		batch, err := cons.Fetch(want-len(out), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("jetstream: read %q: %w", ch, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			h := m.Headers()
+			off, err := strconv.ParseUint(h.Get(hdrOffset), 10, 64)
+			if err != nil || off > head {
+				continue
+			}
+			if off > after && len(out) < want {
+				t, _ := strconv.ParseInt(h.Get(hdrTime), 10, 64)
+				out = append(out, store.Entry{Offset: off, Time: time.Unix(0, t), Payload: m.Data()})
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, fmt.Errorf("jetstream: read %q: %w", ch, err)
+		}
+		if n == 0 {
+			break // nothing more (trimmed meanwhile): what was read is the page
+		}
+	}
+	return out, nil
 }
 
 // Channels lists the channels created, by name (store.Engine).
