@@ -53,17 +53,7 @@ func TestDataSyncFromPostgres(t *testing.T) {
         - channel: "project_{project_id}_tasks"
 `, pg.DSN())))
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, raw := apiCall(t, "GET", srv.url()+"/api/sync", apiKey, nil, nil)
-		if strings.Contains(string(raw), `"state":"streaming"`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET /api/sync: %s, want streaming", raw)
-		}
-		time.Sleep(50 * time.Millisecond) // polled: a status, no event
-	}
+	waitStreaming(t, srv)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -191,6 +181,10 @@ func TestDataSyncExactlyOnceThroughKills(t *testing.T) {
           data: {version: "{version}"}
 `, pg.DSN())))
 
+	// The slot exists once the source streams: a change committed before
+	// it is not in the slot (the README says so), so the writers wait.
+	waitStreaming(t, srv)
+
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var done atomic.Int64
@@ -297,5 +291,22 @@ func TestDataSyncExactlyOnceThroughKills(t *testing.T) {
 				t.Fatalf("%s: event %d has version %d, want %d (each once, in order): %v", channel, i, v, i+1, got)
 			}
 		}
+	}
+}
+
+// waitStreaming waits until GET /api/sync says the PostgreSQL source
+// streams: its slot exists, so every later commit reaches Herald.
+func waitStreaming(t *testing.T, srv *server) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, raw := apiCall(t, "GET", srv.url()+"/api/sync", apiKey, nil, nil)
+		if strings.Contains(string(raw), `"state":"streaming"`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /api/sync: %s, want streaming", raw)
+		}
+		time.Sleep(50 * time.Millisecond) // polled: a status, no event
 	}
 }
