@@ -50,6 +50,12 @@ type sessionIDs struct {
 	key []byte
 }
 
+// stateCreator is an engine shared by several nodes (JetStream): it
+// stores a key's first value only, and says which value won.
+type stateCreator interface {
+	CreateState(ctx context.Context, key string, value []byte) ([]byte, error)
+}
+
 // loadSessionIDs reads the MAC key from st, creating it on first use.
 func loadSessionIDs(ctx context.Context, st store.Engine) (sessionIDs, error) {
 	key, ok, err := st.GetState(ctx, sessionKeyState)
@@ -61,6 +67,13 @@ func loadSessionIDs(ctx context.Context, st store.Engine) (sessionIDs, error) {
 	}
 	key = make([]byte, sessionKeyLen)
 	_, _ = rand.Read(key) // never fails (crypto/rand documents it)
+	if c, isCreator := st.(stateCreator); isCreator && !ok {
+		// Nodes of a cluster starting at once agree on the first key.
+		if key, err = c.CreateState(ctx, sessionKeyState, key); err != nil {
+			return sessionIDs{}, fmt.Errorf("store session key: %w", err)
+		}
+		return sessionIDs{key: key}, nil
+	}
 	if err := st.PutState(ctx, sessionKeyState, key); err != nil {
 		return sessionIDs{}, fmt.Errorf("store session key: %w", err)
 	}

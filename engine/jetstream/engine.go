@@ -33,6 +33,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,6 +71,9 @@ type Options struct {
 	// short its retention, so that every node's feed has reported it
 	// before it is purged. Default 1m.
 	TrimGrace time.Duration
+	// Logger receives the connection's changes (lost, back, errors).
+	// Default slog.Default().
+	Logger *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -96,6 +100,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.TrimGrace == 0 {
 		o.TrimGrace = time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
 	return o
 }
@@ -128,6 +135,8 @@ type Engine struct {
 	feedSet  bool
 	feedStop func()
 	feedDone chan struct{}
+	// feedClosed is closed once the feed's consumer has stopped.
+	feedClosed <-chan struct{}
 	// allFed, when set, is closed by the feed once tags is empty: Close
 	// waits on it for this node's appends to be reported.
 	allFed chan struct{}
@@ -163,7 +172,19 @@ type tagKey struct {
 // Open connects to NATS and makes the stream and buckets when missing.
 func Open(ctx context.Context, opts Options) (*Engine, error) {
 	opts = opts.withDefaults()
-	nc, err := nats.Connect(opts.URLs, nats.Name("herald"), nats.MaxReconnects(-1))
+	log := opts.Logger
+	nc, err := nats.Connect(opts.URLs, nats.Name("herald"), nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if !nc.IsClosed() {
+				log.Warn("jetstream: disconnected from NATS; reconnecting", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("jetstream: reconnected to NATS", "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Warn("jetstream: NATS", "err", err)
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: connect to %s: %w", opts.URLs, err)
 	}
@@ -915,6 +936,7 @@ func (e *Engine) Feed(receive func([]store.Committed)) error {
 	e.mu.Lock()
 	e.feedStop = func() { cc.Drain(); <-cc.Closed(); close(done) }
 	e.feedDone = done
+	e.feedClosed = cc.Closed()
 	e.mu.Unlock()
 	return nil
 }
@@ -932,6 +954,26 @@ func (e *Engine) PutState(ctx context.Context, k string, value []byte) error {
 		return fmt.Errorf("jetstream: put state: %w", err)
 	}
 	return nil
+}
+
+// CreateState stores value under key unless the key holds a value
+// already, and returns the value the key holds after the call: of nodes
+// starting at once, all end up with the first one's.
+func (e *Engine) CreateState(ctx context.Context, k string, value []byte) ([]byte, error) {
+	if err := e.begin(); err != nil {
+		return nil, err
+	}
+	defer e.inflight.Done()
+	if _, err := e.state.Create(ctx, key(k), value); err == nil {
+		return value, nil
+	} else if !isConflict(err) {
+		return nil, fmt.Errorf("jetstream: create state: %w", err)
+	}
+	ent, err := e.state.Get(ctx, key(k))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: create state: %w", err)
+	}
+	return ent.Value(), nil
 }
 
 // GetState returns the value under key (store.Engine).
@@ -994,6 +1036,19 @@ func (e *Engine) ScanState(ctx context.Context, prefix string, fn func(string, [
 	return nil
 }
 
+// Healthy reports whether the engine can serve: nil while connected to
+// NATS, else what it is doing about it (for /readyz).
+func (e *Engine) Healthy() error {
+	switch st := e.nc.Status(); st {
+	case nats.CONNECTED:
+		return nil
+	case nats.RECONNECTING, nats.CONNECTING:
+		return fmt.Errorf("not connected to NATS (%s): reconnecting", e.opts.URLs)
+	default:
+		return fmt.Errorf("not connected to NATS (%s): %s", e.opts.URLs, strings.ToLower(st.String()))
+	}
+}
+
 // Close waits for the calls under way, stops the feed once it has
 // reported them, and disconnects (store.Engine).
 func (e *Engine) Close() error {
@@ -1009,11 +1064,19 @@ func (e *Engine) Close() error {
 		close(e.trimStop)
 		<-e.trimDone
 	}
-	if e.feedStop != nil {
+	if e.feedStop != nil && e.nc.IsConnected() {
 		e.waitFed()
 		e.feedStop()
 	}
+	// Away from NATS the feed can neither report anything more nor
+	// drain: closing the connection ends it.
 	e.nc.Close()
+	if e.feedStop != nil {
+		select {
+		case <-e.feedClosed:
+		case <-time.After(5 * time.Second):
+		}
+	}
 	return nil
 }
 

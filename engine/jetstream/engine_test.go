@@ -9,6 +9,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/heraldrt/herald/internal/natstest"
 	"github.com/heraldrt/herald/store"
 	"github.com/heraldrt/herald/store/storetest"
 )
@@ -28,27 +29,11 @@ func (s served) Close() error {
 	return err
 }
 
-// startNATS runs an embedded NATS server with JetStream storing in dir,
-// on a free loopback port.
-func startNATS(t testing.TB, dir string) *natsserver.Server {
-	t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start() // stopped by Shutdown
-	if !ns.ReadyForConnections(30 * time.Second) {
-		ns.Shutdown()
-		t.Fatal("the embedded NATS server did not start")
-	}
-	return ns
-}
-
 // TestConformance runs the engine contract's suite on JetStream.
 func TestConformance(t *testing.T) {
 	storetest.Run(t, storetest.Harness{
 		Open: func(t testing.TB, dir string, opts storetest.Options) (store.Engine, error) {
-			ns := startNATS(t, dir)
+			ns := natstest.Start(t, dir, -1)
 			e, err := Open(context.Background(), Options{URLs: ns.ClientURL(), Retention: opts.Retention, IdempotencyTTL: opts.IdempotencyTTL, Now: opts.Now})
 			if err != nil {
 				ns.Shutdown()
@@ -68,7 +53,7 @@ func TestConformance(t *testing.T) {
 // count, keeping the newest ones; reads showed only those all along.
 func TestTrimmerPurgesWhatRetentionDropped(t *testing.T) {
 	t.Parallel()
-	ns := startNATS(t, t.TempDir())
+	ns := natstest.Start(t, t.TempDir(), -1)
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 	e, err := Open(context.Background(), Options{URLs: ns.ClientURL(), TrimInterval: 50 * time.Millisecond, TrimGrace: time.Nanosecond,
 		Retention: func(string) store.Retention { return store.Retention{MaxCount: 3} }})

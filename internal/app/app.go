@@ -38,7 +38,8 @@ const maxHeaderBytes = 64 << 10
 type App struct {
 	cfg    Config
 	logger *slog.Logger
-	engine *store.Store
+	engine store.Engine
+	badger *store.Store // the engine when it is the embedded store, else nil
 	srv    *server.Server
 	sse    *sse.Handler
 	ws     *ws.Handler
@@ -79,8 +80,8 @@ func New(cfg Config, logger *slog.Logger) (*App, error) {
 	if a.hooks, opts.Outbox, err = cfg.newWebhooks(logger); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if a.engine, err = store.Open(opts); err != nil {
-		return nil, fmt.Errorf("%s: %w", opts.Dir, err)
+	if a.engine, a.badger, err = cfg.openEngine(logger, opts); err != nil {
+		return nil, err
 	}
 	if err := a.build(); err != nil {
 		if a.srv != nil {
@@ -118,13 +119,16 @@ func (a *App) build() error {
 	router := httprouter.New()
 	api.Routes(router)
 	if a.hooks != nil {
-		if err := a.hooks.Start(a.srv, outbox{a.engine}); err != nil {
+		if err := a.hooks.Start(a.srv, outbox{a.badger}); err != nil {
 			return err
 		}
 		if err := api.Register(a.hooks.Metrics()); err != nil {
 			return err
 		}
 		a.hooks.Routes(router, a.srv)
+	}
+	if h, ok := a.engine.(interface{ Healthy() error }); ok {
+		api.AddRequirement("engine", h.Healthy)
 	}
 	rules, dsn, err := a.cfg.Sync.Sync.Compile(a.cfg.env())
 	if err != nil {
@@ -189,7 +193,7 @@ func (a *App) build() error {
 	if a.source != nil {
 		a.source.Start() // it reconnects by itself: an unreachable database is reported, not fatal
 	}
-	a.logger.Info("listening", "addr", a.Addr(), "tls", a.tls != nil, "h2c", a.cfg.H2C, "data_dir", a.cfg.Store.Dir,
+	a.logger.Info("listening", "addr", a.Addr(), "tls", a.tls != nil, "h2c", a.cfg.H2C, "engine", a.cfg.Engine.Name(), "data_dir", a.cfg.Store.Dir,
 		"durability", a.cfg.Store.Durability.String(), "dev", a.cfg.Server.Dev)
 	return nil
 }
@@ -274,7 +278,7 @@ func (a *App) shutdown() error {
 		a.pprof()
 	}
 	if err := a.engine.Close(); err != nil {
-		return fmt.Errorf("close store: %w", err)
+		return fmt.Errorf("close engine: %w", err)
 	}
 	a.logger.Info("stopped")
 	return nil

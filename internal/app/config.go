@@ -40,6 +40,9 @@ type Config struct {
 	// Server is the core: credentials, channel rules, history, limits,
 	// presence.
 	Server server.Config `yaml:",inline"`
+	// Engine chooses where channel logs live: the embedded Badger store
+	// (the default) or NATS JetStream for a cluster (engine:).
+	Engine EngineConfig `yaml:"engine"`
 	// Store is the Badger engine: data_dir (default ./data), durability,
 	// idempotency_window. Its retention comes from Server.
 	Store store.Options `yaml:",inline"`
@@ -122,6 +125,10 @@ func (c Config) Validate() error {
 		bad("pprof_addr", "pprof_addr %q: the profiler only listens on a loopback address", c.PprofAddr)
 	}
 	c.TLS.validate(bad)
+	c.Engine.validate(bad)
+	if c.Engine.NATS != nil && len(c.Webhooks.Endpoints) > 0 {
+		bad("webhooks", "webhooks: not available with engine nats yet (their outbox lives in the embedded store); use engine: badger")
+	}
 	if c.H2C && c.TLS.enabled() {
 		bad("h2c", "h2c is HTTP/2 without TLS; with tls: set, HTTP/2 is already served")
 	}

@@ -37,6 +37,9 @@ func settings() []setting {
 		{key: "cors.allowed_origins", flag: "allowed-origins", env: "HERALD_ALLOWED_ORIGINS", usage: "comma-separated CORS origins, or *"},
 		{key: "tls.cert_file", flag: "tls-cert", env: "HERALD_TLS_CERT_FILE", usage: "PEM certificate (chain): serve HTTPS and HTTP/2 (with --tls-key)"},
 		{key: "tls.key_file", flag: "tls-key", env: "HERALD_TLS_KEY_FILE", usage: "PEM private key of --tls-cert"},
+		{key: "engine.nats.urls", flag: "nats-urls", env: "HERALD_NATS_URLS", usage: "comma-separated NATS servers: run on NATS JetStream, shared by a cluster of Herald nodes, instead of the embedded store"},
+		{key: "engine.nats.stream", env: "HERALD_NATS_STREAM"},
+		{key: "engine.nats.replicas", flag: "nats-replicas", env: "HERALD_NATS_REPLICAS", usage: "how many NATS servers hold each message: 1, 3 or 5 (with --nats-urls)"},
 		{key: "pprof_addr", flag: "pprof-addr", usage: "serve Go's profiler (/debug/pprof/) on this loopback host:port"},
 	}
 }

@@ -220,10 +220,10 @@ func TestWebhooksOutliveTheChannelsRetention(t *testing.T) {
 	defer a.Shutdown()
 	publishN(t, a, "orders_1", 20)
 	keep := store.Retention{MaxCount: 2}
-	if _, err := a.engine.Trim(context.Background(), "orders_1", keep); err != nil {
+	if _, err := a.badger.Trim(context.Background(), "orders_1", keep); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := a.engine.Read(context.Background(), "orders_1", 0, 0); err != nil || p.First != 1 {
+	if p, err := a.badger.Read(context.Background(), "orders_1", 0, 0); err != nil || p.First != 1 {
 		t.Fatalf("the log kept from %d (%v) while all 20 wait for the endpoint, want 1", p.First, err)
 	}
 	rcv.refuse.Store(false)
@@ -232,10 +232,10 @@ func TestWebhooksOutliveTheChannelsRetention(t *testing.T) {
 		t.Fatalf("%d distinct events, %d in all: want 20 once", d, total)
 	}
 	waitEmptyOutbox(t, a)
-	if _, err := a.engine.Trim(context.Background(), "orders_1", keep); err != nil {
+	if _, err := a.badger.Trim(context.Background(), "orders_1", keep); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := a.engine.Read(context.Background(), "orders_1", 0, 0); err != nil || p.First != 19 {
+	if p, err := a.badger.Read(context.Background(), "orders_1", 0, 0); err != nil || p.First != 19 {
 		t.Fatalf("after delivery the log kept from %d (%v), want 19", p.First, err)
 	}
 }
@@ -246,7 +246,7 @@ func waitEmptyOutbox(t testing.TB, a *App) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		depth, _, err := a.engine.OutboxDepth("hook")
+		depth, _, err := a.badger.OutboxDepth("hook")
 		if err == nil && depth == 0 {
 			return
 		}

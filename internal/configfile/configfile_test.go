@@ -285,3 +285,53 @@ func TestFormatDuration(t *testing.T) {
 		}
 	}
 }
+
+// backend is written either as a word or as a mapping, as the engine is.
+type backend struct {
+	Remote *struct {
+		URL string `yaml:"url"`
+	} `yaml:"remote"`
+}
+
+func (b *backend) DecodeScalar(word string) error {
+	if word != "local" {
+		return fmt.Errorf("backend %q: want local or a mapping {remote: {…}}", word)
+	}
+	*b = backend{}
+	return nil
+}
+
+func TestScalarFormOrMapping(t *testing.T) {
+	t.Parallel()
+	type file struct {
+		Backend backend `yaml:"backend"`
+	}
+	for _, tc := range []struct {
+		yaml, remote, problem string
+	}{
+		{yaml: "backend: local\n"},
+		{yaml: "backend: {remote: {url: nats://a}}\n", remote: "nats://a"},
+		{yaml: "backend: elsewhere\n", problem: `c.yaml:1: backend: backend "elsewhere": want local or a mapping {remote: {…}}`},
+		{yaml: "backend: {remot: {}}\n", problem: `did you mean "backend.remote"`},
+	} {
+		var f file
+		_, probs := Decode("c.yaml", []byte(tc.yaml), &f)
+		if tc.problem != "" {
+			if len(probs) != 1 || !strings.Contains(probs[0].String(), tc.problem) {
+				t.Errorf("%q: problems %v, want one with %q", tc.yaml, probs, tc.problem)
+			}
+			continue
+		}
+		if len(probs) != 0 {
+			t.Errorf("%q: %v", tc.yaml, probs)
+			continue
+		}
+		got := ""
+		if f.Backend.Remote != nil {
+			got = f.Backend.Remote.URL
+		}
+		if got != tc.remote {
+			t.Errorf("%q: remote %q, want %q", tc.yaml, got, tc.remote)
+		}
+	}
+}

@@ -22,7 +22,16 @@ type Labeler interface {
 	ConfigLabel(key string) string
 }
 
+// ScalarForm is implemented (on the pointer) by a struct that may also be
+// written as a single word, such as `engine: badger` for an engine
+// section whose other form is a mapping (`engine: {nats: {…}}`).
+// DecodeScalar sets the struct from the word or says why it cannot.
+type ScalarForm interface {
+	DecodeScalar(word string) error
+}
+
 var (
+	scalarFormType      = reflect.TypeFor[ScalarForm]()
 	durationType        = reflect.TypeFor[time.Duration]()
 	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
 	labelerType         = reflect.TypeFor[Labeler]()
@@ -150,6 +159,12 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, p place) {
 			return
 		}
 		if err := v.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(n.Value)); err != nil {
+			d.fail(n, p, "%v", err)
+		}
+		return
+	}
+	if n.Kind == yaml.ScalarNode && reflect.PointerTo(v.Type()).Implements(scalarFormType) {
+		if err := v.Addr().Interface().(ScalarForm).DecodeScalar(n.Value); err != nil {
 			d.fail(n, p, "%v", err)
 		}
 		return
