@@ -859,6 +859,9 @@ type pollDriver struct {
 	// asks for; 0: pollTimeout. An abandoned session lingers on the
 	// server for its last poll's timeout plus poll.grace.
 	timeout int
+	// nodes, when set, are the servers of a cluster: each poll goes to
+	// the next one (no sticky sessions), instead of to open's base.
+	nodes []string
 }
 
 func (pollDriver) name() string { return "poll" }
@@ -878,7 +881,7 @@ type pollAnswer = protocol.PollAnswer
 func (d pollDriver) open(t *testing.T, base, tok string, channels []string, from *mark) (conn, error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &pollConn{base: base, tok: tok, channels: channels, pause: d.pause, timeout: cmp.Or(d.timeout, pollTimeout),
+	c := &pollConn{base: base, nodes: d.nodes, tok: tok, channels: channels, pause: d.pause, timeout: cmp.Or(d.timeout, pollTimeout),
 		in: newInbox(), ctx: ctx, cancel: cancel,
 		done: make(chan struct{}),
 		client: &http.Client{
@@ -942,6 +945,8 @@ func (d pollDriver) open(t *testing.T, base, tok string, channels []string, from
 
 type pollConn struct {
 	base, tok string
+	nodes     []string // polled in turn when set (pollDriver.nodes)
+	polls     int      // polls sent: picks the node
 	channels  []string
 	pause     time.Duration
 	timeout   int // seconds each poll after the first asks for
@@ -964,11 +969,16 @@ type pollConn struct {
 // poll sends one GET /poll with q. err is a transport error or an
 // undecodable 200 answer; any other status is returned with its body.
 func (c *pollConn) poll(q url.Values) (ans pollAnswer, code int, raw []byte, err error) {
-	req, _ := http.NewRequestWithContext(c.ctx, http.MethodGet, c.base+"/poll?"+q.Encode(), nil)
+	base := c.base
+	if len(c.nodes) > 0 {
+		base = c.nodes[c.polls%len(c.nodes)]
+	}
+	c.polls++
+	req, _ := http.NewRequestWithContext(c.ctx, http.MethodGet, base+"/poll?"+q.Encode(), nil)
 	if c.tok != "" {
 		req.Header.Set("Authorization", "Bearer "+c.tok)
 	}
-	c.in.note("→ GET /poll?" + q.Encode())
+	c.in.note("→ GET " + base + "/poll?" + q.Encode())
 	resp, err := c.client.Do(req)
 	if err != nil {
 		c.in.note(fmt.Sprintf("← (%v)", err))

@@ -62,6 +62,14 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "build hookreceiver:", err)
 		return 1
 	}
+	// The NATS server of the cluster tests: test equipment too.
+	natsBin = filepath.Join(dir, "nats-server")
+	build = exec.Command("go", "build", "-o", natsBin, "github.com/nats-io/nats-server/v2")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build nats-server:", err)
+		return 1
+	}
 	return m.Run()
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/heraldrt/herald/protocol"
+	"github.com/heraldrt/herald/store"
 )
 
 // Sentinel errors. Every *Error wraps one of them, so callers test the
@@ -103,7 +104,8 @@ func tooLargef(format string, args ...any) *Error {
 
 // AsError converts any error into an *Error for the wire. Errors that are
 // not already *Error become a 500 whose message hides the internals (the
-// caller logs the original), except shutdown, which is a 503.
+// caller logs the original), except shutdown and an engine that cannot
+// reach its storage (store.ErrUnavailable), which are 503s.
 func AsError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
@@ -111,6 +113,11 @@ func AsError(err error) *Error {
 	}
 	if errors.Is(err, ErrShuttingDown) || errors.Is(err, ErrClosed) {
 		e := newError(http.StatusServiceUnavailable, ErrUnavailable, "server shutting down")
+		e.RetryAfter = time.Second
+		return e
+	}
+	if errors.Is(err, store.ErrUnavailable) {
+		e := newError(http.StatusServiceUnavailable, ErrUnavailable, "storage unavailable for now; try again")
 		e.RetryAfter = time.Second
 		return e
 	}

@@ -238,4 +238,8 @@ var (
 	// InMemory store also refuses records over 1 MiB (less 17 bytes), the
 	// largest value in-memory Badger keeps.
 	ErrTooLarge = errors.New("store: record too large")
+	// ErrUnavailable is returned by an engine that cannot reach its
+	// storage for now (a NATS cluster electing a leader, a lost
+	// connection): nothing was stored, and the call may be tried again.
+	ErrUnavailable = errors.New("store: unavailable")
 )

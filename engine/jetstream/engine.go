@@ -169,11 +169,13 @@ type tagKey struct {
 	offset  uint64
 }
 
-// Open connects to NATS and makes the stream and buckets when missing.
+// Open connects to NATS and makes the stream and buckets when missing. It
+// waits for NATS and its JetStream until ctx ends, then returns the last
+// error.
 func Open(ctx context.Context, opts Options) (*Engine, error) {
 	opts = opts.withDefaults()
 	log := opts.Logger
-	nc, err := nats.Connect(opts.URLs, nats.Name("herald"), nats.MaxReconnects(-1),
+	nc, err := nats.Connect(opts.URLs, nats.Name("herald"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			if !nc.IsClosed() {
 				log.Warn("jetstream: disconnected from NATS; reconnecting", "err", err)
@@ -189,9 +191,26 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("jetstream: connect to %s: %w", opts.URLs, err)
 	}
 	e := &Engine{opts: opts, nc: nc, prefix: "herald.log.", channels: map[string]*channel{}, tags: map[tagKey]any{}}
-	if err := e.setup(ctx); err != nil {
-		nc.Close()
-		return nil, err
+	// NATS may be starting too (a cluster's processes start together), or
+	// electing its JetStream leaders: the set-up is tried again until ctx
+	// ends.
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
+		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = e.setup(attempt)
+		cancel()
+		if err == nil {
+			break
+		}
+		if !nc.IsConnected() {
+			err = fmt.Errorf("jetstream: no NATS server answers at %s (%w)", opts.URLs, err)
+		}
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return nil, err
+		case <-time.After(delay):
+		}
+		log.Info("jetstream: waiting for NATS JetStream", "urls", opts.URLs, "err", err)
 	}
 	if opts.TrimInterval > 0 {
 		e.trimStop, e.trimDone = make(chan struct{}), make(chan struct{})
@@ -276,6 +295,8 @@ func (e *Engine) setup(ctx context.Context) error {
 		Subjects: []string{e.prefix + ">"},
 		Storage:  jetstream.FileStorage,
 		Replicas: e.opts.Replicas,
+		// Above claimLease: see reserve.
+		Duplicates: dedupeWindow,
 		// Reads go to the leader (no direct gets from replicas that may
 		// lag): a record is visible as soon as its append is acknowledged.
 		AllowDirect: false,
@@ -391,7 +412,8 @@ func (e *Engine) Append(ctx context.Context, ch string, rec store.Record) (store
 		return store.Appended{}, err
 	}
 	defer e.inflight.Done()
-	return e.append(ctx, ch, rec)
+	res, err := e.append(ctx, ch, rec)
+	return res, unavailable(ctx, err)
 }
 
 func (e *Engine) append(ctx context.Context, ch string, rec store.Record) (store.Appended, error) {
@@ -425,12 +447,14 @@ func (e *Engine) appendLocked(ctx context.Context, ch string, c *channel, rec st
 		c.fedEpoch = ep // for the feed, which does not take c.mu
 		e.mu.Unlock()
 	}
-	var idemKey string
+	var idemKey, msgID string
 	if rec.IdempotencyKey != "" {
 		idemKey = key(ch) + "." + key(rec.IdempotencyKey)
-		if dup, ok, err := e.reserve(ctx, idemKey); err != nil || ok {
+		dup, ok, id, err := e.reserve(ctx, idemKey)
+		if err != nil || ok {
 			return dup, err
 		}
+		msgID = id
 	}
 	if !c.known {
 		if err := e.refresh(ctx, ch, c); err != nil {
@@ -446,6 +470,10 @@ func (e *Engine) appendLocked(ctx context.Context, ch string, c *channel, rec st
 		m.Header.Set(hdrTime, strconv.FormatInt(rec.Time.UnixNano(), 10))
 		if rec.IdempotencyKey != "" {
 			m.Header.Set(hdrKey, rec.IdempotencyKey)
+			// The stream's own deduplication: a record that a node stored
+			// before it died holding the key (or whose answer was lost) is
+			// answered as a duplicate instead of stored twice.
+			m.Header.Set(jetstream.MsgIDHeader, msgID)
 		}
 		tk := tagKey{ch, off}
 		e.mu.Lock()
@@ -474,6 +502,18 @@ func (e *Engine) appendLocked(ctx context.Context, ch string, c *channel, rec st
 			}
 			return store.Appended{}, e.release(idemKey, fmt.Errorf("jetstream: append to %q: %w", ch, err))
 		}
+		if ack.Duplicate {
+			e.mu.Lock()
+			delete(e.tags, tk)
+			e.mu.Unlock()
+			c.known = false // where the log ends is read again next time
+			res, err := e.stored(ctx, ch, c.epoch, ack.Sequence, rec.ID)
+			if err != nil {
+				return store.Appended{}, e.release(idemKey, err)
+			}
+			e.remember(idemKey, res)
+			return res, nil
+		}
 		c.lastSeq, c.head = ack.Sequence, off
 		c.lastKey, c.lastID = rec.IdempotencyKey, rec.ID
 		res := store.Appended{Offset: off, Epoch: c.epoch, ID: rec.ID}
@@ -484,9 +524,38 @@ func (e *Engine) appendLocked(ctx context.Context, ch string, c *channel, rec st
 	}
 }
 
+// stored is the answer for a record the stream already held at seq
+// (its deduplication said so): a duplicate unless it is this very record
+// (id), stored by an earlier try whose answer was lost.
+func (e *Engine) stored(ctx context.Context, ch, epoch string, seq uint64, id string) (store.Appended, error) {
+	m, err := e.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return store.Appended{}, fmt.Errorf("jetstream: append to %q: read the stored duplicate: %w", ch, err)
+	}
+	off, err := strconv.ParseUint(m.Header.Get(hdrOffset), 10, 64)
+	if err != nil {
+		return store.Appended{}, fmt.Errorf("jetstream: message %d of %q has no offset", seq, ch)
+	}
+	storedID := m.Header.Get(hdrID)
+	return store.Appended{Offset: off, Epoch: epoch, ID: storedID, Duplicate: storedID != id}, nil
+}
+
+// claimLease is how long a node's claim on an idempotency key holds while
+// its append is under way. Past it, the node is taken for dead and
+// another append with the key takes the claim over; the stream's
+// deduplication (window dedupeWindow, well above the lease) answers it
+// with the dead node's record if that was stored. Node clocks must agree
+// to within a fraction of it.
+const (
+	claimLease   = 10 * time.Second
+	dedupeWindow = 2 * time.Minute
+)
+
 // idemValue is an idempotency key's record in its bucket.
 type idemValue struct {
 	Pending bool      `json:"pending,omitempty"`
+	Lease   time.Time `json:"lease,omitzero"` // a pending claim's end
+	Nonce   string    `json:"nonce,omitempty"` // a claim's deduplication id, with the key
 	Offset  uint64    `json:"offset,omitempty"`
 	Epoch   string    `json:"epoch,omitempty"`
 	ID      string    `json:"id,omitempty"`
@@ -495,39 +564,56 @@ type idemValue struct {
 
 // reserve claims an idempotency key for an append; ok reports a duplicate
 // (dup is the first append's answer). A key claimed by an append under
-// way elsewhere is waited for.
-func (e *Engine) reserve(ctx context.Context, k string) (dup store.Appended, ok bool, err error) {
-	claim, _ := json.Marshal(idemValue{Pending: true, Expires: e.opts.Now().Add(e.opts.IdempotencyTTL)})
+// way elsewhere is waited for. msgID is what the append sends as the
+// stream's deduplication id: new for a new claim, the dead node's for a
+// claim taken over.
+func (e *Engine) reserve(ctx context.Context, k string) (dup store.Appended, ok bool, msgID string, err error) {
+	now := e.opts.Now()
+	fresh := idemValue{Pending: true, Nonce: newEpoch(), Lease: now.Add(claimLease), Expires: now.Add(e.opts.IdempotencyTTL)}
+	claim, _ := json.Marshal(fresh)
+	fail := func(err error) (store.Appended, bool, string, error) {
+		return store.Appended{}, false, "", fmt.Errorf("jetstream: idempotency key: %w", err)
+	}
 	for {
 		ent, err := e.idem.Get(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			if _, err := e.idem.Create(ctx, k, claim); err == nil {
-				return store.Appended{}, false, nil
+				return store.Appended{}, false, k + "." + fresh.Nonce, nil
 			} else if !isConflict(err) {
-				return store.Appended{}, false, fmt.Errorf("jetstream: idempotency key: %w", err)
+				return fail(err)
 			}
 			continue
 		}
 		if err != nil {
-			return store.Appended{}, false, fmt.Errorf("jetstream: idempotency key: %w", err)
+			return fail(err)
 		}
 		var v idemValue
 		if err := json.Unmarshal(ent.Value(), &v); err != nil {
-			return store.Appended{}, false, fmt.Errorf("jetstream: idempotency key: %w", err)
+			return fail(err)
 		}
 		switch {
 		case !v.Expires.After(e.opts.Now()):
 			// Expired: the key is new again.
 			if _, err := e.idem.Update(ctx, k, claim, ent.Revision()); err == nil {
-				return store.Appended{}, false, nil
+				return store.Appended{}, false, k + "." + fresh.Nonce, nil
 			}
 		case !v.Pending:
-			return store.Appended{Offset: v.Offset, Epoch: v.Epoch, ID: v.ID, Duplicate: true}, true, nil
+			return store.Appended{Offset: v.Offset, Epoch: v.Epoch, ID: v.ID, Duplicate: true}, true, "", nil
+		case !v.Lease.After(e.opts.Now()):
+			// Its node died holding it: take the claim over, with its
+			// deduplication id. If that node stored the record, the
+			// stream's deduplication says so.
+			taken := fresh
+			taken.Nonce = v.Nonce
+			b, _ := json.Marshal(taken)
+			if _, err := e.idem.Update(ctx, k, b, ent.Revision()); err == nil {
+				return store.Appended{}, false, k + "." + v.Nonce, nil
+			}
 		default:
 			select { // another append holds it: wait for its answer
 			case <-ctx.Done():
-				return store.Appended{}, false, ctx.Err()
-			case <-time.After(2 * time.Millisecond):
+				return store.Appended{}, false, "", ctx.Err()
+			case <-time.After(5 * time.Millisecond):
 			}
 		}
 	}
@@ -550,6 +636,11 @@ func (e *Engine) release(k string, err error) error {
 // AppendBatch appends each record (store.Engine): a channel's records in
 // their order, channels side by side.
 func (e *Engine) AppendBatch(ctx context.Context, recs []store.ChannelRecord) ([]store.BatchAppended, error) {
+	res, err := e.appendBatch(ctx, recs)
+	return res, unavailable(ctx, err)
+}
+
+func (e *Engine) appendBatch(ctx context.Context, recs []store.ChannelRecord) ([]store.BatchAppended, error) {
 	if err := e.begin(); err != nil {
 		return nil, err
 	}
@@ -598,6 +689,15 @@ func (e *Engine) AppendBatch(ctx context.Context, recs []store.ChannelRecord) ([
 // Head returns the channel's epoch and head, creating its epoch
 // (store.Engine).
 func (e *Engine) Head(ctx context.Context, ch string) (store.Position, error) {
+	var res store.Position
+	err := retryRead(ctx, func() (err error) {
+		res, err = e.head(ctx, ch)
+		return err
+	})
+	return res, unavailable(ctx, err)
+}
+
+func (e *Engine) head(ctx context.Context, ch string) (store.Position, error) {
 	if err := e.begin(); err != nil {
 		return store.Position{}, err
 	}
@@ -635,6 +735,15 @@ func (e *Engine) next(ctx context.Context, ch string, from uint64) (*jetstream.R
 
 // Read returns kept records after an offset (store.Engine).
 func (e *Engine) Read(ctx context.Context, ch string, after uint64, limit int) (store.Page, error) {
+	var res store.Page
+	err := retryRead(ctx, func() (err error) {
+		res, err = e.read(ctx, ch, after, limit)
+		return err
+	})
+	return res, unavailable(ctx, err)
+}
+
+func (e *Engine) read(ctx context.Context, ch string, after uint64, limit int) (store.Page, error) {
 	if err := e.begin(); err != nil {
 		return store.Page{}, err
 	}
@@ -1104,6 +1213,45 @@ func newEpoch() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// retryRead runs read again while it fails the way a busy or re-forming
+// cluster makes requests fail for a moment (no responders, a timeout):
+// up to five tries over about 1.5 s, within ctx. Reads change nothing,
+// so trying again is safe.
+func retryRead(ctx context.Context, read func() error) error {
+	delay := 50 * time.Millisecond
+	for try := 1; ; try++ {
+		err := read()
+		if err == nil || try == 5 || ctx.Err() != nil || !transient(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
+}
+
+// transient reports a request that failed for want of an answer, not
+// for what it asked.
+func transient(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, nats.ErrConnectionReconnecting)
+}
+
+// unavailable marks err, an error of NATS (not of the caller's input nor
+// of its ctx), as store.ErrUnavailable: the caller may try again, and the
+// API answers 503.
+func unavailable(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() != nil || errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrBadChannel) ||
+		errors.Is(err, store.ErrTooLarge) || errors.Is(err, store.ErrUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 }
 
 // isConflict reports an optimistic-concurrency refusal: a publish whose

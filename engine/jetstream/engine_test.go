@@ -2,11 +2,15 @@ package jetstream
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldrt/herald/internal/natstest"
@@ -83,5 +87,74 @@ func TestTrimmerPurgesWhatRetentionDropped(t *testing.T) {
 			t.Fatalf("the stream still holds %d messages of the channel, want 3", n)
 		}
 		time.Sleep(20 * time.Millisecond) // polled: the trimmer runs on its own schedule
+	}
+}
+
+// A node that dies holding an idempotency key leaves its claim pending.
+// Past the claim's lease another append with the key takes it over: if
+// the dead node had stored the record, the answer is that record, and
+// nothing is stored twice; if not, the record is stored once.
+func TestClaimOfADeadNodeIsTakenOver(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t, t.TempDir(), -1)
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e, err := Open(context.Background(), Options{URLs: ns.ClientURL(), Now: clock, TrimInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	// The dead node: it claimed "k1" and stored its record at offset 1,
+	// and it claimed "k2" and died before storing anything.
+	dead := func(k, nonce string) string {
+		v, _ := json.Marshal(idemValue{Pending: true, Nonce: nonce, Lease: clock().Add(claimLease), Expires: clock().Add(time.Hour)})
+		idemKey := key("orders") + "." + key(k)
+		if _, err := e.idem.Create(ctx, idemKey, v); err != nil {
+			t.Fatal(err)
+		}
+		return idemKey + "." + nonce
+	}
+	m := nats.NewMsg(e.subject("orders"))
+	m.Data = []byte("first")
+	m.Header.Set(hdrOffset, "1")
+	m.Header.Set(hdrID, "dead-1")
+	m.Header.Set(hdrKey, "k1")
+	m.Header.Set(jetstream.MsgIDHeader, dead("k1", "n1"))
+	if _, err := e.epoch(ctx, "orders", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	dead("k2", "n2")
+
+	// Within the lease the key is waited for.
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = e.Append(short, "orders", store.Record{ID: "retry-1", Payload: []byte("first"), IdempotencyKey: "k1"})
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("append within the dead claim's lease: %v, want it to wait", err)
+	}
+	mu.Lock()
+	now = now.Add(claimLease + time.Second)
+	mu.Unlock()
+	res, err := e.Append(ctx, "orders", store.Record{ID: "retry-1", Payload: []byte("first"), IdempotencyKey: "k1"})
+	if err != nil || res.Offset != 1 || !res.Duplicate || res.ID != "dead-1" {
+		t.Fatalf("k1 after the lease: %+v %v, want the dead node's record at offset 1, a duplicate", res, err)
+	}
+	res, err = e.Append(ctx, "orders", store.Record{ID: "retry-2", Payload: []byte("second"), IdempotencyKey: "k2"})
+	if err != nil || res.Offset != 2 || res.Duplicate {
+		t.Fatalf("k2 after the lease: %+v %v, want offset 2, new", res, err)
+	}
+	page, err := e.Read(ctx, "orders", 0, 10)
+	if err != nil || len(page.Entries) != 2 || string(page.Entries[1].Payload) != "second" {
+		t.Fatalf("read: %+v %v, want two records", page, err)
+	}
+	// The answers are remembered: a third try is a duplicate at once.
+	if res, err := e.Append(ctx, "orders", store.Record{ID: "retry-3", IdempotencyKey: "k2"}); err != nil || res.Offset != 2 || !res.Duplicate {
+		t.Fatalf("k2 again: %+v %v", res, err)
 	}
 }

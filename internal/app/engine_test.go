@@ -146,3 +146,25 @@ func waitReady(t *testing.T, base string, code int, want string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A node whose NATS does not answer within engine.nats.connect_timeout
+// does not start, and says which servers it tried.
+func TestNoNATSNoStart(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "nats://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+	c := natsConfig(url)
+	c.Engine.NATS.ConnectTimeout = 500 * time.Millisecond
+	a, err := New(c, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	if err == nil {
+		a.Shutdown()
+		t.Fatal("a node started without NATS")
+	}
+	if want := "engine nats: jetstream: no NATS server answers at " + url; !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("err = %v, want it to start with %q", err, want)
+	}
+}
