@@ -554,7 +554,7 @@ const (
 // idemValue is an idempotency key's record in its bucket.
 type idemValue struct {
 	Pending bool      `json:"pending,omitempty"`
-	Lease   time.Time `json:"lease,omitzero"` // a pending claim's end
+	Lease   time.Time `json:"lease,omitzero"`  // a pending claim's end
 	Nonce   string    `json:"nonce,omitempty"` // a claim's deduplication id, with the key
 	Offset  uint64    `json:"offset,omitempty"`
 	Epoch   string    `json:"epoch,omitempty"`
