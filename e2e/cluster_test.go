@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -229,4 +231,63 @@ func TestClusterNATSLeaderKilled(t *testing.T) {
 		t.Fatal(restartErr)
 	}
 	t.Logf("answers other than 200 while the leader changed: %d", len(r.fails))
+}
+
+// Grants and bans are the cluster's, not a node's: a grant made through
+// one node lets the user subscribe on another; a ban made through one
+// node closes the user's streams on the others and refuses them there;
+// lifting it through a third node lets them back everywhere.
+func TestClusterSharesGrantsAndBans(t *testing.T) {
+	const room = "vip_room"
+	c := startCluster(t, "--config", writeConfig(t, `channels:
+  - pattern: "vip_*"
+    subscribe: [grant]
+`))
+	urls := c.urls()
+	tok := permTokens(t, map[string][]string{"ann": {"--sub", "ann"}})["ann"]
+	var refused *openError
+	if _, err := (sseDriver{}).open(t, urls[1], tok, []string{room}, nil); !errors.As(err, &refused) || refused.code != 403 {
+		t.Fatalf("ann on node 2 before any grant: %v, want a 403", err)
+	}
+	permGrant(t, urls[0], http.MethodPost, "ann", room, "subscribe")
+	var sse conn
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var err error
+		if sse, err = (sseDriver{}).open(t, urls[1], tok, []string{room}, nil); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ann on node 2 after a grant through node 1: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // the grant travels through NATS: polled
+	}
+	ws := mustOpen(t, wsDriver{}, urls[2], tok, []string{room}, nil)
+	mustPublish(t, urls[0], room, `{"i":1}`)
+	expectMessage(t, sse, room, 1)
+	expectMessage(t, ws, room, 1)
+
+	if code, raw := apiCall(t, http.MethodPost, urls[0]+"/api/ban", apiKey, map[string]any{"user": "ann", "duration": "1h"}, nil); code != 200 {
+		t.Fatalf("POST /api/ban on node 1: %d %s", code, raw)
+	}
+	for name, cn := range map[string]conn{"SSE on node 2": sse, "WebSocket on node 3": ws} {
+		if _, err := cn.recv(20 * time.Second); !errors.Is(err, errEnded) {
+			t.Fatalf("ann's %s after a ban through node 1: %v, want it closed", name, err)
+		}
+	}
+	checkRefusedAsBanned(t, urls[1], tok, "ann", room)
+	if code, raw := apiCall(t, http.MethodDelete, urls[2]+"/api/ban", apiKey, map[string]any{"user": "ann"}, nil); code != 200 {
+		t.Fatalf("DELETE /api/ban on node 3: %d %s", code, raw)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		_, err := (pollDriver{}).open(t, urls[0], tok, []string{room}, nil)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ann on node 1 after the ban was lifted through node 3: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // the lift travels through NATS: polled
+	}
 }

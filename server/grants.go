@@ -69,18 +69,13 @@ func grantKey(user, channel string) string {
 func loadGrants(ctx context.Context, st store.Engine) (*grantSet, error) {
 	g := &grantSet{users: make(map[string]*userGrants)}
 	err := st.ScanState(ctx, grantPrefix, func(key string, value []byte) error {
-		userEsc, channel, ok := strings.Cut(strings.TrimPrefix(key, grantPrefix), "/")
-		user, err := url.PathUnescape(userEsc)
-		if !ok || err != nil {
-			return fmt.Errorf("grant key %q is malformed", key)
-		}
-		var v struct{ Actions []string }
-		if err := json.Unmarshal(value, &v); err != nil {
-			return fmt.Errorf("grant %q: %w", key, err)
-		}
-		actions, err := parseActions(v.Actions)
+		user, channel, err := parseGrantKey(key)
 		if err != nil {
-			return fmt.Errorf("grant %q: %w", key, err)
+			return err
+		}
+		actions, err := parseGrantValue(key, value)
+		if err != nil {
+			return err
 		}
 		g.setLocked(user, channel, actions)
 		return nil

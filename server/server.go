@@ -36,6 +36,7 @@ type Server struct {
 	presence   *presenceWiring
 	grants     *Grants
 	moderation *Moderation
+	shared     *sharedState // other nodes' grants and bans, on a shared engine
 	limits     limits
 	tokens     tokenCache // verified user tokens
 	ids        sessionIDs // mints session ids and checks whose they are
@@ -61,16 +62,23 @@ func New(cfg Config, engine store.Engine) (*Server, error) {
 		return nil, fmt.Errorf("server config: %w", err)
 	}
 	rules.dev = cfg.Dev
+	shared, err := watchSharedState(engine) // before the loads: see sharedState
+	if err != nil {
+		return nil, err
+	}
 	grants, err := loadGrants(context.Background(), engine)
 	if err != nil {
+		shared.close()
 		return nil, err
 	}
 	v, err := newVerifier(cfg)
 	if err != nil {
+		shared.close()
 		return nil, fmt.Errorf("server config: %w", err)
 	}
 	ids, err := loadSessionIDs(context.Background(), engine)
 	if err != nil {
+		shared.close()
 		return nil, err
 	}
 	s := &Server{
@@ -89,10 +97,14 @@ func New(cfg Config, engine store.Engine) (*Server, error) {
 	s.grants = &Grants{srv: s, set: grants}
 	s.moderation = &Moderation{srv: s}
 	if err := s.moderation.load(context.Background()); err != nil {
+		shared.close()
 		return nil, fmt.Errorf("load bans: %w", err)
 	}
+	s.shared = shared
+	shared.attach(s)
 	cfg.warnUndeclaredTokens()
 	if err := engine.Feed(s.committed); err != nil {
+		shared.close()
 		return nil, fmt.Errorf("server: take the engine's commit feed: %w", err)
 	}
 	s.presence = startPresence(s)
@@ -179,6 +191,7 @@ func (s *Server) Shutdown() {
 			sess.Close(ReasonShutdown) // a parked session has no transport to close it
 		}
 	}
+	s.shared.close()
 	s.presence.halt()
 	// Users still online are last seen now.
 	for _, user := range onlineUsers(all) {

@@ -171,6 +171,19 @@ type Engine interface {
 	Close() error
 }
 
+// StateWatcher is implemented by an engine that several nodes share
+// (JetStream): the small state changes under a node's feet when another
+// node writes it, and WatchState reports those changes so that each
+// node's copy in memory follows. An engine that one process owns (Badger)
+// need not implement it.
+type StateWatcher interface {
+	// WatchState calls fn, from one goroutine the engine owns, with every
+	// change to a key starting with prefix made from now on, by any node
+	// (this one's included), in the order they were made; deleted is true
+	// for a removal. stop ends the watch and waits for fn's last call.
+	WatchState(prefix string, fn func(key string, value []byte, deleted bool)) (stop func(), err error)
+}
+
 // Every *Store is an Engine.
 var _ Engine = (*Store)(nil)
 

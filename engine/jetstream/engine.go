@@ -1113,6 +1113,37 @@ func (e *Engine) DeleteState(ctx context.Context, k string) error {
 	return nil
 }
 
+var _ store.StateWatcher = (*Engine)(nil)
+
+// WatchState reports every change to the keys with prefix, whichever
+// node made it (store.StateWatcher). The watch is a JetStream consumer
+// that follows the bucket from now on; it survives reconnections.
+func (e *Engine) WatchState(prefix string, fn func(k string, value []byte, deleted bool)) (stop func(), err error) {
+	if err := e.begin(); err != nil {
+		return nil, err
+	}
+	defer e.inflight.Done()
+	w, err := e.state.WatchAll(context.Background(), jetstream.UpdatesOnly())
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: watch state: %w", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ent := range w.Updates() {
+			if ent == nil {
+				continue
+			}
+			name, ok := unkey(ent.Key())
+			if !ok || !strings.HasPrefix(name, prefix) {
+				continue
+			}
+			fn(name, ent.Value(), ent.Operation() != jetstream.KeyValuePut)
+		}
+	}()
+	return func() { _ = w.Stop(); <-done }, nil
+}
+
 // ScanState calls fn for the keys with prefix, in order (store.Engine).
 func (e *Engine) ScanState(ctx context.Context, prefix string, fn func(string, []byte) error) error {
 	if err := e.begin(); err != nil {
