@@ -47,7 +47,8 @@ or out of order.
 // benchOptions are the parsed flags of one run.
 type benchOptions struct {
 	workload    string
-	base        *url.URL
+	base        *url.URL   // the server, or a cluster's first node: the API calls go there
+	nodes       []*url.URL // every node (base first): connections are spread over them
 	token       string
 	transport   string // sse, ws, poll
 	subscribers int    // fanout
@@ -166,7 +167,7 @@ func parseBenchFlags(workload string, args []string, getenv func(string) string,
 	fs := cli.NewFlagSet(workload, synopsis, stderr)
 	o := benchOptions{workload: workload}
 	var serverURL string
-	fs.StringVar(&serverURL, "server", "", "server base URL on this machine (default $"+cli.EnvURL+", else "+cli.DefaultServerURL+"); loopback only")
+	fs.StringVar(&serverURL, "server", "", "server base URL on this machine (default $"+cli.EnvURL+", else "+cli.DefaultServerURL+"); loopback only. Several, comma-separated: the nodes of one cluster, connections spread over them in turn")
 	fs.StringVar(&o.token, "token", "", "API key sent as Authorization: Bearer on every request (default $"+cli.EnvAPIKey+")")
 	if workload == "idle" {
 		fs.StringVar(&o.transport, "transport", "sse", "subscriber transport: sse, ws, poll, or mixed (40 % sse, 40 % ws, 20 % poll)")
@@ -242,27 +243,32 @@ func parseBenchFlags(workload string, args []string, getenv func(string) string,
 	if workload == "flood" && o.jwtSecret == "" {
 		o.jwtSecret = getenv(cli.EnvJWTSecret)
 	}
-	if _, err := client.New(serverURL, client.Options{}); err != nil {
-		return benchOptions{}, fmt.Errorf("--server: %w", err)
+	var nodes []*url.URL
+	for _, s := range strings.Split(serverURL, ",") {
+		if _, err := client.New(s, client.Options{}); err != nil {
+			return benchOptions{}, fmt.Errorf("--server: %w", err)
+		}
+		u, err := url.Parse(s)
+		if err != nil {
+			return benchOptions{}, err
+		}
+		if u.Scheme != "http" {
+			return benchOptions{}, fmt.Errorf("--server %s: bench speaks plain http:// to a server on this machine", u)
+		}
+		if err := benchCheckLoopback(u); err != nil {
+			return benchOptions{}, err
+		}
+		nodes = append(nodes, u)
 	}
-	base, err := url.Parse(serverURL)
-	if err != nil {
-		return benchOptions{}, err
-	}
-	if base.Scheme != "http" {
-		return benchOptions{}, fmt.Errorf("--server %s: bench speaks plain http:// to a server on this machine", base)
-	}
-	if err := benchCheckLoopback(base); err != nil {
-		return benchOptions{}, err
-	}
-	o.base = base
+	base := nodes[0]
+	o.base, o.nodes = base, nodes
 	o.flags = map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) {
 		if f.Name != "token" && f.Name != "jwt-secret" {
 			o.flags[f.Name] = f.Value.String()
 		}
 	})
-	o.flags["server"] = base.String()
+	o.flags["server"] = serverURL
 	if err := o.validate(); err != nil {
 		return benchOptions{}, err
 	}

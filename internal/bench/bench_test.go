@@ -387,6 +387,7 @@ func TestBenchFlags(t *testing.T) {
 		{"fanout", "--batch", "5", "--publish-via", "ws"},
 		{"channels", "--window", "4"},
 		{"fanout", "--window", "2000", "--publish-via", "ws"},
+		{"fanout", "--server", "http://127.0.0.1:8080,http://192.0.2.1:8080"}, // a node off loopback
 	} {
 		if _, err := parseBenchFlags(args[0], args[1:], env, &bytes.Buffer{}); err == nil {
 			t.Errorf("%v accepted", args)
@@ -401,6 +402,19 @@ func TestBenchFlags(t *testing.T) {
 	}
 	if _, ok := o.flags["token"]; ok {
 		t.Error("the token is in the report's flags")
+	}
+	// A cluster's nodes: connections go to each in turn.
+	o, err = parseBenchFlags("fanout", []string{"--server", "http://127.0.0.1:8081,http://127.0.0.1:8082"}, env, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := newClusterURLs(o.base, o.nodes)
+	var got []string
+	for range 3 {
+		got = append(got, u.node().hostPort)
+	}
+	if strings.Join(got, " ") != "127.0.0.1:8081 127.0.0.1:8082 127.0.0.1:8081" {
+		t.Errorf("connections go to %v", got)
 	}
 }
 

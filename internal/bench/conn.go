@@ -272,7 +272,7 @@ const benchHandshakeTimeout = 30 * time.Second
 // a reactor, and the bytes read past the header.
 func (r *benchRun) benchHandshake(ctx context.Context, req []byte, check func(*http.Response) error, then []byte) (conn net.Conn, leftover []byte, resp *http.Response, err error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
-	conn, err = d.DialContext(ctx, "tcp", r.urls.hostPort)
+	conn, err = d.DialContext(ctx, "tcp", r.urls.node().hostPort)
 	if err != nil {
 		return nil, nil, nil, err
 	}

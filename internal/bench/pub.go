@@ -402,7 +402,7 @@ func (p *benchPub) post(ctx context.Context, body []byte) ([]byte, error) {
 // dialHTTP opens the publisher's connection; ctx's end closes it.
 func (p *benchPub) dialHTTP(ctx context.Context) error {
 	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	c, err := d.DialContext(ctx, "tcp", p.r.urls.hostPort)
+	c, err := d.DialContext(ctx, "tcp", p.r.urls.node().hostPort)
 	if err != nil {
 		return fmt.Errorf("POST /api/publish: %w", err)
 	}

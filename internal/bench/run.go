@@ -130,7 +130,7 @@ func newBenchRun(opts benchOptions, stderr io.Writer) (*benchRun, error) {
 	if opts.workload == "idle" {
 		readBuf = 4 << 10 // nothing flows: keep the tool's own memory small
 	}
-	r.urls = newBenchURLs(opts.base)
+	r.urls = newClusterURLs(opts.base, opts.nodes)
 	r.wsDialer = &websocket.Dialer{
 		NetDialContext:   (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		HandshakeTimeout: 30 * time.Second,
@@ -177,6 +177,30 @@ type benchURLs struct {
 	// For the tool's own HTTP requests: the address to dial and the
 	// request targets.
 	hostPort, ssePath, wsPath, pollPath, publishPath string
+	// nodes are where connections go, in turn (a cluster's nodes; one
+	// server: just it). The paths above are the same on every node.
+	nodes []benchNode
+	next  *atomic.Uint64
+}
+
+type benchNode struct{ hostPort, ws string }
+
+// newClusterURLs is newBenchURLs with connections spread over nodes.
+func newClusterURLs(base *url.URL, nodes []*url.URL) benchURLs {
+	u := newBenchURLs(base)
+	for _, n := range nodes {
+		nu := newBenchURLs(n)
+		u.nodes = append(u.nodes, benchNode{hostPort: nu.hostPort, ws: nu.ws})
+	}
+	return u
+}
+
+// node is where the next connection goes.
+func (u benchURLs) node() benchNode {
+	if len(u.nodes) == 0 {
+		return benchNode{hostPort: u.hostPort, ws: u.ws}
+	}
+	return u.nodes[(u.next.Add(1)-1)%uint64(len(u.nodes))]
 }
 
 func newBenchURLs(base *url.URL) benchURLs {
@@ -187,6 +211,7 @@ func newBenchURLs(base *url.URL) benchURLs {
 		port = "80"
 	}
 	return benchURLs{
+		next:        new(atomic.Uint64),
 		ws:          ws.String(),
 		hostPort:    net.JoinHostPort(base.Hostname(), port),
 		ssePath:     benchAbsPath(base.JoinPath("sse")) + "?channel=",
@@ -205,7 +230,7 @@ func benchAbsPath(u *url.URL) string {
 	return p
 }
 
-func (r *benchRun) wsURL() string { return r.urls.ws }
+func (r *benchRun) wsURL() string { return r.urls.node().ws }
 
 func (r *benchRun) close() {
 	for _, re := range r.reactors {

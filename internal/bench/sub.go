@@ -328,7 +328,7 @@ const benchPollWait = 30
 
 func (s *benchSub) pollSession(ctx context.Context, confirm func()) error {
 	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", s.r.urls.hostPort)
+	conn, err := d.DialContext(ctx, "tcp", s.r.urls.node().hostPort)
 	if err != nil {
 		return err
 	}
