@@ -74,6 +74,11 @@ type subscription struct {
 	// fromOldest: the client asked for all that is kept (since 0, no
 	// epoch), so finding the start trimmed is no reset.
 	fromOldest bool
+	// atHead: the subscription starts at the head, read after it was
+	// registered, so its catch-up has nothing to read (what came later is
+	// in pending): no read of the engine, which matters when the engine
+	// is remote and a thousand clients connect at once.
+	atHead bool
 
 	// pos is the client's position on this channel, for its cursor.
 	// Guarded by sess.mu.

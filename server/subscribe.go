@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/heraldrt/herald/protocol"
+	"github.com/heraldrt/herald/store"
 )
 
 // Position is where a client stands on one channel: the last offset it
@@ -100,6 +101,7 @@ func (s *Server) subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	case from == nil:
 		sub.since = head.Head
 		sub.pos = cursorEntry{channel: req.Channel, epoch: head.Epoch, offset: head.Head}
+		sub.atHead = true
 	case from.Epoch != "" && from.Epoch != head.Epoch:
 		// The client's offsets belong to a lost log: replay what is kept.
 		sub.pos = cursorEntry{channel: req.Channel, epoch: from.Epoch, offset: from.Since}
@@ -207,9 +209,15 @@ func (s *Server) drop(sess *Session, sub *subscription) {
 // appended, and later messages arrive through the queue.
 func (sub *subscription) catchUp(ctx context.Context, dst []Item, pageSize int) (_ []Item, done bool, _ error) {
 	srv := sub.sess.srv
-	page, err := srv.engine.Read(ctx, sub.name, sub.since, pageSize)
-	if err != nil {
-		return dst, false, fmt.Errorf("read %q after %d: %w", sub.name, sub.since, err)
+	var page store.Page
+	if sub.atHead {
+		sub.atHead = false
+		page = store.Page{Epoch: sub.epoch, Head: sub.since, First: sub.since + 1}
+	} else {
+		var err error
+		if page, err = srv.engine.Read(ctx, sub.name, sub.since, pageSize); err != nil {
+			return dst, false, fmt.Errorf("read %q after %d: %w", sub.name, sub.since, err)
+		}
 	}
 	if page.Epoch != "" && page.Epoch != sub.epoch {
 		// The log was reset under us: what we hold means nothing now.

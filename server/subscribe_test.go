@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -421,4 +423,48 @@ func TestSubscribeReplyKeepsItsPlaceAmongReplies(t *testing.T) {
 	}
 	assertRange(t, offsets(items)["earlier"], 1, 9)
 	assertRange(t, offsets(items)["room"], 3, 6)
+}
+
+// readCounter is an engine that counts its reads.
+type readCounter struct {
+	*store.Store
+	reads atomic.Int64
+}
+
+func (r *readCounter) Read(ctx context.Context, channel string, after uint64, limit int) (store.Page, error) {
+	r.reads.Add(1)
+	return r.Store.Read(ctx, channel, after, limit)
+}
+
+// A subscription from now reads nothing from the engine: the head, read
+// after registration, is where it starts, and what follows arrives live.
+// On a remote engine a read costs round trips, and a thousand clients
+// connecting at once would otherwise queue behind them.
+func TestSubscribeFromNowReadsNoHistory(t *testing.T) {
+	t.Parallel()
+	st, err := store.Open(store.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := &readCounter{Store: st}
+	srv, err := New(Config{APIKey: testAPIKey, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}, eng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); _ = st.Close() })
+	publishN(t, srv, "room", 1, 3)
+	sess, err := srv.Transport("test").NewSession(system, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close(ReasonClientGone)
+	if _, err := srv.Subscribe(context.Background(), sess, SubscribeRequest{Channel: "room"}); err != nil {
+		t.Fatal(err)
+	}
+	c := collect(t, sess)
+	publishN(t, srv, "room", 4, 6)
+	assertRange(t, offsets(c.waitFor(t, "offsets 4..6", countOffsets("room", 3)))["room"], 4, 6)
+	if n := eng.reads.Load(); n != 0 {
+		t.Fatalf("a subscription from now read the engine %d times, want none", n)
+	}
 }

@@ -195,7 +195,9 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 	// electing its JetStream leaders: the set-up is tried again until ctx
 	// ends.
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
-		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
+		// Making a replicated stream or bucket waits for its group to
+		// elect a leader: seconds while the cluster itself is forming.
+		attempt, cancel := context.WithTimeout(ctx, 15*time.Second)
 		err = e.setup(attempt)
 		cancel()
 		if err == nil {
@@ -839,31 +841,48 @@ func (e *Engine) read(ctx context.Context, ch string, after uint64, limit int) (
 	return page, nil
 }
 
-// readByConsumer is the page size from which Read fetches through an
-// ordered consumer (one request for the page) rather than a request per
-// message.
+// readByConsumer is the page size from which Read fetches through a
+// consumer (one request for the page) rather than a request per message.
 const readByConsumer = 16
 
 // readConsumer reads up to want messages of ch from stream sequence seq
-// with an ordered consumer, keeping those in (after, head].
+// through a consumer of its own, keeping those in (after, head]. The
+// consumer is a plain ephemeral one, in memory, deleted once read (and
+// by the server after InactiveThreshold should the delete be lost):
+// an ordered consumer would recreate itself without end when the server
+// refuses, holding the reader (a session's catch-up) with it.
 func (e *Engine) readConsumer(ctx context.Context, ch string, seq, after, head uint64, want int) ([]store.Entry, error) {
-	cons, err := e.js.OrderedConsumer(ctx, e.opts.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{e.subject(ch)}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seq})
+	cons, err := e.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject: e.subject(ch), DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seq,
+		AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true, Replicas: 1, InactiveThreshold: 30 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: read %q: %w", ch, err)
 	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = e.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
+		cancel()
+	}()
 	out := make([]store.Entry, 0, want)
 	for len(out) < want {
-		batch, err := cons.Fetch(want-len(out), jetstream.FetchMaxWait(2*time.Second))
+		wait := 2 * time.Second
+		if d, ok := ctx.Deadline(); ok {
+			wait = min(wait, max(time.Until(d), 10*time.Millisecond))
+		}
+		batch, err := cons.Fetch(want-len(out), jetstream.FetchMaxWait(wait))
 		if err != nil {
 			return nil, fmt.Errorf("jetstream: read %q: %w", ch, err)
 		}
-		n := 0
+		n, past := 0, false
 		for m := range batch.Messages() {
 			n++
 			h := m.Headers()
 			off, err := strconv.ParseUint(h.Get(hdrOffset), 10, 64)
-			if err != nil || off > head {
+			if err != nil {
+				continue
+			}
+			if off > head {
+				past = true // appended after the read began: beyond the page
 				continue
 			}
 			if off > after && len(out) < want {
@@ -874,11 +893,11 @@ func (e *Engine) readConsumer(ctx context.Context, ch string, seq, after, head u
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return nil, fmt.Errorf("jetstream: read %q: %w", ch, err)
 		}
-		if n == 0 {
-			break // nothing more (trimmed meanwhile): what was read is the page
+		if n == 0 || past || ctx.Err() != nil {
+			break // nothing more (trimmed meanwhile), or past the head: what was read is the page
 		}
 	}
-	return out, nil
+	return out, ctx.Err()
 }
 
 // Channels lists the channels created, by name (store.Engine).

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync"
 	"time"
 
@@ -193,8 +194,12 @@ func (a *App) build() error {
 	if a.source != nil {
 		a.source.Start() // it reconnects by itself: an unreachable database is reported, not fatal
 	}
-	a.logger.Info("listening", "addr", a.Addr(), "tls", a.tls != nil, "h2c", a.cfg.H2C, "engine", a.cfg.Engine.Name(), "data_dir", a.cfg.Store.Dir,
-		"durability", a.cfg.Store.Durability.String(), "dev", a.cfg.Server.Dev)
+	where := []any{"data_dir", a.cfg.Store.Dir, "durability", a.cfg.Store.Durability.String()}
+	if n := a.cfg.Engine.NATS; n != nil {
+		where = []any{"nats", strings.Join(n.URLs, ","), "replicas", max(n.Replicas, DefaultNATSReplicas)}
+	}
+	a.logger.Info("listening", append([]any{"addr", a.Addr(), "tls", a.tls != nil, "h2c", a.cfg.H2C, "engine", a.cfg.Engine.Name()},
+		append(where, "dev", a.cfg.Server.Dev)...)...)
 	return nil
 }
 

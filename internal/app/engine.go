@@ -35,8 +35,9 @@ type NATSConfig struct {
 	// publish is acknowledged once a majority has it. 1, 3 or 5; default
 	// 1 (use 3 on a three-server NATS cluster).
 	Replicas int `yaml:"replicas"`
-	// ConnectTimeout bounds the start-up's connection and stream set-up.
-	// Default 30s.
+	// ConnectTimeout bounds the start-up's connection and stream set-up
+	// (the first start of a new cluster elects a leader for the stream
+	// and each bucket). Default 1m.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 }
 
@@ -44,7 +45,7 @@ type NATSConfig struct {
 const (
 	DefaultNATSStream         = "HERALD"
 	DefaultNATSReplicas       = 1
-	DefaultNATSConnectTimeout = 30 * time.Second
+	DefaultNATSConnectTimeout = time.Minute
 )
 
 // DecodeScalar reads the one-word form: `engine: badger`.
