@@ -42,33 +42,30 @@ func runTests(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	heraldBin = filepath.Join(dir, "herald")
-	// The binary is built with the race detector; HERALD_E2E_NORACE=1
-	// builds it plain, to measure what a production build does.
-	args := []string{"build", "-race", "-o", heraldBin, "../cmd/herald"}
-	if os.Getenv("HERALD_E2E_NORACE") != "" {
-		args = []string{"build", "-o", heraldBin, "../cmd/herald"}
-	}
-	build := exec.Command("go", args...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build herald:", err)
-		return 1
-	}
-	// The receiver is test equipment, not under test: built plain.
 	receiverBin = filepath.Join(dir, "hookreceiver")
-	build = exec.Command("go", "build", "-o", receiverBin, "./internal/hookreceiver")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build hookreceiver:", err)
-		return 1
-	}
-	// The NATS server of the cluster tests: test equipment too.
 	natsBin = filepath.Join(dir, "nats-server")
-	build = exec.Command("go", "build", "-o", natsBin, "github.com/nats-io/nats-server/v2")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build nats-server:", err)
-		return 1
+	// The binary under test is built with the race detector;
+	// HERALD_E2E_NORACE=1 builds it plain, to measure what a production
+	// build does. The webhook receiver and the NATS server of the cluster
+	// tests are test equipment, not under test: built plain.
+	race := []string{"-race"}
+	if os.Getenv("HERALD_E2E_NORACE") != "" {
+		race = nil
+	}
+	for _, b := range []struct {
+		out  string
+		args []string
+	}{
+		{heraldBin, append(race, "../cmd/herald")},
+		{receiverBin, []string{"./internal/hookreceiver"}},
+		{natsBin, []string{"github.com/nats-io/nats-server/v2"}},
+	} {
+		build := exec.Command("go", append([]string{"build", "-o", b.out}, b.args...)...)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n", filepath.Base(b.out), err)
+			return 1
+		}
 	}
 	return m.Run()
 }
