@@ -286,12 +286,22 @@ func (e *Engine) purgeOlder(ctx context.Context, ch string, keep uint64) error {
 	}
 }
 
+// setup makes the stream and the buckets when missing (CreateOrUpdate:
+// nodes starting together all ask, and agree). It keeps what an earlier
+// attempt made: on a cluster starting for the first time each replicated
+// stream elects its leader, and an attempt that times out after some of
+// them goes on from there.
 func (e *Engine) setup(ctx context.Context) error {
-	js, err := jetstream.New(e.nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
+	var err error
+	if e.js == nil {
+		if e.js, err = jetstream.New(e.nc); err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
 	}
-	e.js = js
+	js := e.js
+	if e.stream != nil {
+		return e.buckets(ctx)
+	}
 	e.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:     e.opts.Stream,
 		Subjects: []string{e.prefix + ">"},
@@ -304,26 +314,28 @@ func (e *Engine) setup(ctx context.Context) error {
 		AllowDirect: false,
 	})
 	if err != nil {
+		e.stream = nil
 		return fmt.Errorf("jetstream: stream %s: %w", e.opts.Stream, err)
 	}
-	bucket := func(name string) (jetstream.KeyValue, error) {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: e.opts.Stream + "_" + name, Storage: jetstream.FileStorage, Replicas: e.opts.Replicas})
-		if err != nil {
-			return nil, fmt.Errorf("jetstream: bucket %s_%s: %w", e.opts.Stream, name, err)
+	return e.buckets(ctx)
+}
+
+// buckets makes the key-value buckets that setup has not made yet.
+func (e *Engine) buckets(ctx context.Context) error {
+	for _, b := range []struct {
+		name string
+		kv   *jetstream.KeyValue
+	}{{"epochs", &e.epochs}, {"idem", &e.idem}, {"floors", &e.floors}, {"state", &e.state}} {
+		if *b.kv != nil {
+			continue
 		}
-		return kv, nil
+		kv, err := e.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: e.opts.Stream + "_" + b.name, Storage: jetstream.FileStorage, Replicas: e.opts.Replicas})
+		if err != nil {
+			return fmt.Errorf("jetstream: bucket %s_%s: %w", e.opts.Stream, b.name, err)
+		}
+		*b.kv = kv
 	}
-	if e.epochs, err = bucket("epochs"); err != nil {
-		return err
-	}
-	if e.idem, err = bucket("idem"); err != nil {
-		return err
-	}
-	if e.floors, err = bucket("floors"); err != nil {
-		return err
-	}
-	e.state, err = bucket("state")
-	return err
+	return nil
 }
 
 // subject is a channel's subject; key its name as a bucket key.

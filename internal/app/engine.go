@@ -37,7 +37,7 @@ type NATSConfig struct {
 	Replicas int `yaml:"replicas"`
 	// ConnectTimeout bounds the start-up's connection and stream set-up
 	// (the first start of a new cluster elects a leader for the stream
-	// and each bucket). Default 1m.
+	// and each bucket). Default 2m.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 }
 
@@ -45,7 +45,7 @@ type NATSConfig struct {
 const (
 	DefaultNATSStream         = "HERALD"
 	DefaultNATSReplicas       = 1
-	DefaultNATSConnectTimeout = time.Minute
+	DefaultNATSConnectTimeout = 2 * time.Minute
 )
 
 // DecodeScalar reads the one-word form: `engine: badger`.
