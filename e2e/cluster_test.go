@@ -233,11 +233,12 @@ func TestClusterNATSLeaderKilled(t *testing.T) {
 	t.Logf("answers other than 200 while the leader changed: %d", len(r.fails))
 }
 
-// Grants and bans are the cluster's, not a node's: a grant made through
-// one node lets the user subscribe on another; a ban made through one
-// node closes the user's streams on the others and refuses them there;
-// lifting it through a third node lets them back everywhere.
-func TestClusterSharesGrantsAndBans(t *testing.T) {
+// Grants, disconnects and bans are the cluster's, not a node's: a grant
+// made through one node lets the user subscribe on another; a disconnect
+// through one node closes the user's streams on the others; a ban made
+// through one node closes them and refuses the user there; lifting it
+// through a third node lets them back everywhere.
+func TestClusterSharesGrantsDisconnectsAndBans(t *testing.T) {
 	const room = "vip_room"
 	c := startCluster(t, "--config", writeConfig(t, `channels:
   - pattern: "vip_*"
@@ -266,6 +267,22 @@ func TestClusterSharesGrantsAndBans(t *testing.T) {
 	mustPublish(t, urls[0], room, `{"i":1}`)
 	expectMessage(t, sse, room, 1)
 	expectMessage(t, ws, room, 1)
+
+	// A disconnect through node 1 reaches the streams on nodes 2 and 3;
+	// the user may come back at once.
+	if code, raw := apiCall(t, http.MethodPost, urls[0]+"/api/disconnect", apiKey, map[string]any{"user": "ann"}, nil); code != 200 {
+		t.Fatalf("POST /api/disconnect on node 1: %d %s", code, raw)
+	}
+	for name, cn := range map[string]conn{"SSE on node 2": sse, "WebSocket on node 3": ws} {
+		if _, err := cn.recv(20 * time.Second); !errors.Is(err, errEnded) {
+			t.Fatalf("ann's %s after a disconnect through node 1: %v, want it closed", name, err)
+		}
+	}
+	sse = mustOpen(t, sseDriver{}, urls[1], tok, []string{room}, nil)
+	ws = mustOpen(t, wsDriver{}, urls[2], tok, []string{room}, nil)
+	mustPublish(t, urls[1], room, `{"i":2}`)
+	expectMessage(t, sse, room, 2)
+	expectMessage(t, ws, room, 2)
 
 	if code, raw := apiCall(t, http.MethodPost, urls[0]+"/api/ban", apiKey, map[string]any{"user": "ann", "duration": "1h"}, nil); code != 200 {
 		t.Fatalf("POST /api/ban on node 1: %d %s", code, raw)

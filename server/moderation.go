@@ -7,10 +7,16 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/heraldrt/herald/store"
 )
 
-// banPrefix keys a user's ban in the store's small state.
-const banPrefix = "ban/"
+// banPrefix keys a user's ban in the store's small state; kickPrefix
+// the time of a user's last disconnect, on an engine several nodes share.
+const (
+	banPrefix  = "ban/"
+	kickPrefix = "kick/"
+)
 
 // Moderation is the backend's hold on users: it disconnects them, and
 // bans them for a while — stored durably, so a ban survives a restart —
@@ -106,13 +112,27 @@ func (m *Moderation) Unban(ctx context.Context, user string) error {
 
 // Disconnect closes every session of user with reason disconnected (the
 // client is told not to reconnect by itself) and returns how many there
-// were. The user may connect again at once; Ban keeps them out.
+// were on this node. On a cluster the other nodes close theirs too, those
+// opened before the call. The user may connect again at once; Ban keeps
+// them out.
 func (m *Moderation) Disconnect(user string) (int, error) {
 	s := m.srv
 	if user == "" {
 		return 0, invalidf("user is required")
 	}
+	at := s.now()
 	n := closeSessions(s.sessions.ofUser(user), ReasonKicked)
+	if _, shared := s.engine.(store.StateWatcher); shared {
+		// The other nodes of a cluster close theirs when they see it
+		// (sharedState): those opened before at.
+		b, _ := at.UTC().MarshalText()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := s.engine.PutState(ctx, kickPrefix+url.PathEscape(user), b)
+		cancel()
+		if err != nil {
+			return n, fmt.Errorf("tell the other nodes: %w", err)
+		}
+	}
 	s.logger.Warn("user disconnected", "user", user, "sessions_closed", n)
 	if s.obs.want(UserDisconnected) {
 		s.obs.emit(Event{Kind: UserDisconnected, At: s.now(), User: user, Count: n})

@@ -78,8 +78,9 @@ func (ss *sharedState) close() {
 }
 
 // applyShared applies one change of the shared state: a grant (the
-// user's subscriptions are checked again) or a ban (the user's sessions
-// on this node close). Other keys are not kept in memory.
+// user's subscriptions are checked again), a ban (the user's sessions on
+// this node close) or a disconnect (those opened before it close). Other
+// keys are not kept in memory.
 func (s *Server) applyShared(c stateChange) {
 	switch {
 	case strings.HasPrefix(c.key, grantPrefix):
@@ -117,6 +118,23 @@ func (s *Server) applyShared(c stateChange) {
 		if !c.deleted && s.now().Before(until) {
 			closeSessions(s.sessions.ofUser(user), ReasonBanned)
 		}
+	case strings.HasPrefix(c.key, kickPrefix) && !c.deleted:
+		user, err := url.PathUnescape(strings.TrimPrefix(c.key, kickPrefix))
+		var at time.Time
+		if err == nil {
+			err = at.UnmarshalText(c.value)
+		}
+		if err != nil {
+			s.logger.Warn("shared state: a disconnect another node wrote cannot be read", "key", c.key, "err", err)
+			return
+		}
+		var before []*Session
+		for _, sess := range s.sessions.ofUser(user) {
+			if sess.opened.Before(at) {
+				before = append(before, sess)
+			}
+		}
+		closeSessions(before, ReasonKicked)
 	}
 }
 
