@@ -64,7 +64,8 @@ type Options struct {
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// TrimInterval is how often retention purges what channels no longer
-	// keep (reads never show it anyway). Default 1m; negative: never
+	// keep: reads never show what retention by count dropped, and records
+	// past their age go at the next round. Default 1m; negative: never
 	// (Trim only).
 	TrimInterval time.Duration
 	// TrimGrace is how long a message stays after it was stored however
@@ -221,8 +222,9 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 	return e, nil
 }
 
-// trimLoop purges, every TrimInterval, what each channel's retention by
-// count no longer keeps and what was stored more than TrimGrace ago. The
+// trimLoop purges, every TrimInterval, what each channel's retention (by
+// count and by age) no longer keeps, of what was stored more than
+// TrimGrace ago. The
 // Engine owns the goroutine; Close stops it.
 func (e *Engine) trimLoop() {
 	defer close(e.trimDone)
@@ -240,7 +242,7 @@ func (e *Engine) trimLoop() {
 	}
 }
 
-// trimRound applies retention by count to every channel once.
+// trimRound applies retention to every channel once.
 func (e *Engine) trimRound(ctx context.Context) error {
 	lister, err := e.epochs.ListKeys(ctx)
 	if err != nil {
@@ -252,11 +254,16 @@ func (e *Engine) trimRound(ctx context.Context) error {
 			continue
 		}
 		r := e.opts.Retention(name)
-		if r.MaxCount >= 1<<40 {
-			continue
+		if r.MaxCount < 1<<40 {
+			if err := e.purgeOlder(ctx, name, uint64(r.MaxCount)); err != nil {
+				return err
+			}
 		}
-		if err := e.purgeOlder(ctx, name, uint64(r.MaxCount)); err != nil {
-			return err
+		if r.MaxAge > 0 {
+			// Never younger than TrimGrace: every node's feed has had it.
+			if err := e.purgeAged(ctx, name, e.opts.Now().Add(-max(r.MaxAge, e.opts.TrimGrace))); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -965,9 +972,13 @@ func (e *Engine) Trim(ctx context.Context, ch string, r store.Retention) error {
 	if r.MaxAge <= 0 {
 		return nil
 	}
-	cutoff := e.opts.Now().Add(-r.MaxAge)
-	// Purge the records older than cutoff, one sequence at a time from
-	// the oldest, keeping the head's message.
+	return e.purgeAged(ctx, ch, e.opts.Now().Add(-r.MaxAge))
+}
+
+// purgeAged purges the records of ch older than cutoff, one sequence at a
+// time from the oldest, keeping the head's message (it holds the
+// offset): when the head's record is too old as well, a floor hides it.
+func (e *Engine) purgeAged(ctx context.Context, ch string, cutoff time.Time) error {
 	var c channel
 	if err := e.refresh(ctx, ch, &c); err != nil {
 		return err
@@ -982,8 +993,6 @@ func (e *Engine) Trim(ctx context.Context, ch string, r store.Retention) error {
 			return nil
 		}
 		if off >= c.head {
-			// The head's record is too old as well: its message stays, as
-			// it holds the offset, and the floor hides it.
 			return e.setFloor(ctx, ch, c.head+1)
 		}
 		if err := e.stream.DeleteMsg(ctx, m.Sequence); err != nil {

@@ -158,3 +158,51 @@ func TestClaimOfADeadNodeIsTakenOver(t *testing.T) {
 		t.Fatalf("k2 again: %+v %v", res, err)
 	}
 }
+
+// The trimmer applies retention by age too: records older than the
+// channel's age (and than TrimGrace) go, the head's message stays, and a
+// read starts after them.
+func TestTrimmerPurgesWhatAged(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t, t.TempDir(), -1)
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e, err := Open(context.Background(), Options{URLs: ns.ClientURL(), Now: clock, TrimInterval: 50 * time.Millisecond, TrimGrace: time.Nanosecond,
+		Retention: func(string) store.Retention { return store.Retention{MaxCount: 1 << 50, MaxAge: time.Hour} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	for i := range 5 {
+		if _, err := e.Append(ctx, "aged", store.Record{ID: fmt.Sprint(i), Payload: []byte{byte(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Hour)
+	mu.Unlock()
+	if _, err := e.Append(ctx, "aged", store.Record{ID: "new", Payload: []byte("new")}); err != nil {
+		t.Fatal(err)
+	}
+	subj := e.subject("aged")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, err := e.stream.Info(ctx, jetstream.WithSubjectFilter(subj))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := info.State.Subjects[subj]; n == 1 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the stream still holds %d messages of the channel, want 1", n)
+		}
+		time.Sleep(20 * time.Millisecond) // polled: the trimmer runs on its own schedule
+	}
+	page, err := e.Read(ctx, "aged", 0, 100)
+	if err != nil || page.First != 6 || len(page.Entries) != 1 || string(page.Entries[0].Payload) != "new" {
+		t.Fatalf("read: first %d, %d entries (%v); want only offset 6", page.First, len(page.Entries), err)
+	}
+}
