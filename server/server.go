@@ -36,7 +36,8 @@ type Server struct {
 	presence   *presenceWiring
 	grants     *Grants
 	moderation *Moderation
-	shared     *sharedState // other nodes' grants and bans, on a shared engine
+	shared     *sharedState   // other nodes' grants and bans, on a shared engine
+	counts     *clusterCounts // other nodes' sessions per user; nil on one node
 	limits     limits
 	tokens     tokenCache // verified user tokens
 	ids        sessionIDs // mints session ids and checks whose they are
@@ -106,6 +107,10 @@ func New(cfg Config, engine store.Engine) (*Server, error) {
 	if err := engine.Feed(s.committed); err != nil {
 		shared.close()
 		return nil, fmt.Errorf("server: take the engine's commit feed: %w", err)
+	}
+	if s.counts, err = startClusterCounts(engine, s.sessions.userCounts, cfg.Logger); err != nil {
+		shared.close()
+		return nil, fmt.Errorf("server: count sessions across nodes: %w", err)
 	}
 	s.presence = startPresence(s)
 	s.ready.Store(true)
@@ -192,6 +197,7 @@ func (s *Server) Shutdown() {
 		}
 	}
 	s.shared.close()
+	s.counts.halt()
 	s.presence.halt()
 	// Users still online are last seen now.
 	for _, user := range onlineUsers(all) {

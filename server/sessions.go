@@ -154,14 +154,18 @@ func (s *Server) newSession(t *Transport, id Identity, opts sessionOptions) (*Se
 			old.Close(ReasonReplaced)
 		}
 	}
-	n, ok := s.sessions.add(sess, s.cfg.Limits.MaxSessionsPerUser, func() {
+	remote := 0
+	if counted(id) {
+		remote = s.counts.remote(id.User) // on the other nodes of a cluster
+	}
+	n, ok := s.sessions.add(sess, s.cfg.Limits.MaxSessionsPerUser-remote, func() {
 		if s.obs.want(SessionOpened) {
 			s.obs.emit(Event{Kind: SessionOpened, At: sess.opened, Session: sess.ID, Transport: t.name, User: id.User})
 		}
 	})
 	if !ok {
 		cancel()
-		e := newError(http.StatusTooManyRequests, ErrRateLimited, "user %q has %d open sessions, the limit is %d", id.User, n, s.cfg.Limits.MaxSessionsPerUser)
+		e := newError(http.StatusTooManyRequests, ErrRateLimited, "user %q has %d open sessions, the limit is %d", id.User, n+remote, s.cfg.Limits.MaxSessionsPerUser)
 		e.RetryAfter = time.Second
 		return nil, e
 	}
@@ -264,6 +268,17 @@ func (r *registry) forget(sess *Session) {
 		}
 	}
 	r.mu.Unlock()
+}
+
+// userCounts returns how many sessions each counted user has open.
+func (r *registry) userCounts() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]int, len(r.perUser))
+	for u, n := range r.perUser {
+		out[u] = n
+	}
+	return out
 }
 
 // get returns the open session with that id, or nil.

@@ -184,6 +184,20 @@ type StateWatcher interface {
 	WatchState(prefix string, fn func(key string, value []byte, deleted bool)) (stop func(), err error)
 }
 
+// Bus is implemented by an engine that several nodes share: a way for
+// the nodes to tell each other what is not stored (how many sessions a
+// user holds on each). Broadcasts are best effort: at most once, not
+// stored, lost while a node is away.
+type Bus interface {
+	// Broadcast sends data to every node's Listen on topic, this one's
+	// included.
+	Broadcast(topic string, data []byte) error
+	// Listen calls fn with each broadcast on topic, one call at a time,
+	// from a goroutine the engine owns; stop ends it and waits for fn's
+	// last call.
+	Listen(topic string, fn func(data []byte)) (stop func(), err error)
+}
+
 // Every *Store is an Engine.
 var _ Engine = (*Store)(nil)
 

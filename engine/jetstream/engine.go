@@ -1184,6 +1184,48 @@ func (e *Engine) WatchState(prefix string, fn func(k string, value []byte, delet
 	return func() { _ = w.Stop(); <-done }, nil
 }
 
+var _ store.Bus = (*Engine)(nil)
+
+// busSubject is a bus topic's subject: plain NATS, outside the stream's
+// subjects, so nothing of it is stored.
+func (e *Engine) busSubject(topic string) string {
+	return "herald.bus." + e.opts.Stream + "." + key(topic)
+}
+
+// Broadcast sends data to every node listening on topic (store.Bus).
+func (e *Engine) Broadcast(topic string, data []byte) error {
+	if err := e.nc.Publish(e.busSubject(topic), data); err != nil {
+		return fmt.Errorf("jetstream: broadcast %s: %w", topic, err)
+	}
+	return nil
+}
+
+// Listen calls fn with every broadcast on topic (store.Bus).
+func (e *Engine) Listen(topic string, fn func(data []byte)) (stop func(), err error) {
+	if err := e.begin(); err != nil {
+		return nil, err
+	}
+	defer e.inflight.Done()
+	ch := make(chan *nats.Msg, 256)
+	sub, err := e.nc.ChanSubscribe(e.busSubject(topic), ch)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: listen %s: %w", topic, err)
+	}
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case m := <-ch:
+				fn(m.Data)
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() { _ = sub.Unsubscribe(); close(quit); <-done }, nil
+}
+
 // ScanState calls fn for the keys with prefix, in order (store.Engine).
 func (e *Engine) ScanState(ctx context.Context, prefix string, fn func(string, []byte) error) error {
 	if err := e.begin(); err != nil {

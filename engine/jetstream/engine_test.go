@@ -206,3 +206,45 @@ func TestTrimmerPurgesWhatAged(t *testing.T) {
 		t.Fatalf("read: first %d, %d entries (%v); want only offset 6", page.First, len(page.Entries), err)
 	}
 }
+
+// The bus reaches every engine on the cluster, the sender's included,
+// and stores nothing.
+func TestBusReachesEveryNode(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t, t.TempDir(), -1)
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	var engines []*Engine
+	heard := make(chan string, 4)
+	for i := range 2 {
+		e, err := Open(context.Background(), Options{URLs: ns.ClientURL(), TrimInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		stop, err := e.Listen("counts", func(b []byte) { heard <- fmt.Sprintf("%d:%s", i, b) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stop()
+		engines = append(engines, e)
+	}
+	if err := engines[1].Broadcast("counts", []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for range 2 {
+		select {
+		case h := <-heard:
+			got[h] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("heard %v, want both engines to hear the broadcast", got)
+		}
+	}
+	if !got["0:hello"] || !got["1:hello"] {
+		t.Fatalf("heard %v", got)
+	}
+	info, err := engines[0].stream.Info(context.Background())
+	if err != nil || info.State.Msgs != 0 {
+		t.Fatalf("the stream holds %d messages after a broadcast (%v), want none", info.State.Msgs, err)
+	}
+}
