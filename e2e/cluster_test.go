@@ -308,3 +308,53 @@ func TestClusterSharesGrantsDisconnectsAndBans(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // the lift travels through NATS: polled
 	}
 }
+
+// Presence is the cluster's: a member on any node is announced to the
+// subscribers of every node and listed by every node; a user with
+// sessions on two nodes is one member; when a node dies its members
+// leave (once the others stop hearing from it, then the grace), except
+// those still connected to another node.
+func TestClusterPresenceIsOne(t *testing.T) {
+	const room = "chat_room_1"
+	c := startCluster(t, "--config", writeConfig(t, presenceYAML))
+	urls := c.urls()
+	toks := permTokens(t, map[string][]string{
+		"ann": {"--sub", "ann"}, "bob": {"--sub", "bob"}, "cy": {"--sub", "cy"},
+	})
+	ann := openAs(t, sseDriver{}, urls[0], toks["ann"], room)
+	// heard waits for ann's next presence event named event, returning
+	// the user it names and the leaves met on the way.
+	heard := func(event string) (user string, leaves []string) {
+		t.Helper()
+		for {
+			e := nextPresence(t, "ann", ann, 30*time.Second)
+			var d struct {
+				User string `json:"user"`
+			}
+			_ = json.Unmarshal(e.Data, &d)
+			if e.Event == event {
+				return d.User, leaves
+			}
+			if e.Event == "herald.leave" {
+				leaves = append(leaves, d.User)
+			}
+		}
+	}
+	openAs(t, wsDriver{}, urls[1], toks["bob"], room)
+	if u, _ := heard("herald.join"); u != "bob" {
+		t.Fatalf("ann on node 1 heard %s join, want bob (on node 2)", u)
+	}
+	openAs(t, pollDriver{}, urls[1], toks["cy"], room)
+	if u, _ := heard("herald.join"); u != "cy" {
+		t.Fatalf("ann on node 1 heard %s join, want cy (on node 2)", u)
+	}
+	openAs(t, sseDriver{}, urls[2], toks["bob"], room) // bob on node 3 too: one member
+	waitPresence(t, urls[2], apiKey, room, map[string]int{"ann": 1, "bob": 2, "cy": 1})
+	waitPresence(t, urls[0], apiKey, room, map[string]int{"ann": 1, "bob": 2, "cy": 1})
+
+	c.nodes[1].kill()
+	if u, leaves := heard("herald.leave"); u != "cy" || len(leaves) > 0 {
+		t.Fatalf("after node 2 died ann heard %s leave (and %v before), want cy only: bob is still on node 3", u, leaves)
+	}
+	waitPresence(t, urls[0], apiKey, room, map[string]int{"ann": 1, "bob": 1})
+}

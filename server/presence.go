@@ -39,7 +39,8 @@ type presenceWiring struct {
 	done    chan struct{}
 	once    sync.Once
 
-	limiters *limiterSet // per member (user, NUL, channel): signals
+	limiters *limiterSet  // per member (user, NUL, channel): signals
+	bus      *presenceBus // the other nodes of a cluster; nil on one node
 
 	mu       sync.Mutex           // guards onlineAt
 	onlineAt map[string]time.Time // users come online, for status channels they join soon
@@ -57,12 +58,17 @@ func startPresence(s *Server) *presenceWiring {
 		onlineAt: make(map[string]time.Time),
 	}
 	go p.loop() // owned: stopped and waited for by stop (Shutdown)
+	var err error
+	if p.bus, err = startPresenceBus(p, s.engine); err != nil {
+		s.logger.Warn("presence: this node's members stay its own: no bus to the other nodes", "err", err)
+	}
 	return p
 }
 
-// halt stops the presence goroutine. Idempotent.
+// halt stops the presence goroutines. Idempotent.
 func (p *presenceWiring) halt() {
 	p.once.Do(func() {
+		p.bus.halt()
 		close(p.stop)
 		<-p.done
 	})
@@ -112,14 +118,21 @@ func (p *presenceWiring) join(sess *Session, sub *subscription) {
 	if on, _, _ := p.srv.rules.presence(sub.rule); !on || !member(id) {
 		return
 	}
+	attrs := p.memberAttrs(id)
+	evs := p.tracker.Join(p.srv.now(), sub.name, id.User, sess.ID, attrs)
+	p.announce(evs, sess, &channelRule{channel: sub.name, rule: sub.rule})
+	p.bus.send(presenceOp{Op: "join", Session: sess.ID, User: id.User, Channel: sub.name, Attrs: attrs})
+}
+
+// memberAttrs are the token attributes a member shows (presence.attrs).
+func (p *presenceWiring) memberAttrs(id Identity) map[string]string {
 	attrs := make(map[string]string, len(p.srv.cfg.Presence.Attrs))
 	for _, k := range p.srv.cfg.Presence.Attrs {
 		if v := id.Attrs[k]; len(v) > 0 {
 			attrs[k] = v[0]
 		}
 	}
-	evs := p.tracker.Join(p.srv.now(), sub.name, id.User, sess.ID, attrs)
-	p.announce(evs, sess, &channelRule{channel: sub.name, rule: sub.rule})
+	return attrs
 }
 
 // leave takes an ended subscription's session out of its channel: the
@@ -131,11 +144,13 @@ func (p *presenceWiring) leave(sess *Session, sub *subscription) {
 	}
 	p.tracker.Leave(p.srv.now(), sub.name, id.User, sess.ID)
 	p.kickClock()
+	p.bus.send(presenceOp{Op: "leave", Session: sess.ID, User: id.User, Channel: sub.name})
 }
 
 func (p *presenceWiring) connect(sess *Session) {
 	if id := sess.Identity(); member(id) {
 		p.announce(p.tracker.Connect(p.srv.now(), id.User, sess.ID), sess, nil)
+		p.bus.send(presenceOp{Op: "connect", Session: sess.ID, User: id.User})
 	}
 }
 
@@ -143,6 +158,7 @@ func (p *presenceWiring) disconnect(sess *Session) {
 	if id := sess.Identity(); member(id) {
 		p.tracker.Disconnect(p.srv.now(), id.User, sess.ID)
 		p.kickClock()
+		p.bus.send(presenceOp{Op: "disconnect", Session: sess.ID, User: id.User})
 	}
 }
 
@@ -367,6 +383,7 @@ func (s *Server) Signal(id Identity, req SignalRequest) error {
 	}
 	s.presence.announce(evs, nil, &cr)
 	s.presence.kickClock()
+	s.presence.bus.send(presenceOp{Op: "state", User: id.User, Channel: req.Channel, State: req.State, TTL: ttl})
 	return nil
 }
 
