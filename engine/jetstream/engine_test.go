@@ -74,17 +74,24 @@ func TestTrimmerPurgesWhatRetentionDropped(t *testing.T) {
 	if err != nil || page.First != 8 || len(page.Entries) != 3 {
 		t.Fatalf("read: first %d, %d entries (%v); want 8 and 3", page.First, len(page.Entries), err)
 	}
-	subj := e.subject("trimmed")
+	waitStored(t, e, "trimmed", 3)
+}
+
+// waitStored waits until the stream holds n messages of channel: the
+// trimmer runs on its own schedule.
+func waitStored(t *testing.T, e *Engine, channel string, n uint64) {
+	t.Helper()
+	subj := e.subject(channel)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		info, err := e.stream.Info(context.Background(), jetstream.WithSubjectFilter(subj))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := info.State.Subjects[subj]; n == 3 {
-			break
+		if got := info.State.Subjects[subj]; got == n {
+			return
 		} else if time.Now().After(deadline) {
-			t.Fatalf("the stream still holds %d messages of the channel, want 3", n)
+			t.Fatalf("the stream still holds %d messages of %s, want %d", got, channel, n)
 		}
 		time.Sleep(20 * time.Millisecond) // polled: the trimmer runs on its own schedule
 	}
@@ -187,20 +194,7 @@ func TestTrimmerPurgesWhatAged(t *testing.T) {
 	if _, err := e.Append(ctx, "aged", store.Record{ID: "new", Payload: []byte("new")}); err != nil {
 		t.Fatal(err)
 	}
-	subj := e.subject("aged")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		info, err := e.stream.Info(ctx, jetstream.WithSubjectFilter(subj))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := info.State.Subjects[subj]; n == 1 {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("the stream still holds %d messages of the channel, want 1", n)
-		}
-		time.Sleep(20 * time.Millisecond) // polled: the trimmer runs on its own schedule
-	}
+	waitStored(t, e, "aged", 1)
 	page, err := e.Read(ctx, "aged", 0, 100)
 	if err != nil || page.First != 6 || len(page.Entries) != 1 || string(page.Entries[0].Payload) != "new" {
 		t.Fatalf("read: first %d, %d entries (%v); want only offset 6", page.First, len(page.Entries), err)
