@@ -35,6 +35,13 @@ type presenceBus struct {
 	mu     sync.Mutex
 	remote map[string]*remoteNode // by node id
 
+	// sendMu orders what this node sends: mine is its member sessions as
+	// its operations said them, which its snapshots repeat.
+	sendMu sync.Mutex
+	mine   map[string]*remoteSession
+	snaps  uint64 // snapshots sent
+	part   int    // sessions per snapshot message (snapshotPart)
+
 	stopListen func()
 	stop, done chan struct{}
 }
@@ -43,6 +50,10 @@ type presenceBus struct {
 type remoteNode struct {
 	heard    time.Time
 	sessions map[string]*remoteSession
+	// parts gathers the parts of the snapshot being received (number
+	// snap); a snapshot that misses a part is dropped for the next.
+	snap  uint64
+	parts map[int][]snapSession
 }
 
 type remoteSession struct {
@@ -61,7 +72,16 @@ type presenceOp struct {
 	State    json.RawMessage   `json:"state,omitempty"`
 	TTL      time.Duration     `json:"ttl,omitempty"`
 	Sessions []snapSession     `json:"sessions,omitempty"`
+	// A snapshot too large for one message goes in parts: Snap numbers
+	// the snapshot, Part (from 0) and Parts place this one.
+	Snap  uint64 `json:"snap,omitempty"`
+	Part  int    `json:"part,omitempty"`
+	Parts int    `json:"parts,omitempty"`
 }
+
+// snapshotPart is how many sessions a snapshot message lists at most:
+// about 60 bytes each, well under NATS's default 1 MB message.
+const snapshotPart = 4000
 
 type snapSession struct {
 	ID       string                       `json:"id"`
@@ -83,7 +103,7 @@ func startPresenceBus(p *presenceWiring, engine store.Engine) (*presenceBus, err
 	}
 	var id [8]byte
 	_, _ = rand.Read(id[:])
-	b := &presenceBus{p: p, node: hex.EncodeToString(id[:]), bus: bus, remote: map[string]*remoteNode{},
+	b := &presenceBus{p: p, node: hex.EncodeToString(id[:]), bus: bus, remote: map[string]*remoteNode{}, mine: map[string]*remoteSession{}, part: snapshotPart,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	stop, err := bus.Listen(presenceTopic, b.heard)
 	if err != nil {
@@ -99,6 +119,31 @@ func (b *presenceBus) send(op presenceOp) {
 	if b == nil {
 		return
 	}
+	b.sendMu.Lock()
+	defer b.sendMu.Unlock()
+	switch op.Op {
+	case "connect", "join":
+		ms := b.mine[op.Session]
+		if ms == nil {
+			ms = &remoteSession{user: op.User, channels: map[string]map[string]string{}}
+			b.mine[op.Session] = ms
+		}
+		if op.Op == "join" {
+			ms.channels[op.Channel] = op.Attrs
+		}
+	case "leave":
+		if ms := b.mine[op.Session]; ms != nil {
+			delete(ms.channels, op.Channel)
+		}
+	case "disconnect":
+		delete(b.mine, op.Session)
+	}
+	b.publishLocked(op)
+}
+
+// publishLocked broadcasts op; b.sendMu is held, so that operations and
+// snapshots go out in the order this node's state changed.
+func (b *presenceBus) publishLocked(op presenceOp) {
 	op.Node = b.node
 	data, _ := json.Marshal(op)
 	if err := b.bus.Broadcast(presenceTopic, data); err != nil {
@@ -118,7 +163,7 @@ func (b *presenceBus) loop() {
 			return
 		case <-tick.C:
 		}
-		b.send(presenceOp{Op: "snapshot", Sessions: b.p.localSnapshot()})
+		b.sendSnapshot()
 		b.mu.Lock()
 		var dead []string
 		for id, n := range b.remote {
@@ -150,7 +195,9 @@ func (b *presenceBus) heard(data []byte) {
 		return
 	}
 	if op.Op == "snapshot" {
-		b.reconcile(op.Node, op.Sessions, false)
+		if whole, ok := b.gather(op); ok {
+			b.reconcile(op.Node, whole, false)
+		}
 		return
 	}
 	b.mu.Lock()
@@ -174,6 +221,49 @@ func (b *presenceBus) heard(data []byte) {
 	}
 	b.mu.Unlock()
 	b.apply(op)
+}
+
+// sendSnapshot sends this node's member sessions as its operations left
+// them, in parts of b.part, with no operation between the parts.
+func (b *presenceBus) sendSnapshot() {
+	b.sendMu.Lock()
+	defer b.sendMu.Unlock()
+	sessions := make([]snapSession, 0, len(b.mine))
+	for id, ms := range b.mine {
+		chs := make(map[string]map[string]string, len(ms.channels))
+		for ch, a := range ms.channels {
+			chs[ch] = a
+		}
+		sessions = append(sessions, snapSession{ID: id, User: ms.user, Channels: chs})
+	}
+	b.snaps++
+	parts := max(1, (len(sessions)+b.part-1)/b.part)
+	for i := range parts {
+		part := sessions[min(i*b.part, len(sessions)):min((i+1)*b.part, len(sessions))]
+		b.publishLocked(presenceOp{Op: "snapshot", Sessions: part, Snap: b.snaps, Part: i, Parts: parts})
+	}
+}
+
+// gather collects a snapshot's parts; ok once op completes it.
+func (b *presenceBus) gather(op presenceOp) (whole []snapSession, ok bool) {
+	if op.Parts <= 1 {
+		return op.Sessions, true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := b.nodeLocked(op.Node)
+	if n.snap != op.Snap || n.parts == nil {
+		n.snap, n.parts = op.Snap, map[int][]snapSession{}
+	}
+	n.parts[op.Part] = op.Sessions
+	if len(n.parts) < op.Parts {
+		return nil, false
+	}
+	for i := range op.Parts {
+		whole = append(whole, n.parts[i]...)
+	}
+	n.parts = nil
+	return whole, true
 }
 
 func (b *presenceBus) nodeLocked(id string) *remoteNode {
@@ -292,26 +382,4 @@ func (b *presenceBus) reconcile(node string, snap []snapSession, dead bool) {
 func hasKey(m map[string]map[string]string, k string) bool {
 	_, ok := m[k]
 	return ok
-}
-
-// localSnapshot lists this node's member sessions and their channels
-// that keep presence.
-func (p *presenceWiring) localSnapshot() []snapSession {
-	var out []snapSession
-	for _, sess := range p.srv.sessions.all() {
-		id := sess.Identity()
-		if !member(id) {
-			continue
-		}
-		s := snapSession{ID: sess.ID, User: id.User, Channels: map[string]map[string]string{}}
-		sess.mu.Lock()
-		for _, sub := range sess.subs {
-			if on, _, _ := p.srv.rules.presence(sub.rule); on {
-				s.Channels[sub.name] = p.memberAttrs(id)
-			}
-		}
-		sess.mu.Unlock()
-		out = append(out, s)
-	}
-	return out
 }

@@ -93,3 +93,42 @@ func TestPresenceAcrossNodes(t *testing.T) {
 		t.Fatalf("A's presence once B is gone: %+v, want ann alone", info)
 	}
 }
+
+// A snapshot in parts is applied once all its parts are in; a later
+// snapshot without a session takes it out (a lost leave repaired).
+func TestPresenceSnapshotInParts(t *testing.T) {
+	t.Parallel()
+	srv := presenceNode(t, &memBus{listeners: map[string][]chan []byte{}})
+	b := srv.presence.bus
+	snap := func(n uint64, part, parts int, users ...string) {
+		var ss []snapSession
+		for _, u := range users {
+			ss = append(ss, snapSession{ID: "s_" + u, User: u, Channels: map[string]map[string]string{"room": {}}})
+		}
+		data, _ := json.Marshal(presenceOp{Node: "other", Op: "snapshot", Sessions: ss, Snap: n, Part: part, Parts: parts})
+		b.heard(data)
+	}
+	count := func() int {
+		info, err := srv.Presence(system, "room", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Count
+	}
+	snap(1, 0, 2, "ann", "bob")
+	if n := count(); n != 0 {
+		t.Fatalf("%d members after the first of two parts, want none yet", n)
+	}
+	snap(1, 1, 2, "cy")
+	if n := count(); n != 3 {
+		t.Fatalf("%d members after both parts, want 3", n)
+	}
+	snap(2, 0, 1, "ann", "cy") // bob's leave was lost: the snapshot says it
+	deadline := time.Now().Add(10 * time.Second)
+	for count() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d members, want bob gone after the grace", count())
+		}
+		time.Sleep(20 * time.Millisecond) // the grace runs on the presence clock: polled
+	}
+}
