@@ -441,8 +441,8 @@ func (s *Subscription) deliver(ctx context.Context, o outcome, r *attemptResult)
 		r.progress = true
 	case verdictConnected:
 		r.connected = true
+		s.moved() // first: Subscribe returns once ready, and Session must tell the session then
 		s.markReady()
-		s.moved()
 	case verdictDisconnect:
 		r.err, r.fatal = o.err, !o.reconnect
 		return true
