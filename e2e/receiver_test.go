@@ -41,6 +41,7 @@ type receiverStats struct {
 	DelayRequests int     `json:"delay_requests"`
 	Requests      int64   `json:"requests"`
 	Inflight      int64   `json:"inflight"`
+	HoldingMS     int     `json:"holding_ms"`
 }
 
 // hookRecord is one request the receiver got.

@@ -372,14 +372,20 @@ func TestWebhookSIGKILLMidDelivery(t *testing.T) {
 	rcv.waitFor(time.Minute, "deliveries under way on both endpoints", func(recs []hookRecord) bool {
 		return len(acceptedOffsets(recs, "/ordered", channel)) >= 30 && len(acceptedOffsets(recs, "/parallel", channel)) >= 30
 	})
+	// From here the receiver holds each request for a minute, so the kill
+	// surely finds one waiting for its answer (a request of 200 ms can end
+	// between a look at the receiver and the kill on a loaded machine).
+	const hold = 60_000
+	rcv.setMode(map[string]any{"delay_ms": hold})
 	deadline := time.Now().Add(20 * time.Second)
-	for rcv.stats().Inflight == 0 {
+	for rcv.stats().HoldingMS != hold {
 		if time.Now().After(deadline) {
-			t.Fatal("no request in flight at the receiver for 20s")
+			t.Fatal("no request held at the receiver for 20s")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	srv.kill()
+	rcv.setMode(map[string]any{"delay_ms": 200})
 	before := rcv.records()
 	srv.restart()
 

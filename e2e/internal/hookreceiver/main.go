@@ -77,6 +77,9 @@ type stats struct {
 	mode
 	Requests int64 `json:"requests"`
 	Inflight int64 `json:"inflight"`
+	// HoldingMS is the longest delay among the requests being held now
+	// (0: none), so a test can act while a request surely waits.
+	HoldingMS int `json:"holding_ms"`
 }
 
 // record is one request as printed.
@@ -115,6 +118,7 @@ type receiver struct {
 	rng      *rand.Rand
 	seq      int64
 	inflight int64
+	holding  map[int]int // delay in ms → requests waiting it out now
 	out      io.Writer
 }
 
@@ -134,8 +138,9 @@ func run() error {
 		return errors.New("-addr, -control and -secret are required")
 	}
 	r := &receiver{log: slog.New(slog.NewTextHandler(os.Stderr, nil)), out: os.Stdout,
-		m:   mode{Status: *status, FailRate: *failRate, DelayMS: int(delay.Milliseconds()), DelayRequests: *delayN},
-		rng: rand.New(rand.NewPCG(*seed, *seed^0x9e3779b97f4a7c15))}
+		m:       mode{Status: *status, FailRate: *failRate, DelayMS: int(delay.Milliseconds()), DelayRequests: *delayN},
+		rng:     rand.New(rand.NewPCG(*seed, *seed^0x9e3779b97f4a7c15)),
+		holding: map[int]int{}}
 	for s := range strings.SplitSeq(*secrets, ",") {
 		key, err := parseSecret(s)
 		if err != nil {
@@ -278,6 +283,9 @@ func (r *receiver) receive(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	fail := !wait && m.FailRate > 0 && r.rng.Float64() < m.FailRate
+	if wait {
+		r.holding[m.DelayMS]++
+	}
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
@@ -288,10 +296,19 @@ func (r *receiver) receive(w http.ResponseWriter, req *http.Request) {
 	if wait {
 		rec.DelayedMS = m.DelayMS
 		t := time.NewTimer(time.Duration(m.DelayMS) * time.Millisecond)
+		var cut bool
 		select {
 		case <-t.C:
 		case <-req.Context().Done():
 			t.Stop()
+			cut = true
+		}
+		r.mu.Lock()
+		if r.holding[m.DelayMS]--; r.holding[m.DelayMS] == 0 {
+			delete(r.holding, m.DelayMS)
+		}
+		r.mu.Unlock()
+		if cut {
 			r.print(&rec) // status 0: nobody waits for the answer any more
 			return
 		}
@@ -356,6 +373,9 @@ func (r *receiver) print(v any) {
 func (r *receiver) getMode(w http.ResponseWriter, _ *http.Request) {
 	r.mu.Lock()
 	st := stats{mode: r.m, Requests: r.seq, Inflight: r.inflight}
+	for ms := range r.holding {
+		st.HoldingMS = max(st.HoldingMS, ms)
+	}
 	r.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(st)
