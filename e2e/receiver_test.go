@@ -294,3 +294,24 @@ func onPath(recs []hookRecord, path string) []hookRecord {
 	}
 	return out
 }
+
+// holdRequests makes the receiver hold each request it gets from now on
+// for a minute, runs then (when not nil), and returns once it holds one:
+// a kill of the sender then surely cuts a request in flight (one answered
+// within milliseconds can end between a look at the receiver and the kill
+// on a loaded machine).
+func (r *receiver) holdRequests(then func()) {
+	r.t.Helper()
+	const hold = 60_000
+	r.setMode(map[string]any{"delay_ms": hold})
+	if then != nil {
+		then()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for r.stats().HoldingMS != hold {
+		if time.Now().After(deadline) {
+			r.t.Fatal("no request held at the receiver for 30s")
+		}
+		time.Sleep(5 * time.Millisecond) // polled: the receiver is another process
+	}
+}

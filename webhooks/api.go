@@ -29,6 +29,10 @@ type EndpointStatus struct {
 	Events   []string `json:"events"`
 	Channels []string `json:"channels,omitempty"`
 	Ordered  bool     `json:"ordered"`
+	// Delivering is set on the node that delivers: on a cluster, the one
+	// holding the webhooks lease (Breaker, LastSuccess and LastError are
+	// that node's; Depth and Dead are the cluster's).
+	Delivering bool `json:"delivering"`
 	// Breaker is closed, half-open or open; Disabled is set after a 410.
 	Breaker  string `json:"breaker"`
 	Disabled bool   `json:"disabled"`
@@ -52,7 +56,7 @@ func (s *Service) Status() []EndpointStatus {
 	for _, w := range s.workers {
 		st := w.status()
 		e := EndpointStatus{Name: w.ep.Name, URL: w.ep.URLParsed.Redacted(), Events: w.ep.Events,
-			Channels: w.ep.Channels, Ordered: w.ep.Ordered, Breaker: s.sender.BreakerState(w.ep.Name), Disabled: st.disabled}
+			Channels: w.ep.Channels, Ordered: w.ep.Ordered, Delivering: s.leading(), Breaker: s.sender.BreakerState(w.ep.Name), Disabled: st.disabled}
 		if s.outbox != nil {
 			e.Depth, e.Dead, _ = s.outbox.Depth(w.ep.Name)
 		}

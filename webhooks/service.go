@@ -33,6 +33,11 @@ type Options struct {
 	// BreakerTimeout, when set, replaces every endpoint's breaker.timeout
 	// (tests).
 	BreakerTimeout time.Duration
+	// Standby makes the Service deliver and queue life events only during
+	// a call of Lead: the nodes of a cluster all run one, and the node
+	// holding the webhooks lease leads. Default false: it delivers from
+	// Start to Shutdown.
+	Standby bool
 }
 
 // maxEndpoints is how many endpoints a Service takes: one outbox queue
@@ -74,6 +79,12 @@ type Service struct {
 	lifeReady  chan struct{}
 	lifeDone   chan struct{}
 	stopOnce   sync.Once
+
+	termMu sync.Mutex
+	// term is the current term (nil between terms, or done and about to
+	// be cleared); termChanged is closed, and replaced, when term changes.
+	term        context.Context
+	termChanged chan struct{}
 }
 
 // New returns a Service for opts' endpoints; Start runs it.
@@ -104,7 +115,10 @@ func New(opts Options) (*Service, error) {
 	}
 	s := &Service{opts: opts, sender: NewSender(opts.Client, opts.UserAgent), byName: map[string]*worker{},
 		lifePending: map[string][]Entry{}, lifeReady: make(chan struct{}, 1), lifeDone: make(chan struct{}),
-		lastClosed: map[string]server.Event{}}
+		lastClosed: map[string]server.Event{}, termChanged: make(chan struct{})}
+	if !opts.Standby {
+		s.term = context.Background() // one term, from Start to Shutdown
+	}
 	s.sender.breakerTimeout = opts.BreakerTimeout
 	for _, ep := range opts.Endpoints {
 		w := newWorker(s, ep)
@@ -184,6 +198,55 @@ func (s *Service) Start(srv *server.Server, outbox Outbox) error {
 	return nil
 }
 
+// Lead makes the Service deliver, and queue the life events it observes,
+// until ctx ends (the term of the webhooks lease on a cluster); then what
+// is in flight is cancelled and stays queued for the next term, here or
+// on another node. Lead returns once the term is over. Only for a Service
+// made with Options.Standby.
+func (s *Service) Lead(ctx context.Context) {
+	s.setTerm(func() { s.term = ctx })
+	for _, w := range s.workers {
+		w.signal()
+	}
+	<-ctx.Done()
+	s.setTerm(func() { s.term = nil })
+}
+
+// setTerm changes the term with change, under termMu, and tells those
+// waiting for it.
+func (s *Service) setTerm(change func()) {
+	s.termMu.Lock()
+	change()
+	close(s.termChanged)
+	s.termChanged = make(chan struct{})
+	s.termMu.Unlock()
+}
+
+// leading reports whether a term is under way.
+func (s *Service) leading() bool {
+	s.termMu.Lock()
+	defer s.termMu.Unlock()
+	return s.term != nil && s.term.Err() == nil
+}
+
+// awaitTerm returns the current term once there is one, or false once
+// quit is closed.
+func (s *Service) awaitTerm(quit <-chan struct{}) (context.Context, bool) {
+	for {
+		s.termMu.Lock()
+		term, changed := s.term, s.termChanged
+		s.termMu.Unlock()
+		if term != nil && term.Err() == nil {
+			return term, true
+		}
+		select {
+		case <-changed:
+		case <-quit:
+			return nil, false
+		}
+	}
+}
+
 // Shutdown stops the delivery loops: requests in flight are cancelled
 // (their events stay queued and go out again after a restart, with the
 // same ids), life events already observed are queued first. It returns
@@ -230,8 +293,8 @@ func (s *Service) observe(ev server.Event) {
 		}
 	}
 	typ, ok := lifeType(ev.Kind)
-	if !ok {
-		return
+	if !ok || !s.leading() {
+		return // between terms, the leading node queues it
 	}
 	l := life{ID: newEventID(), Type: typ, User: ev.User, Session: ev.Session, Channel: ev.Channel,
 		Transport: ev.Transport, Reason: reasonText(ev), State: ev.State}

@@ -105,13 +105,35 @@ func (w *worker) status() status {
 	return w.st
 }
 
-// run delivers until stop, then cancels what is in flight and waits for
-// it.
+// run delivers in each of the Service's terms until stop. Between terms
+// it holds nothing: a term that ends cancels what is in flight (those
+// entries stay queued) and the next one reads the queue from its start.
 func (w *worker) run(parent context.Context) {
-	ctx, cancel := context.WithCancel(parent)
+	for {
+		term, ok := w.svc.awaitTerm(w.quit)
+		if !ok || w.runTerm(parent, term) {
+			return
+		}
+		w.pending, w.after, w.more, w.reload = nil, 0, true, false
+	}
+}
+
+// runTerm delivers until term or parent ends (false) or stop (true),
+// then cancels what is in flight and waits for it.
+func (w *worker) runTerm(parent, term context.Context) (stopped bool) {
+	ctx, cancel := context.WithCancel(term)
 	defer cancel()
+	defer context.AfterFunc(parent, cancel)()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	drain := func() {
+		cancel()
+		for w.inflight > 0 {
+			r := <-w.results
+			w.inflight--
+			w.svc.metrics.observe(w.ep.Name, r)
+		}
+	}
 	for {
 		if w.reload && w.inflight == 0 {
 			w.pending, w.after, w.more, w.reload = nil, 0, true, false
@@ -130,14 +152,12 @@ func (w *worker) run(parent context.Context) {
 		case <-w.wake:
 			w.more = true
 		case <-tick:
+		case <-ctx.Done():
+			drain()
+			return false
 		case <-w.quit:
-			cancel()
-			for w.inflight > 0 {
-				r := <-w.results
-				w.inflight--
-				w.svc.metrics.observe(w.ep.Name, r)
-			}
-			return
+			drain()
+			return true
 		}
 	}
 }

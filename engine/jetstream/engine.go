@@ -72,6 +72,9 @@ type Options struct {
 	// short its retention, so that every node's feed has reported it
 	// before it is purged. Default 1m.
 	TrimGrace time.Duration
+	// LeaseTTL is how long a lease (Lead) holds without being renewed.
+	// Default DefaultLeaseTTL.
+	LeaseTTL time.Duration
 	// Logger receives the connection's changes (lost, back, errors).
 	// Default slog.Default().
 	Logger *slog.Logger
@@ -102,6 +105,9 @@ func (o Options) withDefaults() Options {
 	if o.TrimGrace == 0 {
 		o.TrimGrace = time.Minute
 	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = DefaultLeaseTTL
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -127,6 +133,7 @@ type Engine struct {
 	state  jetstream.KeyValue
 	floors jetstream.KeyValue // per channel, the first offset kept when retention removed the head's record too
 	prefix string             // subject prefix of the channels
+	node   string             // this engine's id among the nodes (leases)
 
 	mu       sync.Mutex
 	closed   bool
@@ -191,7 +198,7 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: connect to %s: %w", opts.URLs, err)
 	}
-	e := &Engine{opts: opts, nc: nc, prefix: "herald.log.", channels: map[string]*channel{}, tags: map[tagKey]any{}}
+	e := &Engine{opts: opts, nc: nc, prefix: "herald.log.", node: newEpoch() + newEpoch(), channels: map[string]*channel{}, tags: map[tagKey]any{}}
 	// NATS may be starting too (a cluster's processes start together), or
 	// electing its JetStream leaders: the set-up is tried again until ctx
 	// ends.
@@ -244,6 +251,11 @@ func (e *Engine) trimLoop() {
 
 // trimRound applies retention to every channel once.
 func (e *Engine) trimRound(ctx context.Context) error {
+	// What the webhooks' router has not copied into the outbox yet stays.
+	pin, err := e.routed(ctx)
+	if err != nil {
+		return err
+	}
 	lister, err := e.epochs.ListKeys(ctx)
 	if err != nil {
 		return err
@@ -255,13 +267,13 @@ func (e *Engine) trimRound(ctx context.Context) error {
 		}
 		r := e.opts.Retention(name)
 		if r.MaxCount < 1<<40 {
-			if err := e.purgeOlder(ctx, name, uint64(r.MaxCount)); err != nil {
+			if err := e.purgeOlder(ctx, name, uint64(r.MaxCount), pin); err != nil {
 				return err
 			}
 		}
 		if r.MaxAge > 0 {
 			// Never younger than TrimGrace: every node's feed has had it.
-			if err := e.purgeAged(ctx, name, e.opts.Now().Add(-max(r.MaxAge, e.opts.TrimGrace))); err != nil {
+			if err := e.purgeAged(ctx, name, e.opts.Now().Add(-max(r.MaxAge, e.opts.TrimGrace)), pin); err != nil {
 				return err
 			}
 		}
@@ -271,8 +283,8 @@ func (e *Engine) trimRound(ctx context.Context) error {
 
 // purgeOlder purges a channel's messages before the newest keep (at
 // least the head's, which holds the offset), those stored more than
-// TrimGrace ago only.
-func (e *Engine) purgeOlder(ctx context.Context, ch string, keep uint64) error {
+// TrimGrace ago and below stream sequence pin (0: any) only.
+func (e *Engine) purgeOlder(ctx context.Context, ch string, keep, pin uint64) error {
 	var c channel
 	if err := e.refresh(ctx, ch, &c); err != nil || c.head == 0 {
 		return err
@@ -284,7 +296,7 @@ func (e *Engine) purgeOlder(ctx context.Context, ch string, keep uint64) error {
 	cutoff := time.Now().Add(-e.opts.TrimGrace)
 	for {
 		m, off, err := e.next(ctx, ch, 1)
-		if err != nil || m == nil || off > c.head-keep || !m.Time.Before(cutoff) {
+		if err != nil || m == nil || off > c.head-keep || !m.Time.Before(cutoff) || pinned(m.Sequence, pin) {
 			return err
 		}
 		if err := e.stream.DeleteMsg(ctx, m.Sequence); err != nil {
@@ -864,59 +876,79 @@ func (e *Engine) read(ctx context.Context, ch string, after uint64, limit int) (
 // consumer (one request for the page) rather than a request per message.
 const readByConsumer = 16
 
-// readConsumer reads up to want messages of ch from stream sequence seq
-// through a consumer of its own, keeping those in (after, head]. The
-// consumer is a plain ephemeral one, in memory, deleted once read (and
-// by the server after InactiveThreshold should the delete be lost):
-// an ordered consumer would recreate itself without end when the server
-// refuses, holding the reader (a session's catch-up) with it.
+// readConsumer reads up to want messages of ch from stream sequence seq,
+// keeping those in (after, head].
 func (e *Engine) readConsumer(ctx context.Context, ch string, seq, after, head uint64, want int) ([]store.Entry, error) {
-	cons, err := e.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		FilterSubject: e.subject(ch), DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seq,
-		AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true, Replicas: 1, InactiveThreshold: 30 * time.Second})
+	out := make([]store.Entry, 0, want)
+	err := consume(ctx, e.stream, e.subject(ch), seq, want, 2*time.Second, func(m jetstream.Msg) bool {
+		h := m.Headers()
+		off, err := strconv.ParseUint(h.Get(hdrOffset), 10, 64)
+		if err != nil {
+			return true
+		}
+		if off > head {
+			return false // appended after the read began: beyond the page
+		}
+		if off > after && len(out) < want {
+			t, _ := strconv.ParseInt(h.Get(hdrTime), 10, 64)
+			out = append(out, store.Entry{Offset: off, Time: time.Unix(0, t), Payload: m.Data()})
+		}
+		return len(out) < want
+	})
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: read %q: %w", ch, err)
 	}
+	return out, nil
+}
+
+// consume calls fn with the messages of subject from stream sequence seq,
+// in order, until fn returns false or none is left, fetching want at a
+// time. It
+// reads through a consumer of its own: a plain ephemeral one, in memory,
+// deleted once read (and by the server after InactiveThreshold should
+// the delete be lost); an ordered consumer would recreate itself without
+// end when the server refuses, holding the reader with it. Each fetch
+// waits up to wait for its messages (0: takes what is there).
+func consume(ctx context.Context, stream jetstream.Stream, subject string, seq uint64, want int, wait time.Duration, fn func(jetstream.Msg) bool) error {
+	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject: subject, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seq,
+		AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true, Replicas: 1, InactiveThreshold: 30 * time.Second})
+	if err != nil {
+		return err
+	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = e.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
+		_ = stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
 		cancel()
 	}()
-	out := make([]store.Entry, 0, want)
-	for len(out) < want {
-		wait := 2 * time.Second
-		if d, ok := ctx.Deadline(); ok {
-			wait = min(wait, max(time.Until(d), 10*time.Millisecond))
+	for {
+		var batch jetstream.MessageBatch
+		if wait > 0 {
+			w := wait
+			if d, ok := ctx.Deadline(); ok {
+				w = min(w, max(time.Until(d), 10*time.Millisecond))
+			}
+			batch, err = cons.Fetch(want, jetstream.FetchMaxWait(w))
+		} else {
+			batch, err = cons.FetchNoWait(want)
 		}
-		batch, err := cons.Fetch(want-len(out), jetstream.FetchMaxWait(wait))
 		if err != nil {
-			return nil, fmt.Errorf("jetstream: read %q: %w", ch, err)
+			return err
 		}
-		n, past := 0, false
+		n, more := 0, true
 		for m := range batch.Messages() {
 			n++
-			h := m.Headers()
-			off, err := strconv.ParseUint(h.Get(hdrOffset), 10, 64)
-			if err != nil {
-				continue
-			}
-			if off > head {
-				past = true // appended after the read began: beyond the page
-				continue
-			}
-			if off > after && len(out) < want {
-				t, _ := strconv.ParseInt(h.Get(hdrTime), 10, 64)
-				out = append(out, store.Entry{Offset: off, Time: time.Unix(0, t), Payload: m.Data()})
+			if more {
+				more = fn(m)
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, fmt.Errorf("jetstream: read %q: %w", ch, err)
+			return err
 		}
-		if n == 0 || past || ctx.Err() != nil {
-			break // nothing more (trimmed meanwhile), or past the head: what was read is the page
+		if n == 0 || !more || ctx.Err() != nil {
+			return ctx.Err() // nothing more (trimmed meanwhile), or fn has what it wants
 		}
 	}
-	return out, ctx.Err()
 }
 
 // Channels lists the channels created, by name (store.Engine).
@@ -972,13 +1004,14 @@ func (e *Engine) Trim(ctx context.Context, ch string, r store.Retention) error {
 	if r.MaxAge <= 0 {
 		return nil
 	}
-	return e.purgeAged(ctx, ch, e.opts.Now().Add(-r.MaxAge))
+	return e.purgeAged(ctx, ch, e.opts.Now().Add(-r.MaxAge), 0)
 }
 
 // purgeAged purges the records of ch older than cutoff, one sequence at a
 // time from the oldest, keeping the head's message (it holds the
 // offset): when the head's record is too old as well, a floor hides it.
-func (e *Engine) purgeAged(ctx context.Context, ch string, cutoff time.Time) error {
+// Messages from stream sequence pin on stay (0: none does).
+func (e *Engine) purgeAged(ctx context.Context, ch string, cutoff time.Time, pin uint64) error {
 	var c channel
 	if err := e.refresh(ctx, ch, &c); err != nil {
 		return err
@@ -989,7 +1022,7 @@ func (e *Engine) purgeAged(ctx context.Context, ch string, cutoff time.Time) err
 			return err
 		}
 		t, _ := strconv.ParseInt(m.Header.Get(hdrTime), 10, 64)
-		if !time.Unix(0, t).Before(cutoff) {
+		if !time.Unix(0, t).Before(cutoff) || pinned(m.Sequence, pin) {
 			return nil
 		}
 		if off >= c.head {
@@ -1000,6 +1033,9 @@ func (e *Engine) purgeAged(ctx context.Context, ch string, cutoff time.Time) err
 		}
 	}
 }
+
+// pinned reports a message the trimmer keeps for the webhooks' router.
+func pinned(seq, pin uint64) bool { return pin > 0 && seq >= pin }
 
 // floor returns the first offset retention left a channel beyond what
 // its messages show (0: none).

@@ -34,8 +34,10 @@ const maxHeaderBytes = 64 << 10
 // context) stops it, in the reverse order.
 //
 // Goroutines: the HTTP server's accept loop (started by New, ended by
-// Shutdown), the profiler's when configured, and those the core and the
-// transports own, which their own Shutdown and Wait end.
+// Shutdown), the profiler's when configured, on a cluster with webhooks
+// the bid for the webhooks lease (ended by Shutdown through leadStop),
+// and those the core and the transports own, which their own Shutdown
+// and Wait end.
 type App struct {
 	cfg    Config
 	logger *slog.Logger
@@ -46,6 +48,10 @@ type App struct {
 	ws     *ws.Handler
 	poll   *longpoll.Handler
 	hooks  *webhooks.Service // nil without endpoints
+	routes store.Outbox      // what the outbox queues take of stored messages
+	// leadStop ends this node's bid for the webhooks lease and its term
+	// (nil but on a cluster with webhooks).
+	leadStop func()
 	source *datasync.Source  // nil without sync.postgres
 
 	http     *http.Server
@@ -78,15 +84,19 @@ func New(cfg Config, logger *slog.Logger) (*App, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	a := &App{cfg: cfg, logger: logger, serveErr: make(chan error, 1)}
-	if a.hooks, opts.Outbox, err = cfg.newWebhooks(logger); err != nil {
+	if a.hooks, a.routes, err = cfg.newWebhooks(logger); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	opts.Outbox = a.routes
 	if a.engine, a.badger, err = cfg.openEngine(logger, opts); err != nil {
 		return nil, err
 	}
 	if err := a.build(); err != nil {
 		if a.srv != nil {
 			a.srv.Shutdown()
+		}
+		if a.leadStop != nil {
+			a.leadStop()
 		}
 		if a.hooks != nil {
 			_ = a.hooks.Shutdown(context.Background())
@@ -120,7 +130,7 @@ func (a *App) build() error {
 	router := httprouter.New()
 	api.Routes(router)
 	if a.hooks != nil {
-		if err := a.hooks.Start(a.srv, outbox{a.badger}); err != nil {
+		if err := a.startWebhooks(a.routes); err != nil {
 			return err
 		}
 		if err := api.Register(a.hooks.Metrics()); err != nil {
@@ -273,6 +283,9 @@ func (a *App) shutdown() error {
 	}
 	if err := <-a.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		a.logger.Warn("serve", "err", err)
+	}
+	if a.leadStop != nil {
+		a.leadStop() // the lease goes at once: another node takes the deliveries over
 	}
 	if a.hooks != nil {
 		if err := a.hooks.Shutdown(ctx); err != nil {

@@ -126,9 +126,6 @@ func (c Config) Validate() error {
 	}
 	c.TLS.validate(bad)
 	c.Engine.validate(bad)
-	if c.Engine.NATS != nil && len(c.Webhooks.Endpoints) > 0 {
-		bad("webhooks", "webhooks: not available with engine nats yet (their outbox lives in the embedded store); use engine: badger")
-	}
 	if c.H2C && c.TLS.enabled() {
 		bad("h2c", "h2c is HTTP/2 without TLS; with tls: set, HTTP/2 is already served")
 	}

@@ -199,8 +199,6 @@ func TestConfigProblemsAreReportedOnceWithTheirPlace(t *testing.T) {
 				`F:4: engine.nats.stream "my stream": 1 to 32 letters, digits, _ or -`,
 				`F:5: engine.nats.replicas 2: want 1, 3 or 5 (a majority must be able to acknowledge)`,
 			}},
-		{name: "webhooks need the embedded store", file: "webhooks:\n  - name: a\n    url: http://127.0.0.1:1/h\n    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n    events: [message]\n", args: []string{"--nats-urls", "nats://127.0.0.1:4222"},
-			want: []string{`F:1: webhooks: not available with engine nats yet (their outbox lives in the embedded store); use engine: badger`}},
 		{name: "bad flag", args: []string{"--addr", "8080"},
 			want: []string{`--addr "8080": want host:port, such as 127.0.0.1:8080 or :8080`}},
 		{name: "bad variable", env: map[string]string{"HERALD_LOG_LEVEL": "loud"},

@@ -2,8 +2,12 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
+	"github.com/heraldrt/herald/engine/jetstream"
 	"github.com/heraldrt/herald/store"
 	"github.com/heraldrt/herald/webhooks"
 )
@@ -16,7 +20,9 @@ func (c Config) newWebhooks(logger *slog.Logger) (*webhooks.Service, store.Outbo
 	if err != nil || len(eps) == 0 {
 		return nil, store.Outbox{}, err
 	}
-	svc, err := webhooks.New(webhooks.Options{Endpoints: eps, Logger: logger})
+	// On a cluster every node runs the service; the holder of the
+	// webhooks lease delivers (see startWebhooks).
+	svc, err := webhooks.New(webhooks.Options{Endpoints: eps, Logger: logger, Standby: c.Engine.NATS != nil})
 	if err != nil {
 		return nil, store.Outbox{}, err
 	}
@@ -27,9 +33,63 @@ func (c Config) newWebhooks(logger *slog.Logger) (*webhooks.Service, store.Outbo
 	}, nil
 }
 
-// outbox adapts the Badger store's outbox queues to what the webhooks
-// deliver from.
-type outbox struct{ s *store.Store }
+// startWebhooks starts the webhooks on the engine's outbox. On a cluster
+// the outbox is the JetStream engine's, shared by the nodes, and the node
+// holding the webhooks lease routes stored messages into it and delivers
+// them: the cluster sends each event once, not once per node.
+func (a *App) startWebhooks(routes store.Outbox) error {
+	if a.badger != nil {
+		return a.hooks.Start(a.srv, outbox{a.badger})
+	}
+	js, ok := a.engine.(*jetstream.Engine)
+	if !ok {
+		return fmt.Errorf("webhooks: engine %T has no outbox", a.engine)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ob, err := js.OpenOutbox(ctx, routes)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("webhooks: %w", err)
+	}
+	if err := a.hooks.Start(a.srv, outbox{ob}); err != nil {
+		ob.Close()
+		return err
+	}
+	lctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		js.Lead(lctx, "webhooks", func(term context.Context) {
+			var wg sync.WaitGroup
+			wg.Go(func() { _ = ob.Route(term) })
+			a.hooks.Lead(term)
+			wg.Wait()
+		})
+	}()
+	a.leadStop = func() { stop(); <-done; ob.Close() }
+	return nil
+}
+
+// outboxStore is an engine's outbox queues: the Badger store's, or the
+// JetStream engine's.
+type outboxStore interface {
+	Enqueue(ctx context.Context, queue string, entries []store.OutboxEntry) error
+	ReadOutbox(ctx context.Context, queue string, after uint64, limit int) ([]store.OutboxEntry, error)
+	Remove(ctx context.Context, queue string, seqs []uint64) error
+	Bury(ctx context.Context, queue string, entries []store.OutboxEntry, reason string) error
+	ReadDead(ctx context.Context, queue string, after uint64, limit int) ([]store.DeadEntry, error)
+	Revive(ctx context.Context, queue string, dead []store.DeadEntry) error
+	OutboxDepth(queue string) (depth, dead int64, err error)
+}
+
+var (
+	_ outboxStore = (*store.Store)(nil)
+	_ outboxStore = (*jetstream.Outbox)(nil)
+)
+
+// outbox adapts an engine's outbox queues to what the webhooks deliver
+// from.
+type outbox struct{ s outboxStore }
 
 func (o outbox) Enqueue(ctx context.Context, entries map[string][]webhooks.Entry) error {
 	for queue, es := range entries {
