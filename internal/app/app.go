@@ -52,7 +52,7 @@ type App struct {
 	// leadStop ends this node's bid for the webhooks lease and its term
 	// (nil but on a cluster with webhooks).
 	leadStop func()
-	source *datasync.Source  // nil without sync.postgres
+	source   *datasync.Source // nil without sync.postgres
 
 	http     *http.Server
 	ln       *notifyListener
