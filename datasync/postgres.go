@@ -48,8 +48,9 @@ type Source struct {
 
 // SourceStatus is what GET /api/sync shows of the source.
 type SourceStatus struct {
-	// State is connecting, streaming or degraded (the last attempt
-	// failed: LastError says why).
+	// State is connecting, streaming, degraded (the last attempt failed:
+	// LastError says why) or, on a cluster node that does not hold the
+	// sync lease, standby (another node streams).
 	State     string `json:"state"`
 	LastError string `json:"last_error,omitempty"`
 	// Confirmed is the WAL position confirmed to the database.
@@ -86,7 +87,7 @@ func NewSource(rules *Rules, dsn, publication, slot string, srv *server.Server, 
 func (s *Source) Healthy() error {
 	st := s.Status()
 	switch st.State {
-	case "streaming":
+	case "streaming", stateStandby:
 		return nil
 	case "degraded":
 		return fmt.Errorf("postgres: %s", st.LastError)
@@ -115,6 +116,24 @@ func (s *Source) Start() {
 		defer close(s.done)
 		s.run(ctx)
 	}()
+}
+
+// stateStandby is the state of a source that waits for its turn.
+const stateStandby = "standby"
+
+// Standby marks the source as waiting for Run: on a cluster only the node
+// holding the sync lease streams (a replication slot takes one reader).
+func (s *Source) Standby() {
+	s.setStatus(func(st *SourceStatus) { *st = SourceStatus{State: stateStandby} })
+}
+
+// Run streams until ctx ends, on the caller's goroutine, then goes back to
+// standby: a cluster node's term of the sync lease. What was not
+// confirmed is sent again in the next term, here or on another node.
+func (s *Source) Run(ctx context.Context) {
+	s.setStatus(func(st *SourceStatus) { st.State, st.LastError = "connecting", "" })
+	s.run(ctx)
+	s.Standby()
 }
 
 // Stop ends the replication loop and waits for it.

@@ -351,3 +351,20 @@ func benchPostgresChanges(b *testing.B, rate int) {
 	b.ReportMetric(lat[len(lat)/2], "p50-ms")
 	b.ReportMetric(lat[len(lat)*99/100], "p99-ms")
 }
+
+// A cluster node's source stands by until its term: it is ready (not
+// degraded) meanwhile, and back on standby once the term ends.
+func TestSourceStandsByBetweenTerms(t *testing.T) {
+	t.Parallel()
+	s := NewSource(nil, "postgres://127.0.0.1:1/none", "", "", nil, nil)
+	s.Standby()
+	if st := s.Status(); st.State != "standby" || s.Healthy() != nil {
+		t.Fatalf("standing by: %+v, healthy %v; want standby and healthy", st, s.Healthy())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.Run(ctx)
+	if st := s.Status(); st.State != "standby" {
+		t.Fatalf("after a term: %+v, want standby", st)
+	}
+}

@@ -162,6 +162,44 @@ func TestDataSyncExactlyOnceThroughKills(t *testing.T) {
 	t.Parallel()
 	const rows, updates, writers = 100, 10_000, 4
 	pg := pgtest.Start(t)
+	srv := startServer(t, "--config", writeConfig(t, countersSync(t, pg, rows)))
+
+	// The slot exists once the source streams: a change committed before
+	// it is not in the slot (the README says so), so the writers wait.
+	waitStreaming(t, srv)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() { writeCounters(ctx, pg, rows, updates, writers, &done) })
+	// Faults while the writers write: two kills of Herald, a restart of
+	// PostgreSQL, each once the writers have gone a little further.
+	for _, at := range []int64{2000, 5000, 8000} {
+		for done.Load() < at && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond) // waiting on the writers' progress
+		}
+		switch at {
+		case 5000:
+			pg.Stop(t)
+			pg.Start(t)
+		default:
+			srv.kill()
+			srv.restart()
+		}
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		t.Fatalf("the writers made %d of %d updates in time", done.Load(), updates)
+	}
+	checkCounters(t, srv.url(), pg, rows, updates)
+}
+
+// countersSync creates the counters table with rows rows at version 0 and
+// returns the sync: section that publishes each update of a row to its
+// channel counter_{id}.
+func countersSync(t *testing.T, pg *pgtest.Cluster, rows int) string {
+	t.Helper()
 	var values []string
 	for i := 1; i <= rows; i++ {
 		values = append(values, fmt.Sprintf("(%d, 0)", i))
@@ -169,7 +207,7 @@ func TestDataSyncExactlyOnceThroughKills(t *testing.T) {
 	pg.Exec(t, `CREATE TABLE counters (id int PRIMARY KEY, version int NOT NULL);
 		ALTER TABLE counters REPLICA IDENTITY FULL;
 		INSERT INTO counters VALUES `+strings.Join(values, ", "))
-	srv := startServer(t, "--config", writeConfig(t, fmt.Sprintf(`sync:
+	return fmt.Sprintf(`sync:
   postgres:
     dsn: %s
   tables:
@@ -179,15 +217,14 @@ func TestDataSyncExactlyOnceThroughKills(t *testing.T) {
         - channel: "counter_{id}"
           event: counted
           data: {version: "{version}"}
-`, pg.DSN())))
+`, pg.DSN())
+}
 
-	// The slot exists once the source streams: a change committed before
-	// it is not in the slot (the README says so), so the writers wait.
-	waitStreaming(t, srv)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var done atomic.Int64
+// writeCounters makes updates updates over the counters' rows from
+// writers connections at once, each raising a row's version by one and
+// counted in done once committed; a writer reconnects while PostgreSQL
+// restarts. It returns when all are made or ctx ends.
+func writeCounters(ctx context.Context, pg *pgtest.Cluster, rows, updates, writers int, done *atomic.Int64) {
 	var wg sync.WaitGroup
 	for w := range writers {
 		wg.Go(func() {
@@ -217,27 +254,16 @@ func TestDataSyncExactlyOnceThroughKills(t *testing.T) {
 			}
 		})
 	}
-	// Faults while the writers write: two kills of Herald, a restart of
-	// PostgreSQL, each once the writers have gone a little further.
-	for _, at := range []int64{2000, 5000, 8000} {
-		for done.Load() < at && ctx.Err() == nil {
-			time.Sleep(10 * time.Millisecond) // waiting on the writers' progress
-		}
-		switch at {
-		case 5000:
-			pg.Stop(t)
-			pg.Start(t)
-		default:
-			srv.kill()
-			srv.restart()
-		}
-	}
 	wg.Wait()
-	if ctx.Err() != nil {
-		t.Fatalf("the writers made %d of %d updates in time", done.Load(), updates)
-	}
+}
 
-	// What the database committed.
+// checkCounters checks that each row's channel, read through base, holds
+// exactly the versions the database committed, 1 to its last, each once,
+// in order (waiting up to 2 minutes for the source to catch up).
+func checkCounters(t *testing.T, base string, pg *pgtest.Cluster, rows, updates int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	final := map[int]int{}
 	conn, err := pgconn.Connect(ctx, pg.DSN())
 	if err != nil {
@@ -264,7 +290,7 @@ func TestDataSyncExactlyOnceThroughKills(t *testing.T) {
 		deadline := time.Now().Add(2 * time.Minute)
 		for {
 			got = got[:0]
-			_, raw := apiCall(t, "GET", srv.url()+"/api/history?limit=1000&channel="+channel, apiKey, nil, nil)
+			_, raw := apiCall(t, "GET", base+"/api/history?limit=1000&channel="+channel, apiKey, nil, nil)
 			var page struct {
 				Messages []struct {
 					Data struct {

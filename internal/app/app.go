@@ -16,6 +16,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/heraldrt/herald/datasync"
+	"github.com/heraldrt/herald/engine/jetstream"
 	"github.com/heraldrt/herald/server"
 	"github.com/heraldrt/herald/server/httpapi"
 	"github.com/heraldrt/herald/store"
@@ -49,10 +50,10 @@ type App struct {
 	poll   *longpoll.Handler
 	hooks  *webhooks.Service // nil without endpoints
 	routes store.Outbox      // what the outbox queues take of stored messages
-	// leadStop ends this node's bid for the webhooks lease and its term
-	// (nil but on a cluster with webhooks).
-	leadStop func()
-	source   *datasync.Source // nil without sync.postgres
+	// leadStops end this node's bids for the cluster's leases (webhooks,
+	// sync) and their terms; none but on a cluster.
+	leadStops []func()
+	source    *datasync.Source // nil without sync.postgres
 
 	http     *http.Server
 	ln       *notifyListener
@@ -95,9 +96,7 @@ func New(cfg Config, logger *slog.Logger) (*App, error) {
 		if a.srv != nil {
 			a.srv.Shutdown()
 		}
-		if a.leadStop != nil {
-			a.leadStop()
-		}
+		a.stopLeading()
 		if a.hooks != nil {
 			_ = a.hooks.Shutdown(context.Background())
 		}
@@ -202,7 +201,13 @@ func (a *App) build() error {
 	}
 	go func() { a.serveErr <- a.http.Serve(ln) }()
 	if a.source != nil {
-		a.source.Start() // it reconnects by itself: an unreachable database is reported, not fatal
+		if js, ok := a.engine.(*jetstream.Engine); ok {
+			// One node of a cluster streams: a slot takes one reader.
+			a.source.Standby()
+			a.lead(js, "sync", a.source.Run)
+		} else {
+			a.source.Start() // it reconnects by itself: an unreachable database is reported, not fatal
+		}
 	}
 	where := []any{"data_dir", a.cfg.Store.Dir, "durability", a.cfg.Store.Durability.String()}
 	if n := a.cfg.Engine.NATS; n != nil {
@@ -261,6 +266,7 @@ func (a *App) shutdown() error {
 	if a.source != nil {
 		a.source.Stop() // what it has not confirmed is sent again at the next start
 	}
+	a.stopLeading() // the leases go at once: other nodes take the work over
 	if a.hupStop != nil {
 		close(a.hupStop)
 		<-a.hupDone
@@ -284,9 +290,6 @@ func (a *App) shutdown() error {
 	if err := <-a.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		a.logger.Warn("serve", "err", err)
 	}
-	if a.leadStop != nil {
-		a.leadStop() // the lease goes at once: another node takes the deliveries over
-	}
 	if a.hooks != nil {
 		if err := a.hooks.Shutdown(ctx); err != nil {
 			a.logger.Warn("webhook deliveries still in flight at the shutdown deadline", "err", err)
@@ -300,6 +303,26 @@ func (a *App) shutdown() error {
 	}
 	a.logger.Info("stopped")
 	return nil
+}
+
+// lead bids for the cluster's lease called name, running term while this
+// node holds it, until stopLeading.
+func (a *App) lead(js *jetstream.Engine, name string, term func(context.Context)) {
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		js.Lead(ctx, name, term)
+	}()
+	a.leadStops = append(a.leadStops, func() { stop(); <-done })
+}
+
+// stopLeading ends every bid and term, releasing the leases held.
+func (a *App) stopLeading() {
+	for _, stop := range a.leadStops {
+		stop()
+	}
+	a.leadStops = nil
 }
 
 // servePprof serves Go's profiler on a loopback address until stop.

@@ -55,18 +55,13 @@ func (a *App) startWebhooks(routes store.Outbox) error {
 		ob.Close()
 		return err
 	}
-	lctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		js.Lead(lctx, "webhooks", func(term context.Context) {
-			var wg sync.WaitGroup
-			wg.Go(func() { _ = ob.Route(term) })
-			a.hooks.Lead(term)
-			wg.Wait()
-		})
-	}()
-	a.leadStop = func() { stop(); <-done; ob.Close() }
+	a.lead(js, "webhooks", func(term context.Context) {
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = ob.Route(term) })
+		a.hooks.Lead(term)
+		wg.Wait()
+	})
+	a.leadStops = append(a.leadStops, ob.Close) // after the bid has ended
 	return nil
 }
 
