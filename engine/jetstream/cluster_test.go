@@ -11,6 +11,7 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
+	"github.com/heraldrt/herald/internal/natstest"
 	"github.com/heraldrt/herald/store"
 )
 
@@ -285,4 +286,69 @@ func TestLeaderLossLosesNothingAcknowledged(t *testing.T) {
 		}
 	}
 	t.Logf("leader %s stopped mid-run: %d appends failed and were retried", servers[leader].Name(), failures)
+}
+
+// Two nodes append batches to one channel at once: each batch's records
+// are stored together, at consecutive offsets, with no record of the
+// other node's batches between them (the store's contract for
+// AppendBatch), and every record once.
+func TestBatchesOfTwoNodesDoNotInterleave(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t, t.TempDir(), -1)
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	const batches, size = 20, 25
+	var wg sync.WaitGroup
+	for node := range 2 {
+		e, err := Open(context.Background(), Options{URLs: ns.ClientURL(), TrimInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		wg.Go(func() {
+			for b := range batches {
+				recs := make([]store.ChannelRecord, size)
+				for i := range recs {
+					recs[i] = store.ChannelRecord{Channel: "busy", Record: store.Record{
+						ID: fmt.Sprintf("n%d-b%d-%d", node, b, i), Payload: fmt.Appendf(nil, "n%d-b%d-%d", node, b, i)}}
+					if i == 3 {
+						recs[i].Record.IdempotencyKey = fmt.Sprintf("k-n%d-b%d", node, b)
+					}
+				}
+				res, err := e.AppendBatch(context.Background(), recs)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for i, r := range res {
+					if r.Err != nil || (i > 0 && r.Offset != res[i-1].Offset+1) {
+						t.Errorf("node %d batch %d record %d: %+v, want the offset after %d", node, b, i, r, res[max(i-1, 0)].Offset)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	e, err := Open(context.Background(), Options{URLs: ns.ClientURL(), TrimInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	page, err := e.Read(context.Background(), "busy", 0, 1000)
+	if err != nil || len(page.Entries) != 2*batches*size {
+		t.Fatalf("read: %d records (%v), want %d", len(page.Entries), err, 2*batches*size)
+	}
+	for i := 0; i < len(page.Entries); i += size {
+		var node, b, j int
+		fmt.Sscanf(string(page.Entries[i].Payload), "n%d-b%d-%d", &node, &b, &j)
+		for k := range size {
+			want := fmt.Sprintf("n%d-b%d-%d", node, b, k)
+			if got := string(page.Entries[i+k].Payload); got != want {
+				t.Fatalf("offset %d holds %s, want %s: another batch came between", i+k+1, got, want)
+			}
+		}
+	}
 }

@@ -331,6 +331,9 @@ func (e *Engine) setup(ctx context.Context) error {
 		// Reads go to the leader (no direct gets from replicas that may
 		// lag): a record is visible as soon as its append is acknowledged.
 		AllowDirect: false,
+		// A batch's records of one channel are stored as one unit, so no
+		// other node's record comes between them (appendAtomic).
+		AllowAtomicPublish: true,
 	})
 	if err != nil {
 		e.stream = nil
@@ -470,25 +473,67 @@ func (e *Engine) appendLocked(ctx context.Context, ch string, c *channel, rec st
 	if rec.Time.IsZero() {
 		rec.Time = e.opts.Now()
 	}
+	p, dup, err := e.prepare(ctx, ch, c, rec)
+	if err != nil || dup != nil {
+		return *dup, err
+	}
+	return e.publishOne(ctx, ch, c, p)
+}
+
+// pending is a record ready to be published: its idempotency key is
+// claimed (idemKey, msgID set) or it has none.
+type pending struct {
+	i              int // its place in a batch
+	rec            store.Record
+	idemKey, msgID string
+}
+
+// prepare makes the channel's epoch when missing and claims rec's
+// idempotency key (c.mu held). A key already stored gives its record,
+// dup; an error gives a non-nil dup too (its zero value).
+func (e *Engine) prepare(ctx context.Context, ch string, c *channel, rec store.Record) (pending, *store.Appended, error) {
 	if c.epoch == "" {
 		ep, err := e.epoch(ctx, ch, true)
 		if err != nil {
-			return store.Appended{}, err
+			return pending{}, &store.Appended{}, err
 		}
 		c.epoch = ep
 		e.mu.Lock()
 		c.fedEpoch = ep // for the feed, which does not take c.mu
 		e.mu.Unlock()
 	}
-	var idemKey, msgID string
+	p := pending{rec: rec}
 	if rec.IdempotencyKey != "" {
-		idemKey = key(ch) + "." + key(rec.IdempotencyKey)
-		dup, ok, id, err := e.reserve(ctx, idemKey)
+		p.idemKey = key(ch) + "." + key(rec.IdempotencyKey)
+		dup, ok, id, err := e.reserve(ctx, p.idemKey)
 		if err != nil || ok {
-			return dup, err
+			return pending{}, &dup, err
 		}
-		msgID = id
+		p.msgID = id
 	}
+	return p, nil, nil
+}
+
+// message is rec as the message of offset off.
+func (e *Engine) message(ch string, off uint64, p *pending) *nats.Msg {
+	m := nats.NewMsg(e.subject(ch))
+	m.Data = p.rec.Payload
+	m.Header.Set(hdrOffset, strconv.FormatUint(off, 10))
+	m.Header.Set(hdrID, p.rec.ID)
+	m.Header.Set(hdrTime, strconv.FormatInt(p.rec.Time.UnixNano(), 10))
+	if p.rec.IdempotencyKey != "" {
+		m.Header.Set(hdrKey, p.rec.IdempotencyKey)
+		// The stream's own deduplication: a record that a node stored
+		// before it died holding the key (or whose answer was lost) is
+		// answered as a duplicate instead of stored twice.
+		m.Header.Set(jetstream.MsgIDHeader, p.msgID)
+	}
+	return m
+}
+
+// publishOne stores p's record at the channel's next offset (c.mu held).
+func (e *Engine) publishOne(ctx context.Context, ch string, c *channel, p pending) (store.Appended, error) {
+	rec, idemKey := p.rec, p.idemKey
 	if !c.known {
 		if err := e.refresh(ctx, ch, c); err != nil {
 			return store.Appended{}, e.release(idemKey, err)
@@ -496,18 +541,7 @@ func (e *Engine) appendLocked(ctx context.Context, ch string, c *channel, rec st
 	}
 	for {
 		off := c.head + 1
-		m := nats.NewMsg(e.subject(ch))
-		m.Data = rec.Payload
-		m.Header.Set(hdrOffset, strconv.FormatUint(off, 10))
-		m.Header.Set(hdrID, rec.ID)
-		m.Header.Set(hdrTime, strconv.FormatInt(rec.Time.UnixNano(), 10))
-		if rec.IdempotencyKey != "" {
-			m.Header.Set(hdrKey, rec.IdempotencyKey)
-			// The stream's own deduplication: a record that a node stored
-			// before it died holding the key (or whose answer was lost) is
-			// answered as a duplicate instead of stored twice.
-			m.Header.Set(jetstream.MsgIDHeader, msgID)
-		}
+		m := e.message(ch, off, &p)
 		tk := tagKey{ch, off}
 		e.mu.Lock()
 		e.tags[tk] = rec.Tag
@@ -704,19 +738,173 @@ func (e *Engine) appendBatch(ctx context.Context, recs []store.ChannelRecord) ([
 			c := e.channel(ch)
 			c.mu.Lock()
 			defer c.mu.Unlock()
+			var run []pending
+			keys := map[string]bool{}
+			repeated := false
 			for _, i := range byChannel[ch] {
 				rec := recs[i].Record
 				if n := len(rec.Payload) + len(rec.ID) + len(rec.IdempotencyKey); n > e.opts.MaxRecordBytes {
 					out[i].Err = fmt.Errorf("%w: %d bytes, the limit is %d", store.ErrTooLarge, n, e.opts.MaxRecordBytes)
 					continue
 				}
-				res, err := e.appendLocked(ctx, ch, c, rec)
-				out[i] = store.BatchAppended{Appended: res, Err: err}
+				if rec.Time.IsZero() {
+					rec.Time = e.opts.Now()
+				}
+				if k := rec.IdempotencyKey; k != "" {
+					repeated = repeated || keys[k]
+					keys[k] = true
+				}
+				run = append(run, pending{i: i, rec: rec})
 			}
+			if repeated {
+				// A key twice in one batch: the second is answered with
+				// the first's record, so they go one after the other.
+				for _, p := range run {
+					res, err := e.appendLocked(ctx, ch, c, p.rec)
+					out[p.i] = store.BatchAppended{Appended: res, Err: err}
+				}
+				return
+			}
+			e.appendRun(ctx, ch, c, run, out)
 		})
 	}
 	wg.Wait()
 	return out, nil
+}
+
+// maxAtomic is how many records go in one atomic batch: the server's
+// default bound.
+const maxAtomic = 1000
+
+// appendRun stores a batch's records of one channel (c.mu held), whose
+// idempotency keys differ, answering each in out: their keys are
+// claimed, then they are published as atomic batches, so no other node's
+// record comes between them.
+func (e *Engine) appendRun(ctx context.Context, ch string, c *channel, run []pending, out []store.BatchAppended) {
+	var todo []pending
+	for _, p := range run {
+		q, dup, err := e.prepare(ctx, ch, c, p.rec)
+		if err != nil || dup != nil {
+			out[p.i] = store.BatchAppended{Appended: *dup, Err: err}
+			continue
+		}
+		q.i = p.i
+		todo = append(todo, q)
+	}
+	for len(todo) > 0 {
+		chunk := todo[:min(len(todo), maxAtomic)]
+		todo = todo[len(chunk):]
+		if len(chunk) > 1 {
+			err := e.appendAtomic(ctx, ch, c, chunk, out)
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, errNotAtomic) {
+				for _, p := range chunk {
+					out[p.i].Err = e.release(p.idemKey, err)
+				}
+				continue
+			}
+			e.opts.Logger.Debug("jetstream: a batch goes record by record", "channel", ch, "err", err)
+		}
+		for _, p := range chunk {
+			res, err := e.publishOne(ctx, ch, c, p)
+			out[p.i] = store.BatchAppended{Appended: res, Err: err}
+		}
+	}
+}
+
+// errNotAtomic is an atomic batch the stream refused as such (a server
+// without atomic batches, too many under way, a record whose
+// deduplication id is stored already): nothing of it is stored, and its
+// records go one by one.
+var errNotAtomic = errors.New("jetstream: not stored as an atomic batch")
+
+// appendAtomic stores chunk's records at the channel's next offsets as
+// one atomic batch (c.mu held), answering each in out. The first message
+// expects the channel's last sequence, as a single append does: if
+// another node appended first, nothing is stored and the batch is tried
+// again after the new head.
+func (e *Engine) appendAtomic(ctx context.Context, ch string, c *channel, chunk []pending, out []store.BatchAppended) error {
+	n := len(chunk)
+	last := &chunk[n-1]
+	for {
+		if !c.known {
+			if err := e.refresh(ctx, ch, c); err != nil {
+				return fmt.Errorf("jetstream: append to %q: %w", ch, err)
+			}
+		}
+		batchID := newEpoch() + newEpoch()
+		msgs := make([]*nats.Msg, n)
+		e.mu.Lock()
+		for j := range chunk {
+			off := c.head + 1 + uint64(j)
+			m := e.message(ch, off, &chunk[j])
+			m.Header.Set("Nats-Batch-Id", batchID)
+			m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(j+1))
+			msgs[j] = m
+			e.tags[tagKey{ch, off}] = chunk[j].rec.Tag
+		}
+		e.mu.Unlock()
+		msgs[0].Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(c.lastSeq, 10))
+		msgs[n-1].Header.Set("Nats-Batch-Commit", "1")
+		head := c.head
+		untag := func() {
+			e.mu.Lock()
+			for j := range chunk {
+				delete(e.tags, tagKey{ch, head + 1 + uint64(j)})
+			}
+			e.mu.Unlock()
+		}
+		var err error
+		for _, m := range msgs[:n-1] {
+			if err = e.nc.PublishMsg(m); err != nil {
+				break
+			}
+		}
+		var ack *jetstream.PubAck
+		if err == nil {
+			ack, err = e.js.PublishMsg(ctx, msgs[n-1])
+		}
+		if err != nil {
+			untag()
+			var apiErr *jetstream.APIError
+			conflict := isConflict(err)
+			if !conflict && errors.As(err, &apiErr) {
+				return fmt.Errorf("%w: %w", errNotAtomic, err)
+			}
+			// Read where the log ends now: another node appended first,
+			// or (the answer was lost) this very batch is the head.
+			if rerr := e.refresh(ctx, ch, c); rerr != nil {
+				c.known = false
+				return fmt.Errorf("jetstream: append to %q: %w", ch, errors.Join(err, rerr))
+			}
+			if c.lastID == last.rec.ID && c.head >= uint64(n) {
+				e.answer(c, chunk, out)
+				return nil
+			}
+			if conflict {
+				continue
+			}
+			return fmt.Errorf("jetstream: append to %q: %w", ch, err)
+		}
+		c.lastSeq, c.head = ack.Sequence, c.head+uint64(n)
+		c.lastKey, c.lastID = last.rec.IdempotencyKey, last.rec.ID
+		e.answer(c, chunk, out)
+		return nil
+	}
+}
+
+// answer answers chunk's records, the last ones of the channel's log.
+func (e *Engine) answer(c *channel, chunk []pending, out []store.BatchAppended) {
+	first := c.head - uint64(len(chunk)) + 1
+	for j, p := range chunk {
+		res := store.Appended{Offset: first + uint64(j), Epoch: c.epoch, ID: p.rec.ID}
+		if p.idemKey != "" {
+			e.remember(p.idemKey, res)
+		}
+		out[p.i] = store.BatchAppended{Appended: res}
+	}
 }
 
 // Head returns the channel's epoch and head, creating its epoch

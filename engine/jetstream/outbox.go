@@ -28,7 +28,9 @@ import (
 // and delivers.
 //
 // Routing: the holder reads the channels' stream through a durable
-// consumer and, for each record, publishes an entry on each queue the
+// consumer (made by the first holder ever, from the stream's end: what
+// was stored before is not for the webhooks, as with the embedded store,
+// whose queues take what is stored once the endpoint is configured) and, for each record, publishes an entry on each queue the
 // record is routed to, with the message id "<stream sequence>.<queue>":
 // an entry published again (the node died before acknowledging the
 // record) is a duplicate the stream drops within its window. A record is

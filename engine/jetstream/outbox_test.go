@@ -138,6 +138,7 @@ func TestOutboxRoutesEachRecordOnce(t *testing.T) {
 		tctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); _ = o.Route(tctx) }()
+		waitRouter(t, a)
 		appends()
 		waitQueue(t, o, "all", all)
 		cancel()
@@ -184,6 +185,23 @@ func TestOutboxRoutesEachRecordOnce(t *testing.T) {
 	}
 }
 
+// waitRouter waits until the router's consumer exists: records stored
+// before it are not for the webhooks (it starts from the stream's end
+// the first time).
+func waitRouter(t *testing.T, e *Engine) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := e.stream.Consumer(context.Background(), routerName); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the router made no consumer in 30s")
+		}
+		time.Sleep(10 * time.Millisecond) // polled: the router starts on its own
+	}
+}
+
 // waitQueue waits until queue holds n entries.
 func waitQueue(t *testing.T, o *Outbox, queue string, n int) {
 	t.Helper()
@@ -215,6 +233,7 @@ func TestTrimmerKeepsWhatIsNotRouted(t *testing.T) {
 	tctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = o.Route(tctx) }()
+	waitRouter(t, e)
 	for i := range 5 {
 		if _, err := e.Append(ctx, "c", store.Record{ID: fmt.Sprint(i), Payload: []byte{byte(i)}}); err != nil {
 			t.Fatal(err)
