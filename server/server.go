@@ -42,6 +42,9 @@ type Server struct {
 	tokens     tokenCache // verified user tokens
 	ids        sessionIDs // mints session ids and checks whose they are
 	verifier   *verifier  // user-token keys, loaded once by New
+	// reads bounds the catch-up reads under way off the writers, on a
+	// remote engine (catchup.go); nil on an embedded one.
+	reads chan struct{}
 }
 
 // New returns a Server on engine, which it takes for its own: New sets
@@ -89,6 +92,9 @@ func New(cfg Config, engine store.Engine) (*Server, error) {
 		rules:    rules,
 		verifier: v,
 		ids:      ids,
+	}
+	if r, ok := engine.(store.RemoteReader); ok && r.RemoteReads() {
+		s.reads = make(chan struct{}, maxReads)
 	}
 	s.obs.logger = cfg.Logger
 	s.hub = newHub(cfg.MaxPending, cfg.Logger, &s.obs, cfg.Now)

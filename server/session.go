@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"github.com/heraldrt/herald/protocol"
 	"log/slog"
 	"sync"
@@ -79,6 +80,9 @@ type subscription struct {
 	// in pending): no read of the engine, which matters when the engine
 	// is remote and a thousand clients connect at once.
 	atHead bool
+	// fetch is the catch-up page being read off the writer (a remote
+	// engine's), or nil.
+	fetch *pageFetch
 
 	// pos is the client's position on this channel, for its cursor.
 	// Guarded by sess.mu.
@@ -266,7 +270,9 @@ func (s *Session) DrainLimit(dst []Item, max int) []Item {
 		var done bool
 		var err error
 		dst, done, err = sub.catchUp(s.ctx, dst, page)
-		if err != nil {
+		if errors.Is(err, errFetching) {
+			sub = nil // the read signals the writer when its page is there
+		} else if err != nil {
 			if s.ctx.Err() == nil {
 				s.srv.logger.Error("catch-up read failed", "session", s.ID, "channel", sub.name, "err", err)
 				s.fail(ReasonInternal)

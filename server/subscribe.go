@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -215,7 +216,9 @@ func (sub *subscription) catchUp(ctx context.Context, dst []Item, pageSize int) 
 		page = store.Page{Epoch: sub.epoch, Head: sub.since, First: sub.since + 1}
 	} else {
 		var err error
-		if page, err = srv.engine.Read(ctx, sub.name, sub.since, pageSize); err != nil {
+		if page, err = sub.readPage(ctx, pageSize); errors.Is(err, errFetching) {
+			return dst, false, err
+		} else if err != nil {
 			return dst, false, fmt.Errorf("read %q after %d: %w", sub.name, sub.since, err)
 		}
 	}

@@ -204,3 +204,11 @@ var _ Engine = (*Store)(nil)
 // ErrFeedSet is returned by Feed when the engine already has a receiver:
 // one engine feeds one core.
 var ErrFeedSet = errors.New("store: commit feed receiver already set")
+
+// RemoteReader is implemented by an engine whose reads wait on the
+// network (the JetStream engine): the core then reads catch-up pages off
+// the transports' writers, so that one slow read does not hold the
+// deliveries of the other sessions a writer serves.
+type RemoteReader interface {
+	RemoteReads() bool
+}

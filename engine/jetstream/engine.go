@@ -153,7 +153,14 @@ type Engine struct {
 	trimStop, trimDone chan struct{}
 }
 
-var _ store.Engine = (*Engine)(nil)
+var (
+	_ store.Engine       = (*Engine)(nil)
+	_ store.RemoteReader = (*Engine)(nil)
+)
+
+// RemoteReads reports that reads take a round trip to NATS
+// (store.RemoteReader).
+func (e *Engine) RemoteReads() bool { return true }
 
 // channel is what a node knows of one channel: the lock its appends take
 // and where its log ended when last seen.
