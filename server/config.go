@@ -142,6 +142,13 @@ type Limits struct {
 	// IP (loopback exempt). Defaults 20 and 100.
 	ConnectsPerSecond float64 `yaml:"connections_per_ip_per_second"`
 	ConnectsBurst     int     `yaml:"connections_per_ip_burst"`
+	// AuthFailuresPerSecond and AuthFailuresBurst bound the requests with
+	// bad credentials per client IP (loopback exempt): past them, every
+	// request from that IP that brings credentials gets 429 before they
+	// are checked, so a flood of forged tokens costs no verification.
+	// Defaults 10 and 50.
+	AuthFailuresPerSecond float64 `yaml:"auth_failures_per_ip_per_second"`
+	AuthFailuresBurst     int     `yaml:"auth_failures_per_ip_burst"`
 	// QueueMessages and QueueBytes bound a session's send queue; a client
 	// that lets it overflow is disconnected as a slow consumer. Defaults
 	// 4,096 messages and 4 MiB.
@@ -193,6 +200,8 @@ func (c Config) withDefaults() Config {
 	setDefault(&l.OpsBurst, 100)
 	setDefault(&l.ConnectsPerSecond, 20)
 	setDefault(&l.ConnectsBurst, 100)
+	setDefault(&l.AuthFailuresPerSecond, 10)
+	setDefault(&l.AuthFailuresBurst, 50)
 	setDefault(&l.ReadHeaderTimeout, 10*time.Second)
 	setDefault(&l.IdleTimeout, 2*time.Minute)
 	if l.OnConnectionLimit == "" {
@@ -305,6 +314,8 @@ func (c Config) validate() error {
 		{"limits.ops_burst", float64(c.Limits.OpsBurst)},
 		{"limits.connections_per_ip_per_second", c.Limits.ConnectsPerSecond},
 		{"limits.connections_per_ip_burst", float64(c.Limits.ConnectsBurst)},
+		{"limits.auth_failures_per_ip_per_second", c.Limits.AuthFailuresPerSecond},
+		{"limits.auth_failures_per_ip_burst", float64(c.Limits.AuthFailuresBurst)},
 		{"presence.signal_rate", c.Presence.SignalRate},
 		{"presence.signal_burst", float64(c.Presence.SignalBurst)},
 	} {

@@ -61,7 +61,9 @@ func credentials(r *http.Request) (token string, ok bool, err error) {
 
 // Authenticate returns the identity of a request: the API key is System, a
 // valid user JWT is that user, no credentials is Anonymous. Bad, expired
-// or badly signed credentials are a 401 *Error.
+// or badly signed credentials are a 401 *Error; past
+// limits.auth_failures_per_ip_per_second of those from one IP, a request
+// that brings credentials is a 429 before they are checked.
 func (s *Server) Authenticate(r *http.Request) (Identity, error) {
 	tok, ok, err := credentials(r)
 	if err != nil {
@@ -70,7 +72,15 @@ func (s *Server) Authenticate(r *http.Request) (Identity, error) {
 	if !ok {
 		return Identity{Anonymous: true}, nil
 	}
-	return s.Identify(tok)
+	ip, now := limitedIP(r.RemoteAddr), s.now()
+	if err := s.limits.checkAuth(ip, now); err != nil {
+		return Identity{}, err
+	}
+	id, err := s.Identify(tok)
+	if err != nil && AsError(err).Code == http.StatusUnauthorized {
+		s.limits.failed(ip, now)
+	}
+	return id, err
 }
 
 // Identify checks a bearer token given outside the HTTP request (the

@@ -72,6 +72,24 @@ func (l *limiterSet) allow(key string, now time.Time) (bool, time.Duration) {
 	return true, 0
 }
 
+// exhausted reports whether key's bucket has no token at now, and how
+// long until it has one; it takes none.
+func (l *limiterSet) exhausted(key string, now time.Time) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim := l.m[key]
+	if lim == nil {
+		return false, 0
+	}
+	if now.Before(l.latest) {
+		now = l.latest
+	}
+	if tokens := lim.TokensAt(now); tokens < 1 {
+		return true, time.Duration((1 - tokens) / float64(l.limit) * float64(time.Second))
+	}
+	return false, 0
+}
+
 // maxLimiterKeys bounds each limiter set before it sweeps idle keys.
 const maxLimiterKeys = 100_000
 
@@ -88,14 +106,17 @@ type limits struct {
 	stats    *stats      // counts the refusals
 	ops      *limiterSet // per session: WebSocket ops
 	connects *limiterSet // per client IP: new sessions
-	inflight inflight    // per user: API publishes being served
+	// authFails is per client IP: requests whose credentials failed.
+	authFails *limiterSet
+	inflight  inflight // per user: API publishes being served
 }
 
 func newLimits(cfg Config, st *stats) limits {
 	return limits{
-		stats:    st,
-		ops:      newLimiterSet(rate.Limit(cfg.Limits.OpsPerSecond), cfg.Limits.OpsBurst, maxLimiterKeys),
-		connects: newLimiterSet(rate.Limit(cfg.Limits.ConnectsPerSecond), cfg.Limits.ConnectsBurst, maxLimiterKeys),
+		stats:     st,
+		ops:       newLimiterSet(rate.Limit(cfg.Limits.OpsPerSecond), cfg.Limits.OpsBurst, maxLimiterKeys),
+		connects:  newLimiterSet(rate.Limit(cfg.Limits.ConnectsPerSecond), cfg.Limits.ConnectsBurst, maxLimiterKeys),
+		authFails: newLimiterSet(rate.Limit(cfg.Limits.AuthFailuresPerSecond), cfg.Limits.AuthFailuresBurst, maxLimiterKeys),
 	}
 }
 
@@ -129,22 +150,52 @@ func (s *Server) AllowOp(sess *Session) error {
 	return nil
 }
 
-// allowConnect applies the per-IP rate of new sessions. Loopback
-// addresses are exempt: a proxy on the same host, or a load test.
-func (l *limits) allowConnect(remoteAddr string, now time.Time) error {
+// limitedIP returns the client IP of remoteAddr that per-IP limits
+// apply to, or "" for none: loopback addresses are exempt (a proxy on the
+// same host, or a load test).
+func limitedIP(remoteAddr string) string {
 	host, _, err := net.SplitHostPort(remoteAddr)
 	if err != nil {
 		host = remoteAddr
 	}
 	ip := net.ParseIP(host)
 	if ip == nil || ip.IsLoopback() {
+		return ""
+	}
+	return ip.String()
+}
+
+// allowConnect applies the per-IP rate of new sessions.
+func (l *limits) allowConnect(remoteAddr string, now time.Time) error {
+	ip := limitedIP(remoteAddr)
+	if ip == "" {
 		return nil
 	}
-	if ok, retry := l.connects.allow(ip.String(), now); !ok {
+	if ok, retry := l.connects.allow(ip, now); !ok {
 		l.stats.rateLimited.WithLabelValues("connect").Inc()
 		return rateLimited("", retry, "more than %g new connections per second from %s", float64(l.connects.limit), ip)
 	}
 	return nil
+}
+
+// checkAuth refuses a request that brings credentials from an IP past
+// its rate of failed ones, before they are checked; failed counts a
+// failure (call it after a check that failed).
+func (l *limits) checkAuth(ip string, now time.Time) error {
+	if ip == "" {
+		return nil
+	}
+	if out, retry := l.authFails.exhausted(ip, now); out {
+		l.stats.rateLimited.WithLabelValues("auth").Inc()
+		return rateLimited("", retry, "too many requests with bad credentials from %s (more than %g per second)", ip, float64(l.authFails.limit))
+	}
+	return nil
+}
+
+func (l *limits) failed(ip string, now time.Time) {
+	if ip != "" {
+		l.authFails.allow(ip, now)
+	}
 }
 
 // subscriberRetryAfter is the retry time of a subscription refused by

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
@@ -329,5 +330,55 @@ func TestLimiterHoldsWhenTimesArriveOutOfOrder(t *testing.T) {
 	}
 	if ok, _ := l.allow("k", t0.Add(2*time.Second)); !ok {
 		t.Fatal("a request a second later is refused")
+	}
+}
+
+// Bad credentials from one IP are limited before they are checked: past
+// the burst, a request from that IP that brings credentials — even good
+// ones — gets 429 with the time to wait, until the bucket refills. Good
+// credentials never use it up, another IP is not concerned, loopback is
+// exempt, and a request without credentials is not refused.
+func TestBadCredentialsPerIPAreRateLimited(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	srv, _ := newTestServer(t, Config{APIKey: testAPIKey, Now: clk.Now, Limits: Limits{AuthFailuresPerSecond: 1, AuthFailuresBurst: 3}})
+	auth := func(addr, tok string) error {
+		r := httptest.NewRequest(http.MethodGet, "/sse?channel=a", nil)
+		r.RemoteAddr = addr
+		if tok != "" {
+			r.Header.Set("Authorization", "Bearer "+tok)
+		}
+		_, err := srv.Authenticate(r)
+		return err
+	}
+	const attacker, other = "203.0.113.7:4000", "203.0.113.8:4000"
+	for range 5 {
+		if err := auth(attacker, testAPIKey); err != nil {
+			t.Fatalf("the API key: %v", err)
+		}
+	}
+	for i := range 3 {
+		if err := auth(attacker, "forged.token.sig"); AsError(err).Code != 401 {
+			t.Fatalf("bad token %d: %v, want 401", i, err)
+		}
+	}
+	err := auth(attacker, testAPIKey)
+	if e := AsError(err); e.Code != 429 || e.RetryAfter != time.Second || !strings.Contains(err.Error(), "203.0.113.7") {
+		t.Fatalf("past the burst: %v (retry after %v), want 429 naming the IP, retry after 1s", err, e.RetryAfter)
+	}
+	if err := auth(attacker, ""); err != nil {
+		t.Fatalf("no credentials: %v, want anonymous", err)
+	}
+	if err := auth(other, testAPIKey); err != nil {
+		t.Fatalf("another IP: %v", err)
+	}
+	for i := range 10 {
+		if err := auth("127.0.0.1:5000", "forged.token.sig"); AsError(err).Code != 401 {
+			t.Fatalf("loopback, bad token %d: %v, want 401 (exempt)", i, err)
+		}
+	}
+	clk.Advance(time.Second)
+	if err := auth(attacker, testAPIKey); err != nil {
+		t.Fatalf("a second later: %v", err)
 	}
 }
