@@ -62,9 +62,16 @@ func Open(opts Options) (*Store, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
+	if !opts.InMemory {
+		if err := checkDataDir(opts.Dir); err != nil {
+			return nil, err
+		}
+	}
 	db, err := badger.Open(opts.badgerOptions())
 	if err != nil {
-		return nil, fmt.Errorf("store: open badger in %q: %w", opts.Dir, err)
+		return nil, fmt.Errorf("store: the data in %q cannot be opened: %w; Herald never resets a data directory by itself: "+
+			"free space if the disk is full, else restore a backup (herald restore) into an empty folder, "+
+			"or move this folder away to start empty (what it held is then not served)", opts.Dir, err)
 	}
 	if err := checkLayout(db); err != nil {
 		_ = db.Close()
@@ -116,7 +123,7 @@ func checkLayout(db *badger.DB) error {
 		}
 		return item.Value(func(v []byte) error {
 			if !bytes.Equal(v, binary.BigEndian.AppendUint32(nil, layoutVersion)) {
-				return fmt.Errorf("layout version %x, want %d", v, layoutVersion)
+				return refuse("the store holds layout version %x, this Herald reads %d: run the Herald that wrote it, or restore a backup made with this one into an empty folder", v, layoutVersion)
 			}
 			return nil
 		})
