@@ -234,6 +234,8 @@ func (s *Store) persist(c *committer) error {
 	if len(c.ops) == 0 {
 		return nil // only duplicates, or channels that exist
 	}
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
 	if s.wal == nil {
 		return s.apply(c.ops)
 	}

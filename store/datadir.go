@@ -31,7 +31,7 @@ func formatLine() string { return "herald store format " + strconv.Itoa(layoutVe
 // checkDataDir makes dir when missing, and refuses it unless it is empty
 // (then marked), marked with a format this version reads, or a store of
 // a Herald from before the marker (then marked).
-func checkDataDir(dir string) error {
+func checkDataDir(dir string, companions []string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return refuse("data directory %q cannot be made (%v): make it, or set data_dir to a folder Herald may write to", dir, err)
 	}
@@ -54,7 +54,7 @@ func checkDataDir(dir string) error {
 		switch {
 		case name == "MANIFEST":
 			badger = true
-		case isStoreFile(name):
+		case isStoreFile(name), slices.Contains(companions, name):
 		default:
 			foreign = append(foreign, name)
 		}
@@ -93,7 +93,7 @@ func checkFormat(dir, content string) error {
 // Herald's.
 func isStoreFile(name string) bool {
 	switch name {
-	case walDirName, "acme", "KEYREGISTRY", "DISCARD", "LOCK", "MANIFEST":
+	case walDirName, "KEYREGISTRY", "DISCARD", "LOCK", "MANIFEST":
 		return true
 	}
 	return strings.HasSuffix(name, ".sst") || strings.HasSuffix(name, ".vlog") || strings.HasSuffix(name, ".mem")

@@ -36,6 +36,10 @@ func TestOpenChecksTheDataDirectory(t *testing.T) {
 			write(t, filepath.Join(dir, FormatFile), "\x00\x00garbage")
 			return dir
 		}, "not a Herald store format"},
+		{"the application's own files only", func(t *testing.T, dir string) string {
+			write(t, filepath.Join(dir, "dev-credentials.json"), "{}")
+			return dir
+		}, ""},
 		{"a file, not a folder", func(t *testing.T, dir string) string {
 			p := filepath.Join(dir, "data")
 			write(t, p, "x")
@@ -47,7 +51,7 @@ func TestOpenChecksTheDataDirectory(t *testing.T) {
 			t.Parallel()
 			dir := c.prepare(t, t.TempDir())
 			before := listDir(dir)
-			s, err := Open(Options{Dir: dir})
+			s, err := Open(Options{Dir: dir, Companions: []string{"dev-credentials.json"}})
 			if c.want == "" {
 				if err != nil {
 					t.Fatal(err)

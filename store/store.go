@@ -33,6 +33,10 @@ type Store struct {
 	// goroutine and its results back (with the log only).
 	applyReq  chan []kvOp
 	applyDone chan error
+	// applyMu is held by the committer while it writes a batch to Badger
+	// (persist), and by Backup while it takes its snapshot: a snapshot
+	// holds a batch whole or not at all.
+	applyMu sync.Mutex
 	// broken is set when a commit failed after it began writing; see fail.
 	broken atomic.Pointer[error]
 
@@ -63,7 +67,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	if !opts.InMemory {
-		if err := checkDataDir(opts.Dir); err != nil {
+		if err := checkDataDir(opts.Dir, opts.Companions); err != nil {
 			return nil, err
 		}
 	}

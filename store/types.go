@@ -79,6 +79,10 @@ type Options struct {
 	Dir string `yaml:"data_dir"`
 	// InMemory keeps everything in memory (tests). Nothing survives Close.
 	InMemory bool
+	// Companions name the files and folders the application keeps in Dir
+	// beside the store (dev credentials, certificates): a folder holding
+	// only those is taken as new, not refused as someone else's.
+	Companions []string `yaml:"-"`
 	// Durability defaults to SyncEachBatch.
 	Durability Durability `yaml:"durability"`
 	// Retention returns the retention for a channel. It is called by the

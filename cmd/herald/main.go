@@ -23,6 +23,8 @@ Usage:
   herald ban          [flags]   ban a user for a while (--duration 24h), or lift a ban (--lift)
   herald disconnect   [flags]   close every session of a user
   herald webhooks     SUB       outgoing webhooks: list, dead NAME, replay NAME, test NAME
+  herald backup       FILE      a consistent backup of a running server's store, taken through its API
+  herald restore      FILE      write a backup into an empty data directory (--data-dir)
   herald bench        WORKLOAD  load-test a server on this machine: fanout, channels, idle, resume, webhooks
   herald version                the version, the commit it was built from and the Go version
 
@@ -63,6 +65,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cmd = cmdDisconnect
 	case "webhooks":
 		cmd = cmdWebhooks
+	case "backup":
+		cmd = cmdBackup
+	case "restore":
+		cmd = cmdRestore
 	case "version", "--version":
 		cmd = cmdVersion
 	case "help", "-h", "--help":

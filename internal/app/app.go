@@ -160,6 +160,7 @@ func (a *App) build() error {
 		return err
 	}
 	pages.Routes(router)
+	router.HandlerFunc(http.MethodGet, "/api/backup", a.backup)
 	router.Handler(http.MethodGet, "/sse", a.sse)
 	router.Handler(http.MethodGet, "/ws", a.ws)
 	router.Handler(http.MethodGet, "/poll", a.poll)

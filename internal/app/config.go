@@ -166,6 +166,7 @@ func (c Config) engineOptions(logger *slog.Logger) (store.Options, error) {
 	o.Retention = retention
 	o.TrimInterval = c.Server.History.TrimInterval
 	o.Logger = logger
+	o.Companions = []string{DevKeyFile, acmeDir}
 	return o, nil
 }
 

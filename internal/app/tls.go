@@ -101,7 +101,7 @@ func newTLS(t TLSConfig, dataDir string) (*tlsSetup, error) {
 		m := &autocert.Manager{
 			Prompt:     autocert.AcceptTOS,
 			HostPolicy: autocert.HostWhitelist(t.ACME.Hosts...),
-			Cache:      autocert.DirCache(filepath.Join(dataDir, "acme")),
+			Cache:      autocert.DirCache(filepath.Join(dataDir, acmeDir)),
 			Email:      t.ACME.Email,
 		}
 		if t.ACME.DirectoryURL != "" {
@@ -163,3 +163,6 @@ func protocols(h2c bool) *http.Protocols {
 	p.SetUnencryptedHTTP2(h2c)
 	return p
 }
+
+// acmeDir is the data directory's folder of certificates (tls.acme).
+const acmeDir = "acme"
