@@ -69,6 +69,12 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePublishBody$$' -fuzztime $(FUZZTIME) ./server/httpapi/
 	$(GO) test -run '^$$' -fuzz '^FuzzEventFraming$$' -fuzztime $(FUZZTIME) ./transports/sse/
 	$(GO) test -run '^$$' -fuzz '^FuzzFrameReader$$' -fuzztime $(FUZZTIME) ./transports/ws/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./transports/ws/
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePoll$$' -fuzztime $(FUZZTIME) ./transports/longpoll/
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIBodies$$' -fuzztime $(FUZZTIME) ./server/httpapi/
+	$(GO) test -run '^$$' -fuzz '^FuzzConfigFile$$' -fuzztime $(FUZZTIME) ./internal/app/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyBackup$$' -fuzztime $(FUZZTIME) ./store/
+	$(GO) test -run '^$$' -fuzz '^FuzzLogKey$$' -fuzztime $(FUZZTIME) ./store/
 
 clean:
 	rm -rf bin

@@ -32,7 +32,7 @@ type fixture struct {
 	h    *Handler
 }
 
-func newFixture(t *testing.T, cfg server.Config, opts Options) *fixture {
+func newFixture(t testing.TB, cfg server.Config, opts Options) *fixture {
 	t.Helper()
 	cfg.APIKey, cfg.JWTSecret = apiKey, secret
 	var h *Handler
