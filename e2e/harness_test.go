@@ -89,7 +89,10 @@ type server struct {
 	args    []string
 	// https: the server serves TLS (its certificate is the test's own,
 	// not verified: loopback only).
-	https  bool
+	https bool
+	// launch, when set, makes the command that runs herald with args
+	// (a test that runs it inside a namespace of its own).
+	launch func(args []string) *exec.Cmd
 	cmd    *exec.Cmd
 	log    *syncBuffer
 	exited chan struct{}
@@ -142,7 +145,11 @@ func (s *server) start() {
 	s.t.Helper()
 	args := append([]string{"serve", "--addr", s.addr, "--data-dir", s.dataDir,
 		"--api-key", apiKey, "--jwt-secret", jwtSecret, "--log-level", "debug"}, s.args...)
-	s.cmd = exec.Command(heraldBin, args...)
+	if s.launch != nil {
+		s.cmd = s.launch(args)
+	} else {
+		s.cmd = exec.Command(heraldBin, args...)
+	}
 	s.cmd.Env = cleanEnv()
 	s.log = &syncBuffer{}
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log

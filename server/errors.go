@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/heraldrt/herald/protocol"
@@ -21,6 +22,7 @@ var (
 	ErrTooLarge     = errors.New("too large")            // 413
 	ErrRateLimited  = errors.New("rate limited")         // 429
 	ErrUnavailable  = errors.New("unavailable")          // 503
+	ErrStorageFull  = errors.New("storage full")         // 507
 	ErrInternal     = errors.New("internal error")       // 500
 	ErrClosed       = errors.New("session closed")       // session is gone
 	ErrShuttingDown = errors.New("server shutting down") // 503
@@ -114,6 +116,12 @@ func AsError(err error) *Error {
 	if errors.Is(err, ErrShuttingDown) || errors.Is(err, ErrClosed) {
 		e := newError(http.StatusServiceUnavailable, ErrUnavailable, "server shutting down")
 		e.RetryAfter = time.Second
+		return e
+	}
+	if errors.Is(err, store.ErrStorageFull) {
+		// The store's message says how much is free and what to do.
+		e := newError(http.StatusInsufficientStorage, ErrStorageFull, "%s", strings.TrimPrefix(err.Error(), "store: "))
+		e.RetryAfter = 5 * time.Second
 		return e
 	}
 	if errors.Is(err, store.ErrUnavailable) {

@@ -30,7 +30,8 @@ func ErrorDetail(err error) protocol.ErrorDetail {
 // (before a stream starts) answer every error with it.
 func WriteError(w http.ResponseWriter, r *http.Request, err error, logger *slog.Logger) {
 	e := AsError(err)
-	if e.Code >= 500 && !errors.Is(err, ErrShuttingDown) && !errors.Is(err, ErrClosed) {
+	// A full disk is logged once by the store, not at every refusal.
+	if e.Code >= 500 && !errors.Is(err, ErrShuttingDown) && !errors.Is(err, ErrClosed) && e.Code != http.StatusInsufficientStorage {
 		if logger == nil {
 			logger = slog.Default()
 		}

@@ -68,6 +68,10 @@ func (s *Store) commitBatch(c *committer) {
 		s.answerAll(c, *err)
 		return
 	}
+	if err := s.checkSpace(); err != nil {
+		s.answerAll(c, err) // nothing written: the next batch tries again
+		return
+	}
 	c.outbox.reset(len(s.outbox.queues))
 	err := s.prepare(c)
 	if err != nil {

@@ -56,6 +56,12 @@ func (o Options) withDefaults() Options {
 		o.WALSegmentBytes = defaultWALSegmentBytes
 	}
 	o.Memory = o.Memory.withDefaults()
+	if o.MinFreeBytes == 0 {
+		o.MinFreeBytes = DefaultMinFreeBytes
+	}
+	if o.FreeBytes == nil {
+		o.FreeBytes = diskFree
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}

@@ -37,6 +37,8 @@ type Store struct {
 	// (persist), and by Backup while it takes its snapshot: a snapshot
 	// holds a batch whole or not at all.
 	applyMu sync.Mutex
+	// full is set while the disk is under the reserve (space.go).
+	full atomic.Bool
 	// broken is set when a commit failed after it began writing; see fail.
 	broken atomic.Pointer[error]
 

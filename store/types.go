@@ -79,6 +79,13 @@ type Options struct {
 	Dir string `yaml:"data_dir"`
 	// InMemory keeps everything in memory (tests). Nothing survives Close.
 	InMemory bool
+	// MinFreeBytes is the disk space kept free in Dir's file system:
+	// appends are refused (ErrStorageFull) while less is left, see
+	// space.go. Default DefaultMinFreeBytes; negative: no reserve.
+	MinFreeBytes int64 `yaml:"min_free_bytes"`
+	// FreeBytes measures the free space of Dir's file system (tests give
+	// their own). Default: statfs.
+	FreeBytes func(dir string) (uint64, error) `yaml:"-"`
 	// Companions name the files and folders the application keeps in Dir
 	// beside the store (dev credentials, certificates): a folder holding
 	// only those is taken as new, not refused as someone else's.

@@ -140,6 +140,10 @@ func (a *App) build() error {
 	if h, ok := a.engine.(interface{ Healthy() error }); ok {
 		api.AddRequirement("engine", h.Healthy)
 	}
+	if a.badger != nil {
+		// A nearly full disk refuses publishes; subscribers still read.
+		api.AddCheck("storage", a.badger.SpaceProblem)
+	}
 	rules, dsn, err := a.cfg.Sync.Sync.Compile(a.cfg.env())
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
