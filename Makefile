@@ -10,7 +10,7 @@ FUZZTIME ?= 100000x
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := bin/tools/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
-.PHONY: run build test deps check bench fuzz clean
+.PHONY: run build test deps check bench fuzz campaign clean
 
 ## run: a dev server on http://127.0.0.1:8080 with its data in ./data
 # The binary is built, then exec'd, so that it is make's own child: on
@@ -45,6 +45,7 @@ deps:
 ## check: go vet, staticcheck, go.mod tidy, and the macOS and Windows builds
 check: $(STATICCHECK)
 	$(GO) vet ./...
+	$(GO) vet -tags campaign ./e2e/
 	$(STATICCHECK) ./...
 	$(GO) mod tidy -diff
 	GOOS=darwin $(GO) vet ./...
@@ -75,6 +76,12 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzConfigFile$$' -fuzztime $(FUZZTIME) ./internal/app/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyBackup$$' -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run '^$$' -fuzz '^FuzzLogKey$$' -fuzztime $(FUZZTIME) ./store/
+
+## campaign: the reliability campaign (not in test: minutes): SIGKILLs
+## under load, then a checker over history and every subscriber; set
+## HERALD_CAMPAIGN_KILLS, _PUBLISHES and _SEED (printed) to change or replay it
+campaign:
+	HERALD_E2E_NORACE=1 $(GO) test -tags campaign -run '^TestCampaign$$' -count=1 -timeout 30m -v ./e2e/
 
 clean:
 	rm -rf bin

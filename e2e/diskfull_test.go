@@ -27,7 +27,8 @@ import (
 func TestDiskFullRefusesPublishesThenRecovers(t *testing.T) {
 	t.Parallel()
 	mnt := t.TempDir()
-	srv := &server{t: t, addr: freeAddr(t), dataDir: filepath.Join(mnt, "data")}
+	srv := &server{t: t, addr: freeAddr(t), dataDir: filepath.Join(mnt, "data"),
+		args: []string{"--config", writeConfig(t, "channels:\n  - pattern: big\n    history: {size: 100000}\n")}}
 	srv.launch = func(args []string) *exec.Cmd {
 		script := `mount -t tmpfs -o size=192m tmpfs "$1" && dd if=/dev/zero of="$1/filler" bs=1M count=48 status=none && shift && exec "$@"`
 		return exec.Command("unshare", append([]string{"--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", mnt, heraldBin}, args...)...)

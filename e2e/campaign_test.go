@@ -1,0 +1,436 @@
+//go:build campaign
+
+package e2e
+
+// The reliability campaign, `make campaign` (outside make test: minutes,
+// not seconds). One Herald takes publishes from HTTP and WebSocket
+// publishers on four channels that keep everything and one whose history
+// keeps 100 messages (so retention trims it while the campaign runs),
+// while an SSE, a WebSocket and a long-poll subscriber follow all five,
+// and it is SIGKILLed at moments drawn from a seed and restarted, N times.
+// Publishers retry with their idempotency keys until answered; subscribers
+// resume from their own positions. Then a checker proves from the history
+// and from every subscriber's record: every acknowledged publish stored
+// once at its acknowledged offset, offsets contiguous, one epoch per
+// channel, every subscriber exactly once in order on the kept channels,
+// and on the trimmed one only an honest herald.reset (a jump forward to
+// what was still kept) in place of what it could not have.
+//
+//	HERALD_CAMPAIGN_KILLS      kills (default 20)
+//	HERALD_CAMPAIGN_PUBLISHES  acknowledged publishes (default 100,000)
+//	HERALD_CAMPAIGN_SEED       the kill schedule's seed (default: the clock; printed)
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+func envInt(t *testing.T, name string, def int64) int64 {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		t.Fatalf("%s=%q: want a whole number", name, v)
+	}
+	return n
+}
+
+// campaignAck is a publish the server acknowledged.
+type campaignAck struct {
+	channel string
+	offset  uint64
+	pub, i  int
+}
+
+// campaignData is a published message's data.
+type campaignData struct {
+	P int `json:"p"`
+	I int `json:"i"`
+}
+
+func TestCampaign(t *testing.T) {
+	kills := int(envInt(t, "HERALD_CAMPAIGN_KILLS", 20))
+	total := int(envInt(t, "HERALD_CAMPAIGN_PUBLISHES", 100_000))
+	seed := envInt(t, "HERALD_CAMPAIGN_SEED", time.Now().UnixNano())
+	t.Logf("campaign: %d kills, %d publishes, seed %d (HERALD_CAMPAIGN_SEED=%d replays the schedule)", kills, total, seed, seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), uint64(seed)>>1|1))
+
+	kept := []string{"camp_a", "camp_b", "camp_c", "camp_d"}
+	const trimmed = "trim_e"
+	channels := append(slices.Clone(kept), trimmed)
+	srv := startServer(t, "--config", writeConfig(t, `channels:
+  - pattern: "camp_*"
+    history: {size: 1000000, ttl: 720h}
+  - pattern: "trim_*"
+    history: {size: 100, ttl: 720h}
+history:
+  trim_interval: 1s
+`))
+	base := srv.url()
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	start := time.Now()
+
+	// Subscribers, from now: they must get everything from offset 1.
+	var subs []*campaignSub
+	for _, d := range drivers {
+		s := &campaignSub{f: &follower{d: d, bases: []string{base}, channels: channels, got: map[string][]envelope{}}, done: make(chan struct{})}
+		s.c = mustOpen(t, d, base, apiKey, channels, nil)
+		subs = append(subs, s)
+	}
+	var heads atomic.Pointer[map[string]uint64] // set once the publishers are done
+	for _, s := range subs {
+		go func() {
+			defer close(s.done)
+			s.err = s.follow(ctx, t, &heads)
+		}()
+	}
+
+	// Publishers: six over HTTP, two over WebSocket, each with its share.
+	const httpPubs, wsPubs = 6, 2
+	var acked atomic.Int64
+	var mu sync.Mutex
+	var acks []campaignAck
+	var pubs sync.WaitGroup
+	pubErrs := make(chan error, httpPubs+wsPubs)
+	for p := range httpPubs + wsPubs {
+		n := total / (httpPubs + wsPubs)
+		if p < total%(httpPubs+wsPubs) {
+			n++
+		}
+		pubs.Go(func() {
+			publish := func(ctx context.Context, channel, data, key string) (uint64, error) {
+				res, err := publishRetrying(ctx, base, channel, data, key)
+				return res.Offset, err
+			}
+			if p >= httpPubs {
+				wp := &wsPublisher{base: base}
+				defer wp.close()
+				publish = wp.publish
+			}
+			for i := 1; i <= n; i++ {
+				ch := channels[(p+i)%len(channels)]
+				data, _ := json.Marshal(campaignData{P: p, I: i})
+				off, err := publish(ctx, ch, string(data), fmt.Sprintf("p%d-%d", p, i))
+				if err != nil {
+					pubErrs <- fmt.Errorf("publisher %d, message %d: %w", p, i, err)
+					return
+				}
+				mu.Lock()
+				acks = append(acks, campaignAck{channel: ch, offset: off, pub: p, i: i})
+				mu.Unlock()
+				acked.Add(1)
+			}
+		})
+	}
+	pubsDone := make(chan struct{})
+	go func() { pubs.Wait(); close(pubsDone) }()
+
+	// The kills, on this goroutine: one in each of kills+1 equal stretches
+	// of the publishes but the last, at a point the seed draws.
+	stretch := int64(total / (kills + 1))
+	for k := range kills {
+		at := int64(k)*stretch + rng.Int64N(max(stretch, 1))
+		for acked.Load() < at {
+			select {
+			case <-pubsDone:
+				t.Fatalf("the publishers stopped after %d acknowledged publishes, before kill %d", acked.Load(), k+1)
+			case err := <-pubErrs:
+				t.Fatal(err)
+			case <-time.After(5 * time.Millisecond): // polled: the count moves with every publish
+			}
+		}
+		srv.kill()
+		srv.restart()
+	}
+	select {
+	case <-pubsDone:
+	case err := <-pubErrs:
+		t.Fatal(err)
+	case <-ctx.Done():
+		t.Fatalf("the publishers did not finish: %d of %d acknowledged", acked.Load(), total)
+	}
+	close(pubErrs)
+	for err := range pubErrs {
+		t.Fatal(err)
+	}
+	publishing := time.Since(start)
+
+	// The checker. First, the history of each channel.
+	byChannel := map[string]map[uint64]campaignAck{}
+	for _, a := range acks {
+		if byChannel[a.channel] == nil {
+			byChannel[a.channel] = map[uint64]campaignAck{}
+		}
+		if prev, dup := byChannel[a.channel][a.offset]; dup {
+			t.Fatalf("%s offset %d acknowledged twice: to publisher %d message %d and to publisher %d message %d", a.channel, a.offset, prev.pub, prev.i, a.pub, a.i)
+		}
+		byChannel[a.channel][a.offset] = a
+	}
+	final := map[string]uint64{}
+	epochs := map[string]string{}
+	for _, ch := range channels {
+		page, envs := history(t, base, ch)
+		final[ch], epochs[ch] = page.Head, page.Epoch
+		if page.Head != uint64(len(byChannel[ch])) {
+			t.Fatalf("%s: head %d, but %d publishes were acknowledged on it", ch, page.Head, len(byChannel[ch]))
+		}
+		if ch == trimmed && len(envs) > 100 {
+			t.Fatalf("%s keeps %d messages, its history is 100", ch, len(envs))
+		}
+		for i, e := range envs {
+			if i > 0 && e.Offset != envs[i-1].Offset+1 {
+				t.Fatalf("%s: history jumps from %d to %d", ch, envs[i-1].Offset, e.Offset)
+			}
+			if e.Epoch != page.Epoch {
+				t.Fatalf("%s: offset %d has epoch %s, the channel's is %s", ch, e.Offset, e.Epoch, page.Epoch)
+			}
+			checkCampaignData(t, ch, e, byChannel)
+		}
+		if ch != trimmed && (len(envs) == 0 || envs[0].Offset != 1 || envs[len(envs)-1].Offset != page.Head) {
+			t.Fatalf("%s: history holds %d messages, want 1..%d", ch, len(envs), page.Head)
+		}
+	}
+
+	// Then every subscriber's record, once it has caught up.
+	heads.Store(&final)
+	resets := map[string]int{}
+	for _, s := range subs {
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			t.Fatalf("%s subscriber did not catch up", s.f.d.name())
+		}
+		if s.err != nil {
+			t.Fatal(s.err)
+		}
+		name := s.f.d.name()
+		resets[name] = len(s.resets)
+		for _, ch := range channels {
+			got := s.f.got[ch]
+			var prev uint64
+			for _, e := range got {
+				if e.Event == "herald.reset" {
+					if ch != trimmed {
+						t.Fatalf("%s: a reset on %s, which keeps everything: %s", name, ch, e.Data)
+					}
+					var r struct {
+						Reason      string `json:"reason"`
+						ResumeAfter uint64 `json:"resume_after"`
+					}
+					_ = json.Unmarshal(e.Data, &r)
+					if r.Reason != "trimmed" || r.ResumeAfter < prev {
+						t.Fatalf("%s: a reset on %s after offset %d that is not an honest jump forward: %s", name, ch, prev, e.Data)
+					}
+					prev = r.ResumeAfter
+					continue
+				}
+				if e.Offset != prev+1 {
+					t.Fatalf("%s: %s offset %d after %d", name, ch, e.Offset, prev)
+				}
+				if e.Epoch != epochs[ch] {
+					t.Fatalf("%s: %s offset %d in epoch %s, the channel's is %s", name, ch, e.Offset, e.Epoch, epochs[ch])
+				}
+				checkCampaignData(t, ch, e, byChannel)
+				prev = e.Offset
+			}
+			if prev != final[ch] {
+				t.Fatalf("%s: %s ends at %d, the head is %d", name, ch, prev, final[ch])
+			}
+		}
+	}
+	t.Logf("campaign passed: %d SIGKILLs; %d publishes acknowledged (%d over WebSocket), each stored once at its offset: lost 0, duplicated 0; "+
+		"%d channels, one epoch each; subscribers SSE, WebSocket and long polling exactly once in order (reconnection attempts %d/%d/%d), "+
+		"honest resets on the trimmed channel %d/%d/%d; publishing took %s, all %s",
+		kills, len(acks), countWS(acks, httpPubs), len(channels), subs[0].f.resumes, subs[1].f.resumes, subs[2].f.resumes,
+		resets[subs[0].f.d.name()], resets[subs[1].f.d.name()], resets[subs[2].f.d.name()],
+		publishing.Round(time.Second), time.Since(start).Round(time.Second))
+}
+
+func countWS(acks []campaignAck, httpPubs int) int {
+	n := 0
+	for _, a := range acks {
+		if a.pub >= httpPubs {
+			n++
+		}
+	}
+	return n
+}
+
+// checkCampaignData checks that the message at e's offset is the one the
+// server acknowledged there.
+func checkCampaignData(t *testing.T, ch string, e envelope, byChannel map[string]map[uint64]campaignAck) {
+	t.Helper()
+	var d campaignData
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		t.Fatalf("%s offset %d: data %s: %v", ch, e.Offset, e.Data, err)
+	}
+	a, ok := byChannel[ch][e.Offset]
+	if !ok || a.pub != d.P || a.i != d.I {
+		t.Fatalf("%s offset %d holds publisher %d message %d; the acknowledgement there was %+v (found %v)", ch, e.Offset, d.P, d.I, a, ok)
+	}
+}
+
+// campaignSub is one subscriber of the campaign: a transport's client
+// that resumes from its own position each time the server goes away.
+type campaignSub struct {
+	f      *follower
+	c      conn
+	resets []envelope
+	err    error
+	done   chan struct{}
+}
+
+// follow receives until heads is set and reached on every channel.
+// Resets are kept with the messages (the checker judges them).
+func (s *campaignSub) follow(ctx context.Context, t *testing.T, heads *atomic.Pointer[map[string]uint64]) error {
+	c := s.c
+	last := map[string]uint64{}
+	caughtUp := func() bool {
+		h := heads.Load()
+		if h == nil {
+			return false
+		}
+		for ch, head := range *h {
+			if last[ch] < head {
+				return false
+			}
+		}
+		return true
+	}
+	for !caughtUp() {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w with %v", s.f.d.name(), ctx.Err(), last)
+		}
+		env, err := c.recv(time.Second)
+		switch {
+		case errors.Is(err, errTimeout):
+			continue // quiet: look whether the heads are known
+		case errors.Is(err, errEnded):
+			m := c.mark()
+			c.close()
+			if c, err = s.f.reopen(t, m, time.Now().Add(time.Minute)); err != nil {
+				return err
+			}
+			continue
+		case err != nil:
+			return fmt.Errorf("%s: %w", s.f.d.name(), err)
+		}
+		s.f.got[env.Channel] = append(s.f.got[env.Channel], env)
+		if env.Event == "herald.reset" {
+			s.resets = append(s.resets, env)
+			var r struct {
+				ResumeAfter uint64 `json:"resume_after"`
+			}
+			_ = json.Unmarshal(env.Data, &r)
+			last[env.Channel] = r.ResumeAfter
+			continue
+		}
+		last[env.Channel] = env.Offset
+	}
+	c.close()
+	return nil
+}
+
+// wsPublisher publishes over one WebSocket connection, dialled again
+// after each kill; an op whose answer was lost is sent again with the
+// same idempotency key.
+type wsPublisher struct {
+	base string
+	ws   *websocket.Conn
+	id   uint64
+}
+
+func (w *wsPublisher) close() {
+	if w.ws != nil {
+		w.ws.Close()
+	}
+}
+
+func (w *wsPublisher) publish(ctx context.Context, channel, data, key string) (uint64, error) {
+	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
+		off, err := w.try(channel, data, key)
+		if err == nil {
+			return off, nil
+		}
+		var refused *publishRefused
+		if errors.As(err, &refused) {
+			return 0, err
+		}
+		w.close()
+		w.ws = nil
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(delay):
+		}
+	}
+}
+
+// publishRefused is an op the server answered with an error that is not
+// its going away: a retry would not help.
+type publishRefused struct{ msg string }
+
+func (e *publishRefused) Error() string { return e.msg }
+
+func (w *wsPublisher) try(channel, data, key string) (uint64, error) {
+	if w.ws == nil {
+		h := http.Header{"Authorization": {"Bearer " + apiKey}}
+		d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+		ws, resp, err := d.Dial("ws"+strings.TrimPrefix(w.base, "http")+"/ws", h)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		w.ws = ws
+	}
+	w.id++
+	op := map[string]any{"op": "publish", "id": w.id, "channel": channel, "data": json.RawMessage(data), "idempotency_key": key}
+	_ = w.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := w.ws.WriteJSON(op); err != nil {
+		return 0, err
+	}
+	_ = w.ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for {
+		_, frame, err := w.ws.ReadMessage()
+		if err != nil {
+			return 0, err
+		}
+		var r struct {
+			ID     uint64 `json:"id"`
+			OK     bool   `json:"ok"`
+			Offset uint64 `json:"offset"`
+			Error  *struct {
+				Code    int    `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(frame, &r) != nil || r.ID != w.id {
+			continue // a push, not the answer
+		}
+		if r.OK {
+			return r.Offset, nil
+		}
+		if r.Error != nil && r.Error.Code >= 500 {
+			return 0, errors.New(r.Error.Message) // the server is stopping: again
+		}
+		return 0, &publishRefused{msg: string(frame)}
+	}
+}
