@@ -3,6 +3,9 @@ package server
 import (
 	"context"
 	"log/slog"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,4 +84,93 @@ func TestCatchUpReadsOffTheWriter(t *testing.T) {
 	close(eng.gate)
 	publishN(t, srv, "slow", 4, 5)
 	assertRange(t, offsets(c.waitFor(t, "offsets 1..5", countOffsets("slow", 5)))["slow"], 1, 5)
+}
+
+// laggingEngine is an embedded store that says its reads are remote and
+// whose head reads lag: the first lagReads of them report lag fewer
+// records than there are, as a stream leader just elected can.
+type laggingEngine struct {
+	*store.Store
+	mu       sync.Mutex
+	lagReads int
+	lag      uint64
+}
+
+func (l *laggingEngine) RemoteReads() bool { return true }
+
+func (l *laggingEngine) Head(ctx context.Context, channel string) (store.Position, error) {
+	pos, err := l.Store.Head(ctx, channel)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err == nil && l.lagReads > 0 {
+		l.lagReads--
+		pos.Head -= min(l.lag, pos.Head)
+	}
+	return pos, err
+}
+
+// A client whose position is ahead of a lagging head read (it saw the
+// records through another node) is not reset on a remote engine: the
+// head is read again until it reaches the position, and the client goes
+// on from there exactly once. A client that is ahead of the log in
+// truth is reset (unknown_position) once the reads have had their time.
+func TestAHeadReadBehindTheClientIsReadAgain(t *testing.T) {
+	t.Parallel()
+	st, err := store.Open(store.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := &laggingEngine{Store: st}
+	srv, err := New(Config{APIKey: testAPIKey, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}, eng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); _ = st.Close() })
+	publishN(t, srv, "room", 1, 5)
+	pos, err := st.Head(context.Background(), "room")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name      string
+		lagReads  int
+		since     uint64
+		wantReset bool
+	}{
+		{"lagging read", 2, 5, false},
+		{"ahead in truth", 0, 9, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			eng.mu.Lock()
+			eng.lagReads, eng.lag = c.lagReads, 2
+			eng.mu.Unlock()
+			sess, err := srv.Transport("test").NewSession(system, "", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := collect(t, sess)
+			if _, err := srv.Subscribe(context.Background(), sess, SubscribeRequest{Channel: "room", From: &Position{Epoch: pos.Epoch, Since: c.since}}); err != nil {
+				t.Fatal(err)
+			}
+			if c.wantReset {
+				items := got.waitFor(t, "a reset", func(items []Item) bool {
+					return slices.ContainsFunc(items, func(it Item) bool { return it.Kind == KindReset })
+				})
+				for _, it := range items {
+					if it.Kind == KindReset && !strings.Contains(string(it.Msg.Raw), `"reason":"unknown_position"`) {
+						t.Fatalf("reset %s, want unknown_position", it.Msg.Raw)
+					}
+				}
+				return
+			}
+			publishN(t, srv, "room", 6, 7)
+			items := got.waitFor(t, "offsets 6..7", countOffsets("room", 2))
+			for _, it := range items {
+				if it.Kind == KindReset {
+					t.Fatalf("a reset for a client the lagging read had behind: %s", it.Msg.Raw)
+				}
+			}
+			assertRange(t, offsets(items)["room"], 6, 7)
+		})
+	}
 }

@@ -90,6 +90,9 @@ func (s *Server) subscribe(ctx context.Context, sess *Session, req SubscribeRequ
 	sub := &subscription{sess: sess, ch: ch, name: req.Channel, index: -1, muted: req.Ack != nil, rule: cr.rule}
 	ch.add(sub)
 	head, err := s.engine.Head(ctx, req.Channel)
+	if from := req.From; err == nil && from != nil && from.Since > head.Head && (from.Epoch == "" || from.Epoch == head.Epoch) {
+		head, err = s.headReaching(ctx, req.Channel, from.Since, head)
+	}
 	if err != nil {
 		ch.remove(sub)
 		s.hub.release(ch)
@@ -283,6 +286,36 @@ func (sub *subscription) catchUp(ctx context.Context, dst []Item, pageSize int) 
 	sub.last = sub.since
 	sub.live = true
 	return dst, true, nil
+}
+
+// headReaching is called with a head read behind the client's position
+// (of the same epoch). On an engine whose reads are remote it reads the
+// head again, a few times over about a second and a half, until it
+// reaches since: there a read can lag what was acknowledged (a stream
+// leader just elected has not applied every committed record yet), and a
+// client that saw a record through another node is not ahead of the log.
+// What it returns is the head to go by: one still behind means the
+// client is ahead (it is reset). An embedded engine's head is exact: it
+// is returned as it is.
+func (s *Server) headReaching(ctx context.Context, channel string, since uint64, head store.Position) (store.Position, error) {
+	if s.reads == nil {
+		return head, nil
+	}
+	for wait := 50 * time.Millisecond; head.Head < since && wait <= 800*time.Millisecond; wait *= 2 {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return head, ctx.Err()
+		case <-t.C:
+		}
+		h, err := s.engine.Head(ctx, channel)
+		if err != nil {
+			return head, err
+		}
+		head = h
+	}
+	return head, nil
 }
 
 // Why a herald.reset is sent.

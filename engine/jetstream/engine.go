@@ -543,7 +543,9 @@ func (e *Engine) publishOne(ctx context.Context, ch string, c *channel, p pendin
 	rec, idemKey := p.rec, p.idemKey
 	if !c.known {
 		if err := e.refresh(ctx, ch, c); err != nil {
-			return store.Appended{}, e.release(idemKey, err)
+			// Nothing sent this time, but the claim may be one taken over
+			// from a try that was: it keeps its deduplication id.
+			return store.Appended{}, e.abandon(idemKey, err)
 		}
 	}
 	for {
@@ -564,7 +566,7 @@ func (e *Engine) publishOne(ctx context.Context, ch string, c *channel, p pendin
 			// record may be the head.
 			if rerr := e.refresh(ctx, ch, c); rerr != nil {
 				c.known = false
-				return store.Appended{}, e.release(idemKey, fmt.Errorf("jetstream: append to %q: %w", ch, errors.Join(err, rerr)))
+				return store.Appended{}, e.abandon(idemKey, fmt.Errorf("jetstream: append to %q: %w", ch, errors.Join(err, rerr)))
 			}
 			if rec.IdempotencyKey != "" && c.lastKey == rec.IdempotencyKey && c.lastID == rec.ID {
 				res := store.Appended{Offset: c.head, Epoch: c.epoch, ID: rec.ID}
@@ -574,7 +576,9 @@ func (e *Engine) publishOne(ctx context.Context, ch string, c *channel, p pendin
 			if conflict {
 				continue
 			}
-			return store.Appended{}, e.release(idemKey, fmt.Errorf("jetstream: append to %q: %w", ch, err))
+			// Not seen at the head, but the publish may still be stored
+			// (a leader change can commit it after the read above).
+			return store.Appended{}, e.abandon(idemKey, fmt.Errorf("jetstream: append to %q: %w", ch, err))
 		}
 		if ack.Duplicate {
 			e.mu.Lock()
@@ -583,7 +587,7 @@ func (e *Engine) publishOne(ctx context.Context, ch string, c *channel, p pendin
 			c.known = false // where the log ends is read again next time
 			res, err := e.stored(ctx, ch, c.epoch, ack.Sequence, rec.ID)
 			if err != nil {
-				return store.Appended{}, e.release(idemKey, err)
+				return store.Appended{}, e.abandon(idemKey, err)
 			}
 			e.remember(idemKey, res)
 			return res, nil
@@ -699,11 +703,34 @@ func (e *Engine) remember(k string, res store.Appended) {
 	_, _ = e.idem.Put(context.Background(), k, v)
 }
 
-// release gives a claimed key back after a failed append, and returns err.
-func (e *Engine) release(k string, err error) error {
-	if k != "" {
-		_ = e.idem.Delete(context.Background(), k)
+// abandon gives up an append that failed, and returns err. Its outcome
+// may be unknown — its publish sent and perhaps stored, the answer lost
+// (a timeout, a leader change), by this try or by an earlier one whose
+// claim this one took over — so the claim is never given back: it stays,
+// with its deduplication id, but its lease ends now. The client's retry
+// takes it over at once and sends the same id, and the stream answers
+// with the stored record if a try was stored, instead of storing it
+// twice (as a new claim with a new id would). If the bucket cannot be
+// reached either, the claim keeps its lease, and the retry takes it over
+// when that ends. (A retry must come within the stream's deduplication
+// window, dedupeWindow.)
+func (e *Engine) abandon(k string, err error) error {
+	if k == "" {
+		return err
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ent, gerr := e.idem.Get(ctx, k)
+	if gerr != nil {
+		return err
+	}
+	var v idemValue
+	if json.Unmarshal(ent.Value(), &v) != nil || !v.Pending {
+		return err
+	}
+	v.Lease = e.opts.Now()
+	b, _ := json.Marshal(v)
+	_, _ = e.idem.Update(ctx, k, b, ent.Revision())
 	return err
 }
 
@@ -808,7 +835,7 @@ func (e *Engine) appendRun(ctx context.Context, ch string, c *channel, run []pen
 			}
 			if !errors.Is(err, errNotAtomic) {
 				for _, p := range chunk {
-					out[p.i].Err = e.release(p.idemKey, err)
+					out[p.i].Err = e.abandon(p.idemKey, err)
 				}
 				continue
 			}

@@ -166,6 +166,59 @@ func TestClaimOfADeadNodeIsTakenOver(t *testing.T) {
 	}
 }
 
+// An append whose outcome is unknown — its publish sent, the answer
+// lost, the record not yet seen at the head — keeps its claim and its
+// deduplication id, with the lease ended: the client's retry takes the
+// claim over at once, sends the same id, and is answered with the record
+// the first try stored, which is stored once. (Given back instead, the
+// key would be claimed anew with a new id, and the record stored twice.)
+func TestUncertainAppendIsNotStoredTwice(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t, t.TempDir(), -1)
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) // the clock stands still: a lease never ends by itself
+	e, err := Open(context.Background(), Options{URLs: ns.ClientURL(), Now: func() time.Time { return now }, TrimInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	if _, err := e.epoch(ctx, "orders", true); err != nil {
+		t.Fatal(err)
+	}
+	// The first try: it claims the key and its publish is stored, but
+	// the node does not learn it (the answer lost in a leader change).
+	idemKey := key("orders") + "." + key("k1")
+	_, dup, msgID, err := e.reserve(ctx, idemKey)
+	if err != nil || dup {
+		t.Fatalf("reserve: dup %v, %v", dup, err)
+	}
+	m := nats.NewMsg(e.subject("orders"))
+	m.Data = []byte("first")
+	m.Header.Set(hdrOffset, "1")
+	m.Header.Set(hdrID, "try-1")
+	m.Header.Set(hdrKey, "k1")
+	m.Header.Set(jetstream.MsgIDHeader, msgID)
+	if _, err := e.js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	lost := errors.New("nats: timeout")
+	if err := e.abandon(idemKey, lost); err != lost {
+		t.Fatalf("abandon returned %v, want the append's error", err)
+	}
+	// The retry, at once (the lease would otherwise hold it 10 s).
+	short, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	res, err := e.Append(short, "orders", store.Record{ID: "try-2", Payload: []byte("first"), IdempotencyKey: "k1"})
+	if err != nil || res.Offset != 1 || !res.Duplicate || res.ID != "try-1" {
+		t.Fatalf("retry: %+v %v, want the first try's record at offset 1, a duplicate", res, err)
+	}
+	page, err := e.Read(ctx, "orders", 0, 10)
+	if err != nil || len(page.Entries) != 1 {
+		t.Fatalf("read: %d records (%v), want the record once", len(page.Entries), err)
+	}
+}
+
 // The trimmer applies retention by age too: records older than the
 // channel's age (and than TrimGrace) go, the head's message stays, and a
 // read starts after them.
