@@ -78,10 +78,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLogKey$$' -fuzztime $(FUZZTIME) ./store/
 
 ## campaign: the reliability campaign (not in test: minutes): SIGKILLs
-## under load, then a checker over history and every subscriber; set
-## HERALD_CAMPAIGN_KILLS, _PUBLISHES and _SEED (printed) to change or replay it
+## under load — subscribers direct and through a bad network, webhooks,
+## data sync from PostgreSQL — then a checker over history, every
+## subscriber, every endpoint and every row; set HERALD_CAMPAIGN_KILLS,
+## _PUBLISHES and _SEED (printed) to change or replay it
 campaign:
-	HERALD_E2E_NORACE=1 $(GO) test -tags campaign -run '^TestCampaign$$' -count=1 -timeout 30m -v ./e2e/
+	@$(MAKE) --no-print-directory deps
+	HERALD_E2E_NORACE=1 $(GO) test -tags campaign -run '^TestCampaign' -count=1 -timeout 40m -v ./e2e/
 
 clean:
 	rm -rf bin

@@ -30,9 +30,12 @@ type faultProxy struct {
 	bytesPerSec int
 
 	resets atomic.Int64 // connections the proxy cut
-	mu     sync.Mutex
-	open   map[*proxied]bool
-	wg     sync.WaitGroup
+	// calm, while set, spares the connections whose time comes from
+	// being reset (a browser test loads its page on a calm network).
+	calm atomic.Bool
+	mu   sync.Mutex
+	open map[*proxied]bool
+	wg   sync.WaitGroup
 }
 
 // proxied is one client connection and its upstream.
@@ -82,7 +85,7 @@ func (p *faultProxy) accept() {
 		p.mu.Unlock()
 		life := 300*time.Millisecond + time.Duration(rand.Int64N(int64(1200*time.Millisecond)))
 		reset := time.AfterFunc(life, func() {
-			if pc.frozen.Load() {
+			if pc.frozen.Load() || p.calm.Load() {
 				return
 			}
 			p.resets.Add(1)

@@ -265,6 +265,57 @@ func TestBrowserClientExactlyOnceThroughAKill(t *testing.T) {
 	}
 }
 
+// TestBrowserClientThroughABadNetwork: herald.js in Chromium on each
+// transport through the fault proxy of the Go client's test (latency and
+// jitter, 1 MB/s, small slices, both directions, every connection reset
+// after 0.3–1.5 s), and on WebSocket and SSE the stream frozen open
+// mid-way: the page gets 1..300 once, in order, and drops the frozen
+// stream for its silence (no heartbeat for twice the heartbeat).
+func TestBrowserClientThroughABadNetwork(t *testing.T) {
+	t.Parallel()
+	srv, token, browser := browserSetup(t)
+	for _, tr := range []string{"ws", "sse", "poll"} {
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			const n = 300
+			ch := "browser_badnet_" + tr
+			px := startFaultProxy(t, srv.addr)
+			px.calm.Store(true) // the page itself loads on a calm network
+			tab := openClient(t, browser, px.url(), "true")
+			px.calm.Store(false)
+			evalJS[bool](t, tab, startClientJS(token, []string{tr}, ch, ", connectTimeout: 5000"))
+			evalJS[bool](t, tab, `(() => { t.drops = []; t.h.on("disconnected", (e) => t.drops.push(e.reason)); return true; })()`)
+			waitJS(t, tab, 60*time.Second, `t.h.state === "connected" && t.sub.offset !== null`, gotJS)
+			publishNumbered(t, srv.url(), ch, 1, n/2)
+			waitJS(t, tab, 60*time.Second, fmt.Sprintf("t.got.length >= %d", n/2), gotJS)
+			frozen := 0
+			if tr != "poll" {
+				// Freeze what is open; if the stream was between two
+				// connections just then, freeze again.
+				for try := 0; ; try++ {
+					waitJS(t, tab, 30*time.Second, `t.h.state === "connected"`, gotJS)
+					frozen += px.stall()
+					if try == 4 {
+						waitJS(t, tab, 10*time.Second, `t.drops.includes("silent")`, gotJS+`+" drops "+JSON.stringify(t.drops)`)
+						break
+					}
+					if evalJS[bool](t, tab, `new Promise((ok) => { const t0 = Date.now(); const f = () => t.drops.includes("silent") ? ok(true) : Date.now() - t0 > 5000 ? ok(false) : setTimeout(f, 50); f(); })`) {
+						break
+					}
+				}
+			}
+			publishNumbered(t, srv.url(), ch, n/2+1, n)
+			waitJS(t, tab, 90*time.Second, fmt.Sprintf("t.got.length >= %d", n), gotJS)
+			checkGot(t, tab, n)
+			if px.resets.Load() == 0 {
+				t.Fatal("the proxy reset no connection: the test did not test resets")
+			}
+			t.Logf("%s: %d messages once, in order, through %d resets and %d frozen connections; drops %v", tr, n, px.resets.Load(), frozen,
+				evalJS[[]string](t, tab, "t.drops.slice(0, 12)"))
+		})
+	}
+}
+
 // TestDemoChatBetweenTwoBrowsers: /demo in two browser contexts (alice
 // and bob, dev mode's demo tokens): each sees the other in "Here now",
 // bob sees "alice is typing…" while she types, each gets the other's

@@ -17,6 +17,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldrt/herald/protocol"
 )
 
 // natsBin is the NATS server the cluster tests run, built by TestMain.
@@ -222,6 +224,10 @@ type follower struct {
 	channels []string
 	got      map[string][]envelope
 	resumes  int
+	// notices are the data of the herald.disconnect notices received
+	// (a poll answer carries one when the server ended the session; the
+	// next poll goes on from its cursor).
+	notices []string
 }
 
 // follow receives until it holds want messages in all, resuming across
@@ -244,6 +250,9 @@ func (f *follower) follow(t *testing.T, c conn, want int, deadline time.Time) er
 			return fmt.Errorf("%s on node %d: after %d of %d: %w", f.d.name(), f.at%len(f.bases)+1, total, want, err)
 		case env.Event == "herald.reset":
 			return fmt.Errorf("%s: a reset on %s (%s): nothing was trimmed", f.d.name(), env.Channel, env.Data)
+		case env.Event == protocol.EventDisconnect:
+			f.notices = append(f.notices, string(env.Data))
+			continue
 		}
 		f.got[env.Channel] = append(f.got[env.Channel], env)
 		total++

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,8 @@ type clusterRun struct {
 	fails     []string // non-200 answers seen while publishing
 	followers []*follower
 	acked     atomic.Int64
+	// timeout bounds the run (default 3 minutes).
+	timeout time.Duration
 }
 
 // follow opens d's client on node at (from now) and registers it.
@@ -43,12 +46,16 @@ func (r *clusterRun) follow(t *testing.T, d driver, at int) (*follower, conn) {
 // for all of them. Then it checks the cluster's promise.
 func (r *clusterRun) run(t *testing.T, conns []conn, during func(n int64)) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	timeout := r.timeout
+	if timeout == 0 {
+		timeout = 3 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	total := len(r.c.nodes) * len(r.channels) * r.perPub
 	var wg sync.WaitGroup
 	errs := make(chan error, len(r.followers)+len(r.c.nodes))
-	deadline := time.Now().Add(150 * time.Second)
+	deadline := time.Now().Add(timeout - 30*time.Second)
 	for i, f := range r.followers {
 		wg.Go(func() {
 			if err := f.follow(t, conns[i], total, deadline); err != nil {
@@ -114,9 +121,6 @@ func (r *clusterRun) check(t *testing.T) {
 	for _, ch := range r.channels {
 		_, hist := history(t, live, ch)
 		want := len(r.c.nodes) * r.perPub
-		if len(hist) != want {
-			t.Fatalf("%s holds %d messages, %d were acknowledged", ch, len(hist), want)
-		}
 		seen := map[string]uint64{}
 		for i, e := range hist {
 			if e.Offset != uint64(i+1) {
@@ -129,15 +133,44 @@ func (r *clusterRun) check(t *testing.T) {
 			}
 			seen[compact.String()] = e.Offset
 		}
+		if len(hist) != want {
+			t.Fatalf("%s holds %d messages, %d were acknowledged", ch, len(hist), want)
+		}
 		for _, a := range r.acks {
 			if a.channel == ch && seen[a.data] != a.offset {
 				t.Fatalf("%s: %s acknowledged at offset %d, stored at %d", ch, a.data, a.offset, seen[a.data])
 			}
 		}
-		for _, f := range r.followers {
+		for fi, f := range r.followers {
 			got := f.got[ch]
 			if len(got) != len(hist) {
-				t.Fatalf("%s follower: %s: %d messages, history holds %d", f.d.name(), ch, len(got), len(hist))
+				have := map[uint64]int{}
+				for _, e := range got {
+					have[e.Offset]++
+				}
+				var missing, twice []uint64
+				for _, e := range hist {
+					switch have[e.Offset] {
+					case 0:
+						missing = append(missing, e.Offset)
+					case 1:
+					default:
+						twice = append(twice, e.Offset)
+					}
+				}
+				keys := map[string]int{}
+				var strays []string
+				for k, v := range f.got {
+					keys[k] = len(v)
+					if !slices.Contains(r.channels, k) {
+						for _, e := range v[:min(5, len(v))] {
+							j, _ := json.Marshal(e)
+							strays = append(strays, string(j))
+						}
+					}
+				}
+				t.Fatalf("%s follower #%d (node %d, %d resumptions): %s: %d messages, history holds %d; missing offsets %v (first 10), more than once %v; received per channel %v; not of a subscribed channel: %v",
+					f.d.name(), fi, f.at%len(f.bases)+1, f.resumes, ch, len(got), len(hist), missing[:min(10, len(missing))], twice[:min(10, len(twice))], keys, strays)
 			}
 			for i, e := range got {
 				if e.Offset != hist[i].Offset || e.ID != hist[i].ID || e.Epoch != hist[0].Epoch {

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -228,33 +229,59 @@ func writeCounters(ctx context.Context, pg *pgtest.Cluster, rows, updates, write
 	var wg sync.WaitGroup
 	for w := range writers {
 		wg.Go(func() {
-			conn := (*pgconn.PgConn)(nil)
+			cc := &counterConn{pg: pg}
+			defer cc.close()
 			for i := w; i < updates && ctx.Err() == nil; i += writers {
 				for ctx.Err() == nil { // retried while PostgreSQL restarts
-					if conn == nil {
-						c, err := pgconn.Connect(ctx, pg.DSN())
-						if err != nil {
-							time.Sleep(50 * time.Millisecond) // the database is restarting: nothing to await
-							continue
-						}
-						conn = c
+					err := cc.raise(ctx, i%rows+1)
+					if err == nil {
+						done.Add(1)
+						break
 					}
-					q := fmt.Sprintf("UPDATE counters SET version = version + 1 WHERE id = %d", i%rows+1)
-					if _, err := conn.Exec(ctx, q).ReadAll(); err != nil {
-						conn.Close(context.Background())
-						conn = nil
-						continue
+					if errors.Is(err, errNoConnection) {
+						time.Sleep(50 * time.Millisecond) // the database is restarting: nothing to await
 					}
-					done.Add(1)
-					break
 				}
-			}
-			if conn != nil {
-				conn.Close(context.Background())
 			}
 		})
 	}
 	wg.Wait()
+}
+
+// errNoConnection: PostgreSQL could not be reached (restarting).
+var errNoConnection = errors.New("no connection to PostgreSQL")
+
+// counterConn raises counters' versions on one connection, made again
+// after PostgreSQL dropped it.
+type counterConn struct {
+	pg   *pgtest.Cluster
+	conn *pgconn.PgConn
+}
+
+// raise raises row's version by one: nil once committed; errNoConnection
+// when no connection could be made; another error when the update was
+// cut (it may have committed or not: the database says which).
+func (c *counterConn) raise(ctx context.Context, row int) error {
+	if c.conn == nil {
+		conn, err := pgconn.Connect(ctx, c.pg.DSN())
+		if err != nil {
+			return fmt.Errorf("%w: %v", errNoConnection, err)
+		}
+		c.conn = conn
+	}
+	q := fmt.Sprintf("UPDATE counters SET version = version + 1 WHERE id = %d", row)
+	if _, err := c.conn.Exec(ctx, q).ReadAll(); err != nil {
+		c.close()
+		return err
+	}
+	return nil
+}
+
+func (c *counterConn) close() {
+	if c.conn != nil {
+		c.conn.Close(context.Background())
+		c.conn = nil
+	}
 }
 
 // checkCounters checks that each row's channel, read through base, holds

@@ -38,6 +38,11 @@ Workloads (against a Herald on this machine; run "herald bench WORKLOAD -h"):
   sync      data sync from PostgreSQL (--dsn): starts its own server with a
             generated sync: section, commits updates in transactions of 100
             and times them to an SSE subscriber: changes/s and latency
+  soak      the mixed workload (SSE, WebSocket and long-poll subscribers,
+            API and WebSocket publishers, subscribers cut and resumed) at
+            half of the measured maximum for --duration (1h): the server's
+            memory, goroutines, open files, CPU and latency every 10 s,
+            their slopes, and soak.svg
 
 Every workload prints a progress line a second on stderr, a table and one
 JSON line on stdout, and exits non-zero if any message was lost, duplicated
@@ -95,7 +100,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, benchUsage)
 		if len(args) == 0 {
-			return errors.New("name a workload: fanout, channels, idle, resume, flood, sweep, webhooks or sync")
+			return errors.New("name a workload: fanout, channels, idle, resume, flood, sweep, webhooks, sync or soak")
 		}
 		return flag.ErrHelp
 	}
@@ -106,6 +111,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runWebhooksBench(ctx, args[1:], stdout, stderr)
 	case "sync":
 		return runSyncBench(ctx, args[1:], stdout, stderr)
+	case "soak":
+		return runSoak(ctx, args[1:], getenv, stdout, stderr)
 	}
 	opts, err := parseBenchFlags(args[0], args[1:], getenv, stderr)
 	if err != nil {
@@ -162,7 +169,7 @@ func parseBenchFlags(workload string, args []string, getenv func(string) string,
 	case "flood":
 		synopsis = "bench flood --jwt-secret SECRET [--transport mixed|sse|ws|poll] [--subscribers S] [--rate N] [--baseline D] [--duration D] [--flood-connections C] [flags]"
 	default:
-		return benchOptions{}, fmt.Errorf("unknown workload %q; use fanout, channels, idle, resume, flood, sweep, webhooks or sync", workload)
+		return benchOptions{}, fmt.Errorf("unknown workload %q; use fanout, channels, idle, resume, flood, sweep, webhooks, sync or soak", workload)
 	}
 	fs := cli.NewFlagSet(workload, synopsis, stderr)
 	o := benchOptions{workload: workload}
@@ -231,37 +238,17 @@ func parseBenchFlags(workload string, args []string, getenv func(string) string,
 	if err := cli.Parse(fs, args); err != nil {
 		return benchOptions{}, err
 	}
-	if serverURL == "" {
-		serverURL = getenv(cli.EnvURL)
-	}
-	if serverURL == "" {
-		serverURL = cli.DefaultServerURL
-	}
 	if o.token == "" {
 		o.token = getenv(cli.EnvAPIKey)
 	}
 	if workload == "flood" && o.jwtSecret == "" {
 		o.jwtSecret = getenv(cli.EnvJWTSecret)
 	}
-	var nodes []*url.URL
-	for _, s := range strings.Split(serverURL, ",") {
-		if _, err := client.New(s, client.Options{}); err != nil {
-			return benchOptions{}, fmt.Errorf("--server: %w", err)
-		}
-		u, err := url.Parse(s)
-		if err != nil {
-			return benchOptions{}, err
-		}
-		if u.Scheme != "http" {
-			return benchOptions{}, fmt.Errorf("--server %s: bench speaks plain http:// to a server on this machine", u)
-		}
-		if err := benchCheckLoopback(u); err != nil {
-			return benchOptions{}, err
-		}
-		nodes = append(nodes, u)
+	nodes, err := parseBenchServers(&serverURL, getenv)
+	if err != nil {
+		return benchOptions{}, err
 	}
-	base := nodes[0]
-	o.base, o.nodes = base, nodes
+	o.base, o.nodes = nodes[0], nodes
 	o.flags = map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) {
 		if f.Name != "token" && f.Name != "jwt-secret" {
@@ -281,12 +268,42 @@ func parseBenchFlags(workload string, args []string, getenv func(string) string,
 	return o, nil
 }
 
+// parseBenchServers parses --server (when empty, $HERALD_URL or the
+// default, set in *serverURL): one URL, or a cluster's nodes separated
+// by commas, each plain http:// on a loopback address.
+func parseBenchServers(serverURL *string, getenv func(string) string) ([]*url.URL, error) {
+	if *serverURL == "" {
+		*serverURL = getenv(cli.EnvURL)
+	}
+	if *serverURL == "" {
+		*serverURL = cli.DefaultServerURL
+	}
+	var nodes []*url.URL
+	for _, s := range strings.Split(*serverURL, ",") {
+		if _, err := client.New(s, client.Options{}); err != nil {
+			return nil, fmt.Errorf("--server: %w", err)
+		}
+		u, err := url.Parse(s)
+		if err != nil {
+			return nil, err
+		}
+		if u.Scheme != "http" {
+			return nil, fmt.Errorf("--server %s: bench speaks plain http:// to a server on this machine", u)
+		}
+		if err := benchCheckLoopback(u); err != nil {
+			return nil, err
+		}
+		nodes = append(nodes, u)
+	}
+	return nodes, nil
+}
+
 func (o *benchOptions) validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	switch {
 	case o.transport == "sse", o.transport == "ws", o.transport == "poll":
-	case o.transport == "mixed" && (o.workload == "flood" || o.workload == "idle"):
+	case o.transport == "mixed" && (o.workload == "flood" || o.workload == "idle" || o.workload == "soak"):
 	case o.workload == "flood" || o.workload == "idle":
 		bad("--transport %q: use mixed, sse, ws or poll", o.transport)
 	default:
@@ -296,14 +313,14 @@ func (o *benchOptions) validate() error {
 		if o.publishers < 1 || o.publishers > 10000 {
 			bad("--publishers %d: want 1 to 10000", o.publishers)
 		}
-		if o.publishVia != "api" && o.publishVia != "ws" {
+		if o.publishVia != "api" && o.publishVia != "ws" && (o.publishVia != "mixed" || o.workload != "soak") {
 			bad("--publish-via %q: use api or ws", o.publishVia)
 		}
 		if o.payload < 0 || o.payload > 60<<10 {
 			bad("--payload %d: want 0 to %d bytes", o.payload, 60<<10)
 		}
 	}
-	if o.workload == "fanout" || o.workload == "channels" {
+	if o.workload == "fanout" || o.workload == "channels" || o.workload == "soak" {
 		if o.rate < 0 || math.IsNaN(o.rate) || math.IsInf(o.rate, 0) {
 			bad("--rate %v: want 0 (as fast as acknowledged) or a positive number of messages/s", o.rate)
 		}
@@ -351,7 +368,7 @@ func (o *benchOptions) validate() error {
 		if o.subscribers < 1 || o.subscribers > 1_000_000 {
 			bad("--subscribers %d: want 1 to 1000000", o.subscribers)
 		}
-	case "channels":
+	case "channels", "soak":
 		if o.channels < 1 || o.channels > 1_000_000 {
 			bad("--channels %d: want 1 to 1000000", o.channels)
 		}

@@ -406,6 +406,8 @@ func (s *benchSub) reactorSession(ctx context.Context, confirm func()) error {
 	if err != nil {
 		return err
 	}
+	s.conn.Store(c)
+	defer s.conn.Store(nil)
 	select {
 	case err := <-c.ended:
 		return err
@@ -414,6 +416,22 @@ func (s *benchSub) reactorSession(ctx context.Context, confirm func()) error {
 		<-c.ended
 		return ctx.Err()
 	}
+}
+
+// errBenchKicked ends a connection the run cut on purpose (soak's churn).
+var errBenchKicked = errors.New("cut by the run (churn)")
+
+// kick cuts the subscriber's SSE or WebSocket connection, as a network
+// would: it comes back from its position like after any other drop. It
+// reports whether there was a connection to cut (long polls have none
+// held).
+func (s *benchSub) kick() bool {
+	c := s.conn.Load()
+	if c == nil {
+		return false
+	}
+	s.reactor().remove(c, errBenchKicked)
+	return true
 }
 
 func (s *benchSub) reactor() *benchReactor {

@@ -8,6 +8,7 @@ package bench
 import (
 	"math"
 	"math/bits"
+	"sync/atomic"
 	"time"
 )
 
@@ -160,4 +161,56 @@ func (h *benchHist) summary() benchLatency {
 		Max:   us(h.max),
 		Mean:  us(int64(h.mean())),
 	}
+}
+
+// benchWindowHist counts latencies from many goroutines at once — a
+// bucket is an atomic counter — for quantiles per interval of a long run
+// (soak): take returns what was counted since the previous take. Only
+// the sampler calls take.
+type benchWindowHist struct {
+	counts []atomic.Uint64
+	max    atomic.Int64
+	prev   []uint64 // the counts at the previous take
+}
+
+func newBenchWindowHist() *benchWindowHist {
+	return &benchWindowHist{counts: make([]atomic.Uint64, benchHistBuckets), prev: make([]uint64, benchHistBuckets)}
+}
+
+// record counts one value of v nanoseconds.
+func (w *benchWindowHist) record(v int64) {
+	v = max(v, 0)
+	w.counts[min(benchBucketOf(v), len(w.counts)-1)].Add(1)
+	for m := w.max.Load(); v > m && !w.max.CompareAndSwap(m, v); m = w.max.Load() {
+	}
+}
+
+// take returns the values counted since the previous take as a
+// histogram. A value counted while take runs lands in this window or the
+// next, never in both or neither; the largest value is exact but for
+// such a value, and never below the highest bucket counted.
+func (w *benchWindowHist) take() *benchHist {
+	h := newBenchHist()
+	h.min = 0
+	top := -1
+	for i := range w.counts {
+		c := w.counts[i].Load()
+		d := c - w.prev[i]
+		w.prev[i] = c
+		if d == 0 {
+			continue
+		}
+		low, width := benchBucketBounds(i)
+		h.counts[i] = d
+		h.n += d
+		h.sum += float64(d) * float64(low+width/2)
+		top = i
+	}
+	h.max = w.max.Swap(0)
+	if top >= 0 {
+		if low, _ := benchBucketBounds(top); h.max < low {
+			h.max = low
+		}
+	}
+	return h
 }

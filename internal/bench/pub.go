@@ -84,7 +84,7 @@ func (p *benchPub) appendData(b []byte, t int64) []byte {
 // dial opens the publisher's WebSocket connection, if it publishes over
 // one, and waits for the connected push so that bad credentials fail here.
 func (p *benchPub) dial(ctx context.Context) error {
-	if p.r.opts.publishVia != "ws" {
+	if !p.viaWS() {
 		return nil
 	}
 	hdr := http.Header{}
@@ -109,6 +109,13 @@ func (p *benchPub) dial(ctx context.Context) error {
 	}
 	p.ws = c
 	return nil
+}
+
+// viaWS reports whether the publisher publishes over a WebSocket:
+// --publish-via ws, or every second publisher of --publish-via mixed.
+func (p *benchPub) viaWS() bool {
+	via := p.r.opts.publishVia
+	return via == "ws" || via == "mixed" && p.idx%2 == 1
 }
 
 func (p *benchPub) close() {

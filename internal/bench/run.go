@@ -80,6 +80,10 @@ type benchRun struct {
 	// connectSem bounds connections being opened at once.
 	connectSem chan struct{}
 
+	// window, when set (soak), also counts every delivery's latency, read
+	// and reset by the sampler each interval.
+	window *benchWindowHist
+
 	// Merged at the end.
 	latency    *benchHist
 	ackLatency *benchHist
@@ -98,7 +102,7 @@ func newBenchRun(opts benchOptions, stderr io.Writer) (*benchRun, error) {
 	r.pubToken = opts.token
 	nsubs := opts.subscribers
 	switch opts.workload {
-	case "channels":
+	case "channels", "soak":
 		nsubs = opts.channels
 	case "idle":
 		nsubs = opts.connections
@@ -106,7 +110,7 @@ func newBenchRun(opts benchOptions, stderr io.Writer) (*benchRun, error) {
 		nsubs = 1
 	}
 	nchans := 1
-	if opts.workload == "channels" || opts.workload == "idle" {
+	if opts.workload == "channels" || opts.workload == "idle" || opts.workload == "soak" {
 		nchans = opts.channels
 	}
 	// Every connection is a file: check the limit before opening any.

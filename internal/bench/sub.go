@@ -66,7 +66,9 @@ type benchSub struct {
 	reconnects atomic.Int64
 	lastAt     atomic.Int64 // Unix ns of the last read that brought messages
 	confirmed  atomic.Bool  // the current connection is subscribed
-	foreign    int64        // messages whose data carries no send time
+	// conn is the current SSE or WebSocket connection, for kick.
+	conn    atomic.Pointer[benchRConn]
+	foreign int64 // messages whose data carries no send time
 
 	// Positions to come back from.
 	sseID      []byte // the last SSE id: (the stream's cursor)
@@ -190,6 +192,9 @@ func (s *benchSub) onMessage(e benchEnvelope, now, from, to int64) {
 	if e.t == 0 {
 		s.foreign++
 		return
+	}
+	if w := s.r.window; w != nil {
+		w.record(now - e.t)
 	}
 	if e.t >= from && e.t < to {
 		if s.hist == nil {
