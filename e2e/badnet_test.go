@@ -30,8 +30,10 @@ type faultProxy struct {
 	bytesPerSec int
 
 	resets atomic.Int64 // connections the proxy cut
-	// calm, while set, spares the connections whose time comes from
-	// being reset (a browser test loads its page on a calm network).
+	// calm, while set, puts off the reset of the connections whose time
+	// comes (a browser test loads its page on a calm network): each is
+	// reset a new 0.3–1.5 s later, so a kept-alive connection the page
+	// was loaded on is reset too once the network is bad.
 	calm atomic.Bool
 	mu   sync.Mutex
 	open map[*proxied]bool
@@ -42,6 +44,7 @@ type faultProxy struct {
 type proxied struct {
 	client, server net.Conn
 	frozen         atomic.Bool
+	done           atomic.Bool // its server → client copy has ended
 }
 
 func startFaultProxy(t *testing.T, target string) *faultProxy {
@@ -83,22 +86,33 @@ func (p *faultProxy) accept() {
 		p.mu.Lock()
 		p.open[pc] = true
 		p.mu.Unlock()
-		life := 300*time.Millisecond + time.Duration(rand.Int64N(int64(1200*time.Millisecond)))
-		reset := time.AfterFunc(life, func() {
-			if pc.frozen.Load() || p.calm.Load() {
-				return
-			}
-			p.resets.Add(1)
-			for _, conn := range []net.Conn{c, s} {
-				if tc, ok := conn.(*net.TCPConn); ok {
-					_ = tc.SetLinger(0) // close with RST
-				}
-				conn.Close()
-			}
-		})
-		p.wg.Go(func() { defer reset.Stop(); p.pipe(pc, s, c) }) // server → client
-		p.wg.Go(func() { p.pipe(pc, c, s) })                     // client → server
+		p.resetLater(pc)
+		p.wg.Go(func() { defer pc.done.Store(true); p.pipe(pc, s, c) }) // server → client
+		p.wg.Go(func() { p.pipe(pc, c, s) })                            // client → server
 	}
+}
+
+// resetLater resets pc (RST both ways) after a random 0.3–1.5 s, unless
+// it is frozen or gone by then; while the proxy is calm, it puts the
+// reset off by another such time.
+func (p *faultProxy) resetLater(pc *proxied) {
+	life := 300*time.Millisecond + time.Duration(rand.Int64N(int64(1200*time.Millisecond)))
+	time.AfterFunc(life, func() {
+		switch {
+		case pc.frozen.Load() || pc.done.Load():
+			return
+		case p.calm.Load():
+			p.resetLater(pc)
+			return
+		}
+		p.resets.Add(1)
+		for _, conn := range []net.Conn{pc.client, pc.server} {
+			if tc, ok := conn.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0) // close with RST
+			}
+			conn.Close()
+		}
+	})
 }
 
 // pipe copies from src to dst through the faults.

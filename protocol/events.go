@@ -52,13 +52,16 @@ const (
 
 // Reasons of a herald.disconnect, a WebSocket disconnect push and the
 // close reason a session ends with (DisconnectData.Reason). The first
-// five come with reconnect: true: the client reconnects and resumes.
+// six come with reconnect: true: the client reconnects and resumes.
 const (
 	ReasonShutdown     = "shutdown"      // the server is stopping
 	ReasonSlowConsumer = "slow_consumer" // the client did not read fast enough
 	ReasonWriteError   = "write_error"   // writing to the client failed
 	ReasonInternal     = "internal"      // the server found an inconsistency
 	ReasonTokenExpired = "token_expired" // reconnect with a fresh token
+	// ReasonUnavailable: the store could not be read for a moment (a
+	// cluster's leader changing): reconnect and resume, after a backoff.
+	ReasonUnavailable = "unavailable"
 
 	ReasonRevoked      = "revoked"      // no channel left (grants revoked)
 	ReasonDisconnected = "disconnected" // the backend disconnected the user

@@ -48,6 +48,9 @@ const (
 	CloseInternalError = 1011
 	// CloseServiceRestart: the server is shutting down; reconnect and resume.
 	CloseServiceRestart = 1012
+	// CloseTryAgainLater: the store could not be read for a moment;
+	// reconnect after a backoff and resume.
+	CloseTryAgainLater = 1013
 	// CloseUnauthorized: no, bad or expired credentials at connect.
 	// Reconnect only with valid credentials.
 	CloseUnauthorized = 4001

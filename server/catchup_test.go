@@ -2,7 +2,8 @@ package server
 
 import (
 	"context"
-	"log/slog"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -43,16 +44,11 @@ func (r *remoteEngine) Read(ctx context.Context, channel string, after uint64, l
 // ready again and the page follows, then live messages, exactly once.
 func TestCatchUpReadsOffTheWriter(t *testing.T) {
 	t.Parallel()
-	st, err := store.Open(store.Options{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng := &remoteEngine{Store: st, entered: make(chan struct{}, 1), gate: make(chan struct{})}
-	srv, err := New(Config{APIKey: testAPIKey, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}, eng)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); _ = st.Close() })
+	var eng *remoteEngine
+	srv := newServerOver(t, func(st *store.Store) store.Engine {
+		eng = &remoteEngine{Store: st, entered: make(chan struct{}, 1), gate: make(chan struct{})}
+		return eng
+	})
 	publishN(t, srv, "slow", 1, 3)
 	sess, err := srv.Transport("test").NewSession(system, "", "")
 	if err != nil {
@@ -116,18 +112,10 @@ func (l *laggingEngine) Head(ctx context.Context, channel string) (store.Positio
 // truth is reset (unknown_position) once the reads have had their time.
 func TestAHeadReadBehindTheClientIsReadAgain(t *testing.T) {
 	t.Parallel()
-	st, err := store.Open(store.Options{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng := &laggingEngine{Store: st}
-	srv, err := New(Config{APIKey: testAPIKey, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}, eng)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); _ = st.Close() })
+	var eng *laggingEngine
+	srv := newServerOver(t, func(st *store.Store) store.Engine { eng = &laggingEngine{Store: st}; return eng })
 	publishN(t, srv, "room", 1, 5)
-	pos, err := st.Head(context.Background(), "room")
+	pos, err := eng.Store.Head(context.Background(), "room")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +159,56 @@ func TestAHeadReadBehindTheClientIsReadAgain(t *testing.T) {
 				}
 			}
 			assertRange(t, offsets(items)["room"], 6, 7)
+		})
+	}
+}
+
+// failingReads is an embedded store whose reads fail with err.
+type failingReads struct {
+	*store.Store
+	err error
+}
+
+func (f *failingReads) Read(context.Context, string, uint64, int) (store.Page, error) {
+	return store.Page{}, f.err
+}
+
+// A catch-up read that fails ends the session: as unavailable (the
+// client comes back after a backoff and resumes) when the engine says it
+// cannot be reached for now, as internal otherwise; both reconnect.
+func TestAFailedCatchUpReadSaysWhy(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		err  error
+		want Reason
+	}{
+		{"unavailable", fmt.Errorf("%w: nats: no responders", store.ErrUnavailable), ReasonUnavailable},
+		{"anything else", errors.New("damaged page"), ReasonInternal},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newServerOver(t, func(st *store.Store) store.Engine { return &failingReads{Store: st, err: c.err} })
+			publishN(t, srv, "room", 1, 3)
+			sess, err := srv.Transport("test").NewSession(system, "", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			collect(t, sess)
+			if _, err := srv.Subscribe(context.Background(), sess, SubscribeRequest{Channel: "room", From: &Position{Since: 0}}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-sess.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("the session whose catch-up read failed is still open")
+			}
+			if r := sess.Reason(); r != c.want || !r.Reconnect() {
+				t.Fatalf("reason %s (reconnect %v), want %s and a reconnect", r, r.Reconnect(), c.want)
+			}
+			if got := string(DisconnectData(c.want)); !strings.Contains(got, `"reason":"`+c.want.String()+`","reconnect":true`) {
+				t.Errorf("notice %s", got)
+			}
 		})
 	}
 }

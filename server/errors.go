@@ -163,6 +163,10 @@ const (
 	// limits.max_connections_per_user with close_oldest and this was the
 	// oldest.
 	ReasonReplaced
+	// ReasonUnavailable: the engine could not be read for a moment
+	// (store.ErrUnavailable: a cluster's leader changing); the client
+	// should reconnect after a backoff and resume.
+	ReasonUnavailable
 )
 
 var reasonNames = [...]string{
@@ -176,6 +180,7 @@ var reasonNames = [...]string{
 	ReasonKicked:       protocol.ReasonDisconnected,
 	ReasonBanned:       protocol.ReasonBanned,
 	ReasonReplaced:     protocol.ReasonReplaced,
+	ReasonUnavailable:  protocol.ReasonUnavailable,
 }
 
 func (r Reason) String() string {
@@ -201,7 +206,7 @@ func WriteFailed(err error) Reason {
 // reconnect and resume from its position.
 func (r Reason) Reconnect() bool {
 	switch r {
-	case ReasonShutdown, ReasonSlowConsumer, ReasonWriteError, ReasonInternal, ReasonTokenExpired:
+	case ReasonShutdown, ReasonSlowConsumer, ReasonWriteError, ReasonInternal, ReasonTokenExpired, ReasonUnavailable:
 		return true
 	}
 	return false

@@ -45,6 +45,24 @@ func newTestServer(t testing.TB, cfg Config, opts ...func(*store.Options)) (*Ser
 	return srv, st
 }
 
+// newServerOver returns a Server with the API key over an in-memory
+// store as wrap makes it into an engine (one whose reads behave as a
+// remote engine's may), closed with the test.
+func newServerOver(t testing.TB, wrap func(*store.Store) store.Engine) *Server {
+	t.Helper()
+	st, err := store.Open(store.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Config{APIKey: testAPIKey, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}, wrap(st))
+	if err != nil {
+		_ = st.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); _ = st.Close() })
+	return srv
+}
+
 var system = Identity{System: true}
 
 func publishN(t testing.TB, srv *Server, channel string, from, to int) {

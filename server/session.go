@@ -3,10 +3,12 @@ package server
 import (
 	"context"
 	"errors"
-	"github.com/heraldrt/herald/protocol"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/heraldrt/herald/protocol"
+	"github.com/heraldrt/herald/store"
 )
 
 // Session is one client identity across one connection (SSE, WebSocket)
@@ -209,6 +211,19 @@ func closeLogLevel(reason Reason) slog.Level {
 	return slog.LevelDebug
 }
 
+// failRead ends the session after a catch-up read of channel failed: as
+// unavailable when the engine said it could not be reached for now (the
+// client comes back after a backoff), else as internal.
+func (s *Session) failRead(channel string, err error) {
+	if errors.Is(err, store.ErrUnavailable) {
+		s.srv.logger.Warn("catch-up read failed: the store is unavailable for now", "session", s.ID, "channel", channel, "err", err)
+		s.fail(ReasonUnavailable)
+		return
+	}
+	s.srv.logger.Error("catch-up read failed", "session", s.ID, "channel", channel, "err", err)
+	s.fail(ReasonInternal)
+}
+
 // Close ends the session (the first reason given wins) and unregisters its
 // subscriptions. It is idempotent; transports defer it.
 func (s *Session) Close(reason Reason) {
@@ -274,8 +289,7 @@ func (s *Session) DrainLimit(dst []Item, max int) []Item {
 			sub = nil // the read signals the writer when its page is there
 		} else if err != nil {
 			if s.ctx.Err() == nil {
-				s.srv.logger.Error("catch-up read failed", "session", s.ID, "channel", sub.name, "err", err)
-				s.fail(ReasonInternal)
+				s.failRead(sub.name, err)
 			}
 			sub = nil
 		} else if done {

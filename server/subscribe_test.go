@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -442,16 +441,8 @@ func (r *readCounter) Read(ctx context.Context, channel string, after uint64, li
 // connecting at once would otherwise queue behind them.
 func TestSubscribeFromNowReadsNoHistory(t *testing.T) {
 	t.Parallel()
-	st, err := store.Open(store.Options{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng := &readCounter{Store: st}
-	srv, err := New(Config{APIKey: testAPIKey, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}, eng)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); _ = st.Close() })
+	var eng *readCounter
+	srv := newServerOver(t, func(st *store.Store) store.Engine { eng = &readCounter{Store: st}; return eng })
 	publishN(t, srv, "room", 1, 3)
 	sess, err := srv.Transport("test").NewSession(system, "", "")
 	if err != nil {

@@ -41,8 +41,9 @@ Workloads (against a Herald on this machine; run "herald bench WORKLOAD -h"):
   soak      the mixed workload (SSE, WebSocket and long-poll subscribers,
             API and WebSocket publishers, subscribers cut and resumed) at
             half of the measured maximum for --duration (1h): the server's
-            memory, goroutines, open files, CPU and latency every 10 s,
-            their slopes, and soak.svg
+            memory (anonymous and file-backed), goroutines, open files, CPU,
+            latency and (--data-dir) data directory every 10 s, their
+            slopes, and soak.svg
 
 Every workload prints a progress line a second on stderr, a table and one
 JSON line on stdout, and exits non-zero if any message was lost, duplicated

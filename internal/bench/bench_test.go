@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -803,5 +804,52 @@ func TestBenchWSFrames(t *testing.T) {
 	}
 	if string(data) != `{"id":1,"op":"subscribe","channel":"bench.x"}` {
 		t.Errorf("client frame %q", data)
+	}
+}
+
+func TestBenchPaceIsOneScheduleForAllPublishers(t *testing.T) {
+	t.Parallel()
+	var unpaced benchPace
+	if _, paced := unpaced.take(1); paced {
+		t.Error("no rate: paced")
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var s benchPace
+	s.begin(t0, 100) // a message every 10 ms
+	for _, c := range []struct {
+		n    int
+		want time.Duration
+	}{
+		{1, 0},                     // message 0
+		{5, 10 * time.Millisecond}, // messages 1–5 (a batch): due with its first
+		{1, 60 * time.Millisecond}, // message 6
+		{1, 70 * time.Millisecond},
+	} {
+		due, paced := s.take(c.n)
+		if !paced || due.Sub(t0) != c.want {
+			t.Errorf("take(%d): %v after the start (paced %v), want %v", c.n, due.Sub(t0), paced, c.want)
+		}
+	}
+	// Publishers drawing at once share the schedule: every slot is taken
+	// once.
+	s.begin(t0, 1000)
+	var mu sync.Mutex
+	seen := map[time.Duration]bool{}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				due, _ := s.take(1)
+				mu.Lock()
+				seen[due.Sub(t0)] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 800 || !seen[0] || !seen[799*time.Millisecond] {
+		t.Errorf("%d distinct slots, want 800 from 0 to 799 ms", len(seen))
 	}
 }

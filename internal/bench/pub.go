@@ -5,6 +5,12 @@ package bench
 // POST /api/publish on keep-alive connections, or as publish ops on one
 // WebSocket connection per publisher — optionally paced to a rate. The
 // data carries the send time: {"t":<Unix ns>,"p":"xxx…"}.
+//
+// Under --rate the publishers draw their messages from one schedule
+// (benchPace): message k is due at start + k/rate, whichever publisher
+// sends it. A publisher held up by a slow acknowledgement delays only
+// its own message; the others, when free, take the next ones, so the
+// rate holds as long as the publishers together keep up with it.
 
 import (
 	"bufio"
@@ -145,7 +151,6 @@ func (p *benchPub) run(ctx context.Context) {
 	o := &p.r.opts
 	batch := max(1, o.batch)
 	next := p.firstChannel()
-	interval, start := p.pace(batch)
 	failures := 0
 	chs := make([]*benchChannel, 0, batch)
 	offs := make([]uint64, 0, batch)
@@ -156,8 +161,8 @@ func (p *benchPub) run(ctx context.Context) {
 		if p.r.pubBounded && p.r.pubTickets.Add(-1) < 0 {
 			return
 		}
-		if interval > 0 {
-			if !benchWait(ctx, time.Until(start.Add(time.Duration(k)*interval))) {
+		if due, paced := p.r.pace.take(batch); paced {
+			if !benchWait(ctx, time.Until(due)) {
 				return
 			}
 		}
@@ -214,16 +219,28 @@ func (p *benchPub) firstChannel() int {
 	return p.idx * len(p.r.chans) / max(1, len(p.r.pubs))
 }
 
-// pace returns the interval between the publisher's publishes of n
-// messages under --rate (0 when unpaced) and when the first is due.
-func (p *benchPub) pace(n int) (time.Duration, time.Time) {
-	o := &p.r.opts
-	start := time.Now()
-	if o.rate <= 0 {
-		return 0, start
+// benchPace is the publishers' one schedule under --rate: the k-th
+// message is due at start + k/rate. The zero value is unpaced.
+type benchPace struct {
+	start time.Time
+	rate  float64 // messages/s; 0: as fast as acknowledged
+	next  atomic.Int64
+}
+
+// begin starts the schedule at start (a no-op when rate is 0).
+func (s *benchPace) begin(start time.Time, rate float64) {
+	s.start, s.rate = start, rate
+	s.next.Store(0)
+}
+
+// take claims the next n messages of the schedule and returns when the
+// first is due; paced is false when there is no schedule.
+func (s *benchPace) take(n int) (due time.Time, paced bool) {
+	if s.rate <= 0 {
+		return time.Time{}, false
 	}
-	interval := time.Duration(float64(len(p.r.pubs)*n) / o.rate * float64(time.Second))
-	return interval, start.Add(time.Duration(p.idx) * interval / time.Duration(len(p.r.pubs)))
+	k := s.next.Add(int64(n)) - int64(n)
+	return s.start.Add(time.Duration(float64(k) / s.rate * float64(time.Second))), true
 }
 
 // acked counts one acknowledged message sent at t (Unix ns) to ch at
@@ -253,16 +270,24 @@ func (p *benchPub) runWindow(ctx context.Context) {
 	}
 	window := make([]inFlight, 0, o.window)
 	next := p.firstChannel()
-	interval, start := p.pace(1)
-	for k := 0; ; {
+	var due time.Time // of the message claimed from the schedule, not yet sent
+	claimed := false
+	for {
 		for len(window) < o.window && !p.r.pubStop.Load() && ctx.Err() == nil {
-			if interval > 0 {
-				if len(window) > 0 && time.Until(start.Add(time.Duration(k)*interval)) > 0 {
+			if !claimed {
+				var paced bool
+				if due, paced = p.r.pace.take(1); paced {
+					claimed = true
+				}
+			}
+			if claimed {
+				if len(window) > 0 && time.Until(due) > 0 {
 					break // collect an acknowledgement while waiting
 				}
-				if !benchWait(ctx, time.Until(start.Add(time.Duration(k)*interval))) {
+				if !benchWait(ctx, time.Until(due)) {
 					break
 				}
+				claimed = false
 			}
 			ch := p.r.chans[next]
 			next = (next + 1) % len(p.r.chans)
@@ -274,7 +299,6 @@ func (p *benchPub) runWindow(ctx context.Context) {
 				return
 			}
 			window = append(window, inFlight{p.opID, ch, t})
-			k++
 		}
 		if len(window) == 0 {
 			return

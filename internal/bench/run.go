@@ -68,6 +68,8 @@ type benchRun struct {
 	stopping atomic.Bool
 	// pubStop ends the publishers after their current publish.
 	pubStop atomic.Bool
+	// pace is the publishers' schedule under --rate.
+	pace benchPace
 	// pubTickets, when bounded, is how many publishes are left (resume).
 	pubTickets atomic.Int64
 	pubBounded bool
@@ -441,6 +443,7 @@ func (r *benchRun) startPublishers(ctx context.Context, wg *sync.WaitGroup) erro
 			return fmt.Errorf("publisher %d: %w", p.idx, err)
 		}
 	}
+	r.pace.begin(time.Now(), r.opts.rate)
 	for _, p := range r.pubs {
 		wg.Add(1)
 		go func() {

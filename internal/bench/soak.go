@@ -4,13 +4,19 @@ package bench
 // and long polling over many channels, publishers over the API and over
 // WebSockets, and every interval a share of the streaming subscribers
 // cut and resumed from their position — held at a fraction (half) of the
-// rate the server was just measured to sustain, for a long time. Every
-// interval it reads the server's memory, goroutines, open files and CPU
-// (GET /api/metrics) and the delivery latency of that interval; at the
-// end it fits a line to each over the settled part of the run and states
-// the slope, so that a leak shows as a number, not an impression. The
-// accounting is the stream workloads': every acknowledged message
-// delivered to its subscriber exactly once, in order, through the churn.
+// rate the server was just measured to sustain, for a long time: more
+// publishers than the probe's draw their messages from one schedule, so
+// the rate holds exactly. Every interval it reads the server's memory,
+// goroutines, open files and CPU (GET /api/metrics) and the delivery
+// latency of that interval; at the end it fits a line to each over the
+// settled part of the run and states the slope, so that a leak shows as
+// a number, not an impression. Where the server splits its resident
+// memory by kind, the anonymous part is what the verdict bounds: the
+// file-backed part is mostly the store's memory-mapped files, which
+// follow the data directory (charted beside it with --data-dir), not
+// what the process holds. The accounting is the stream workloads': every
+// acknowledged message delivered to its subscriber exactly once, in
+// order, through the churn.
 
 import (
 	"context"
@@ -50,6 +56,11 @@ type soakOptions struct {
 	// their fitted line, in percent of their mean.
 	maxRise float64
 	out     string
+	// holdPublishers hold the pace (0: 4 × the probe's publishers).
+	holdPublishers int
+	// dataDir is the server's data directory when it is on this machine:
+	// its size on disk is sampled and charted.
+	dataDir string
 }
 
 func parseSoakFlags(args []string, getenv func(string) string, stderr io.Writer) (soakOptions, error) {
@@ -60,7 +71,8 @@ func parseSoakFlags(args []string, getenv func(string) string, stderr io.Writer)
 	fs.StringVar(&serverURL, "server", "", "server base URL on this machine (default $"+cli.EnvURL+", else "+cli.DefaultServerURL+"); loopback only")
 	fs.StringVar(&st.token, "token", "", "API key (default $"+cli.EnvAPIKey+"): publishes, and reads GET /api/metrics")
 	fs.IntVar(&st.channels, "channels", 1000, "channels, one subscriber each: 40 % SSE, 40 % WebSocket, 20 % long polling")
-	fs.IntVar(&st.publishers, "publishers", 16, "concurrent publishers, each waiting for its acknowledgement")
+	fs.IntVar(&st.publishers, "publishers", 16, "concurrent publishers measuring the maximum (--probe), each waiting for its acknowledgement")
+	fs.IntVar(&o.holdPublishers, "hold-publishers", 0, "publishers holding the pace, drawing their messages from one schedule, so that a slow acknowledgement delays no other message; 0 = 4 × --publishers")
 	fs.StringVar(&st.publishVia, "publish-via", "mixed", "mixed (half POST /api/publish, half WebSocket publish ops), api or ws")
 	fs.IntVar(&st.payload, "payload", 200, "approximate size of each message's data in bytes")
 	fs.Float64Var(&st.rate, "rate", 0, "messages/s to hold; 0 = --fraction of the maximum measured first (--probe)")
@@ -72,6 +84,7 @@ func parseSoakFlags(args []string, getenv func(string) string, stderr io.Writer)
 	fs.DurationVar(&o.settle, "settle", 5*time.Minute, "samples before this are left out of the fitted slopes")
 	fs.Float64Var(&o.maxRise, "max-rise", 10, "fail when the server's memory, goroutines or open files rise by more than this many percent of their mean over the settled part of the run (along the fitted line)")
 	fs.StringVar(&o.out, "out", ".", "directory for soak.json (every sample) and soak.svg (the charts)")
+	fs.StringVar(&o.dataDir, "data-dir", "", "the server's data directory, when it is on this machine: its size on disk is sampled and charted (not checked: it grows until retention and the store's garbage collection level it)")
 	fs.BoolVar(&st.quiet, "quiet", false, "no line per sample on stderr")
 	if err := cli.Parse(fs, args); err != nil {
 		return o, err
@@ -125,13 +138,37 @@ func (o *soakOptions) validate() error {
 	if !(o.maxRise > 0) {
 		bad("--max-rise %v: want a positive percentage", o.maxRise)
 	}
+	if o.holdPublishers < 0 || o.holdPublishers > 10000 {
+		bad("--hold-publishers %d: want 1 to 10000, or 0 for 4 × --publishers", o.holdPublishers)
+	}
+	if o.dataDir != "" {
+		if fi, err := os.Stat(o.dataDir); err != nil || !fi.IsDir() {
+			bad("--data-dir %q: want the server's data directory on this machine (%v)", o.dataDir, soakNotDir(fi, err))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// soakNotDir says why --data-dir is not a directory.
+func soakNotDir(fi os.FileInfo, err error) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%s is not a directory", fi.Name())
 }
 
 // soakSample is one interval's reading.
 type soakSample struct {
-	T          float64 `json:"t"` // seconds since the load reached its rate
-	RSSMiB     float64 `json:"rss_mib"`
+	T      float64 `json:"t"` // seconds since the load reached its rate
+	RSSMiB float64 `json:"rss_mib"`
+	// The resident memory by kind, where the server reports it (Linux):
+	// anonymous (heap, stacks, buffers: where a leak shows) and
+	// file-backed (the store's memory-mapped files: it follows the data
+	// directory, and the kernel may drop it under pressure).
+	RSSAnonMiB float64 `json:"rss_anon_mib,omitempty"`
+	RSSFileMiB float64 `json:"rss_file_mib,omitempty"`
+	// DataDirMiB is the data directory's size on disk (--data-dir).
+	DataDirMiB float64 `json:"data_dir_mib,omitempty"`
 	HeapMiB    float64 `json:"heap_inuse_mib"`
 	Goroutines float64 `json:"goroutines"`
 	OpenFiles  float64 `json:"open_files"`
@@ -168,20 +205,24 @@ type soakTrend struct {
 
 // soakResult is what a soak reports.
 type soakResult struct {
-	MaxRate         float64           `json:"probed_max_rate,omitempty"`
-	Rate            float64           `json:"rate"`
-	DurationSeconds float64           `json:"duration_seconds"`
-	IntervalSeconds float64           `json:"interval_seconds"`
-	SettleSeconds   float64           `json:"settle_seconds"`
-	Kicked          int64             `json:"kicked"`
-	MaxRise         float64           `json:"max_rise_percent"`
-	Trends          []soakTrend       `json:"trends"`
-	Samples         []soakSample      `json:"samples,omitempty"`
-	Stream          *benchResult      `json:"stream"`
-	Probe           *benchResult      `json:"probe,omitempty"`
-	Rising          []string          `json:"rising,omitempty"`
-	Machine         benchMachine      `json:"machine"`
-	Flags           map[string]string `json:"flags"`
+	MaxRate         float64      `json:"probed_max_rate,omitempty"`
+	Rate            float64      `json:"rate"`
+	DurationSeconds float64      `json:"duration_seconds"`
+	IntervalSeconds float64      `json:"interval_seconds"`
+	SettleSeconds   float64      `json:"settle_seconds"`
+	Kicked          int64        `json:"kicked"`
+	MaxRise         float64      `json:"max_rise_percent"`
+	Trends          []soakTrend  `json:"trends"`
+	Samples         []soakSample `json:"samples,omitempty"`
+	Stream          *benchResult `json:"stream"`
+	Probe           *benchResult `json:"probe,omitempty"`
+	Rising          []string     `json:"rising,omitempty"`
+	// MemoryKinds: the server reported its resident memory by kind, so
+	// the verdict bounds the anonymous part rather than the total.
+	MemoryKinds bool              `json:"memory_kinds"`
+	DataDir     bool              `json:"data_dir"`
+	Machine     benchMachine      `json:"machine"`
+	Flags       map[string]string `json:"flags"`
 }
 
 // runSoak runs `herald bench soak`.
@@ -194,7 +235,7 @@ func runSoak(ctx context.Context, args []string, getenv func(string) string, std
 		return fmt.Errorf("--out: %w", err)
 	}
 	res := &soakResult{MaxRise: o.maxRise, Machine: benchDescribeMachine(), Flags: o.stream.flags,
-		IntervalSeconds: o.interval.Seconds(), SettleSeconds: o.settle.Seconds()}
+		IntervalSeconds: o.interval.Seconds(), SettleSeconds: o.settle.Seconds(), DataDir: o.dataDir != ""}
 	if o.stream.rate == 0 {
 		probe := o.stream
 		probe.duration, probe.warmup, probe.drain = o.probe, 2*time.Second, time.Minute
@@ -222,6 +263,10 @@ func runSoak(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintf(stderr, "bench soak: maximum %s msgs/s; holding %s msgs/s for %s\n", benchNum(pres.AcksPerSec), benchNum(o.stream.rate), o.stream.duration)
 	}
 	res.Rate = o.stream.rate
+	if o.holdPublishers == 0 {
+		o.holdPublishers = 4 * o.stream.publishers
+	}
+	o.stream.publishers = o.holdPublishers
 	r, err := newBenchRun(o.stream, stderr)
 	if err != nil {
 		return err
@@ -232,8 +277,8 @@ func runSoak(ctx context.Context, args []string, getenv func(string) string, std
 	r.opts.quiet = true // a line per sample instead of one a second
 	stream, err := r.soak(ctx, &o, res, func(s soakSample) {
 		if !quiet {
-			fmt.Fprintf(stderr, "bench soak %6.0fs  rss %7.1f MiB  heap %7.1f MiB  goroutines %6.0f  files %6.0f  cpu %5.1f%%  acks %8s/s  p50 %6.2f ms  p99 %7.2f ms\n",
-				s.T, s.RSSMiB, s.HeapMiB, s.Goroutines, s.OpenFiles, s.CPUPercent, benchNum(s.AcksPerSec), s.P50Ms, s.P99Ms)
+			fmt.Fprintf(stderr, "bench soak %6.0fs  rss %7.1f MiB (anon %7.1f, file %7.1f)  heap %7.1f MiB  goroutines %6.0f  files %6.0f  data %7.1f MiB  cpu %5.1f%%  acks %8s/s  p50 %6.2f ms  p99 %7.2f ms\n",
+				s.T, s.RSSMiB, s.RSSAnonMiB, s.RSSFileMiB, s.HeapMiB, s.Goroutines, s.OpenFiles, s.DataDirMiB, s.CPUPercent, benchNum(s.AcksPerSec), s.P50Ms, s.P99Ms)
 		}
 	})
 	if stream == nil {
@@ -244,7 +289,7 @@ func runSoak(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	stream.Timeline = nil
 	res.Stream = stream
-	res.Trends = soakTrends(res.Samples, o.settle.Seconds())
+	res.Trends = soakTrends(soakQuantitiesOf(res), res.Samples, o.settle.Seconds())
 	for _, t := range res.Trends {
 		if t.Checked && t.RisePercent > o.maxRise {
 			res.Rising = append(res.Rising, fmt.Sprintf("%s rises %.1f %% over the run (%+.1f %%/h)", t.Metric, t.RisePercent, t.PercentPerHour))
@@ -293,6 +338,7 @@ func (r *benchRun) soak(ctx context.Context, o *soakOptions, res *soakResult, on
 		st.stop(ctx, stream, nil)
 		return nil, err
 	}
+	res.MemoryKinds = prev.kinds
 	prevAt, prevD, prevA := time.Now(), r.delivered(), r.acks()
 	start := prevAt
 	tick := time.NewTicker(o.interval)
@@ -316,6 +362,15 @@ func (r *benchRun) soak(ctx context.Context, o *soakOptions, res *soakResult, on
 			}
 			break
 		}
+		var dataDir float64
+		if o.dataDir != "" {
+			n, err := diskUsage(o.dataDir)
+			if err != nil {
+				sampleErr = fmt.Errorf("--data-dir: %w", err)
+				break
+			}
+			dataDir = round1(float64(n) / (1 << 20))
+		}
 		secs := now.Sub(prevAt).Seconds()
 		d, a := r.delivered(), r.acks()
 		lat := r.window.take()
@@ -323,7 +378,8 @@ func (r *benchRun) soak(ctx context.Context, o *soakOptions, res *soakResult, on
 		smp := soakSample{T: math.Round(now.Sub(start).Seconds()), RSSMiB: round1(cur.rss / (1 << 20)), HeapMiB: round1(cur.heap / (1 << 20)),
 			Goroutines: cur.goroutines, OpenFiles: cur.files, CPUPercent: round1((cur.cpu - prev.cpu) / secs * 100),
 			AcksPerSec: math.Round(float64(a-prevA) / secs), DeliveredPerSec: math.Round(float64(d-prevD) / secs),
-			P50Ms: ms(lat.quantile(0.5)), P99Ms: ms(lat.quantile(0.99)), MaxMs: ms(lat.max)}
+			P50Ms: ms(lat.quantile(0.5)), P99Ms: ms(lat.quantile(0.99)), MaxMs: ms(lat.max),
+			RSSAnonMiB: round1(cur.anon / (1 << 20)), RSSFileMiB: round1(cur.file / (1 << 20)), DataDirMiB: dataDir}
 		if !done && len(streaming) > 0 {
 			for range perKick {
 				if streaming[nextKick%len(streaming)].kick() {
@@ -347,10 +403,17 @@ func (r *benchRun) soak(ctx context.Context, o *soakOptions, res *soakResult, on
 
 func round1(v float64) float64 { return math.Round(v*10) / 10 }
 
-// soakServer is one reading of the server's own metrics.
+// soakServer is one reading of the server's own metrics; anon and file
+// are its resident memory by kind, when kinds (Linux).
 type soakServer struct {
 	rss, heap, goroutines, files, cpu float64
+	anon, file                        float64
+	kinds                             bool
 }
+
+// soakMemoryKinds is the metric of the resident memory by kind (label
+// kind: anon, file, shmem), which the server serves on Linux.
+const soakMemoryKinds = "herald_process_resident_memory_bytes"
 
 // soakMetrics names the metrics a sample reads, all of a process.
 var soakMetrics = [...]string{"process_resident_memory_bytes", "go_memstats_heap_inuse_bytes", "go_goroutines", "process_open_fds", "process_cpu_seconds_total"}
@@ -385,7 +448,8 @@ func (r *benchRun) readServer(ctx context.Context) (soakServer, error) {
 func parseSoakMetrics(body []byte) (soakServer, error) {
 	var fams map[string]struct {
 		Samples []struct {
-			Value *float64 `json:"value"`
+			Labels map[string]string `json:"labels"`
+			Value  *float64          `json:"value"`
 		} `json:"samples"`
 	}
 	if err := json.Unmarshal(body, &fams); err != nil {
@@ -404,16 +468,51 @@ func parseSoakMetrics(body []byte) (soakServer, error) {
 	if len(missing) > 0 {
 		return soakServer{}, fmt.Errorf("GET /api/metrics has no %s (the process metrics are read on Linux only)", strings.Join(missing, ", "))
 	}
-	return soakServer{rss: v[0], heap: v[1], goroutines: v[2], files: v[3], cpu: v[4]}, nil
+	s := soakServer{rss: v[0], heap: v[1], goroutines: v[2], files: v[3], cpu: v[4]}
+	var anon, file bool
+	for _, smp := range fams[soakMemoryKinds].Samples {
+		if smp.Value == nil {
+			continue
+		}
+		switch smp.Labels["kind"] {
+		case "anon":
+			s.anon, anon = *smp.Value, true
+		case "file":
+			s.file, file = *smp.Value, true
+		}
+	}
+	s.kinds = anon && file
+	return s, nil
 }
 
-// soakQuantities are the charted and fitted quantities of a sample.
-var soakQuantities = []struct {
+// soakQuantity is one charted and fitted quantity of the samples;
+// checked ones are bounded by the verdict.
+type soakQuantity struct {
 	name, unit string
 	checked    bool
 	get        func(soakSample) float64
-}{
-	{"rss", "MiB", true, func(s soakSample) float64 { return s.RSSMiB }},
+}
+
+// soakQuantitiesOf returns the quantities of a run. Where the server
+// reports its resident memory by kind, the verdict bounds the anonymous
+// part, and the total and the file-backed part (which follows the data
+// directory) are charted beside it.
+func soakQuantitiesOf(res *soakResult) []soakQuantity {
+	qs := []soakQuantity{{"rss", "MiB", !res.MemoryKinds, func(s soakSample) float64 { return s.RSSMiB }}}
+	if res.MemoryKinds {
+		qs = append(qs,
+			soakQuantity{"rss anonymous", "MiB", true, func(s soakSample) float64 { return s.RSSAnonMiB }},
+			soakQuantity{"rss file-backed", "MiB", false, func(s soakSample) float64 { return s.RSSFileMiB }})
+	}
+	if res.DataDir {
+		qs = append(qs, soakQuantity{"data directory", "MiB", false, func(s soakSample) float64 { return s.DataDirMiB }})
+	}
+	return append(qs, soakQuantities...)
+}
+
+// soakQuantities are the charted and fitted quantities of every run
+// after the memory (soakQuantitiesOf).
+var soakQuantities = []soakQuantity{
 	{"heap in use", "MiB", true, func(s soakSample) float64 { return s.HeapMiB }},
 	{"goroutines", "count", true, func(s soakSample) float64 { return s.Goroutines }},
 	{"open files", "count", true, func(s soakSample) float64 { return s.OpenFiles }},
@@ -425,7 +524,7 @@ var soakQuantities = []struct {
 
 // soakTrends fits a line to each quantity over the samples from settle
 // seconds on (all of them when fewer than three are that late).
-func soakTrends(samples []soakSample, settle float64) []soakTrend {
+func soakTrends(qs []soakQuantity, samples []soakSample, settle float64) []soakTrend {
 	var use []soakSample
 	for _, s := range samples {
 		if s.T >= settle {
@@ -440,7 +539,7 @@ func soakTrends(samples []soakSample, settle float64) []soakTrend {
 		span = (use[len(use)-1].T - use[0].T) / 3600
 	}
 	var out []soakTrend
-	for _, q := range soakQuantities {
+	for _, q := range qs {
 		xs := make([]float64, len(use))
 		ys := make([]float64, len(use))
 		for i, s := range use {
@@ -565,7 +664,8 @@ func writeSoakFiles(dir string, res *soakResult) error {
 // fitted line over the settled part (dashed), and the slope in the title.
 func soakSVG(b *strings.Builder, res *soakResult) {
 	const cols, pw, ph, left, top, gapX, gapY = 2, 400.0, 150.0, 56.0, 30.0, 40.0, 62.0
-	rows := (len(soakQuantities) + cols - 1) / cols
+	qs := soakQuantitiesOf(res)
+	rows := (len(qs) + cols - 1) / cols
 	W := left + cols*pw + (cols-1)*(gapX+left) + 20
 	H := 40 + float64(rows)*(top+ph+gapY)
 	fmt.Fprintf(b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="11">`+"\n", W, H, W, H)
@@ -581,7 +681,7 @@ func soakSVG(b *strings.Builder, res *soakResult) {
 	for _, t := range res.Trends {
 		trends[t.Metric] = t
 	}
-	for qi, q := range soakQuantities {
+	for qi, q := range qs {
 		x0 := left + float64(qi%cols)*(pw+gapX+left)
 		y0 := 40 + float64(qi/cols)*(top+ph+gapY) + top
 		ymax := 0.0
@@ -664,4 +764,31 @@ func soakMinutes(t float64) string {
 		return strconv.FormatFloat(t, 'f', 0, 64) + "s"
 	}
 	return strconv.FormatFloat(t/60, 'f', 0, 64) + "m"
+}
+
+// diskUsage is the space the files under dir take on disk (what du
+// says: the store's files are sparse, so their sizes overstate it).
+func diskUsage(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			if path != dir && errors.Is(err, os.ErrNotExist) {
+				return nil // removed while walked (a compaction, a GC)
+			}
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		fi, err := d.Info()
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		n += allocatedBytes(fi)
+		return nil
+	})
+	return n, err
 }

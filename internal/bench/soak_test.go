@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -50,8 +51,9 @@ func TestSoakTrendsLeaveOutTheSettling(t *testing.T) {
 		}
 		samples = append(samples, soakSample{T: ts, RSSMiB: rss, Goroutines: 1000 + 10*ts/3600})
 	}
+	qs := soakQuantitiesOf(&soakResult{})
 	trends := map[string]soakTrend{}
-	for _, tr := range soakTrends(samples, 600) {
+	for _, tr := range soakTrends(qs, samples, 600) {
 		trends[tr.Metric] = tr
 	}
 	if tr := trends["rss"]; tr.PerHour != 0 || tr.Mean != 100 || !tr.Checked {
@@ -65,7 +67,7 @@ func TestSoakTrendsLeaveOutTheSettling(t *testing.T) {
 		t.Errorf("latency is charted, not held to the bound: %+v", tr)
 	}
 	// With the settling kept, the early climb shows as a slope.
-	for _, tr := range soakTrends(samples, 0) {
+	for _, tr := range soakTrends(qs, samples, 0) {
 		if tr.Metric == "rss" && tr.PerHour <= 0 {
 			t.Errorf("rss over the whole run: %+v", tr)
 		}
@@ -93,6 +95,95 @@ func TestSoakReadsTheServersMetrics(t *testing.T) {
 	}
 	if _, err := parseSoakMetrics([]byte(`<html>`)); err == nil {
 		t.Error("not JSON: accepted")
+	}
+	// The resident memory by kind, where the server reports it.
+	kinds := append(body[:len(body)-1:len(body)-1], []byte(`,
+		"herald_process_resident_memory_bytes":{"type":"gauge","samples":[{"labels":{"kind":"anon"},"value":1024},
+		{"labels":{"kind":"file"},"value":2048},{"labels":{"kind":"shmem"},"value":0}]}}`)...)
+	got, err = parseSoakMetrics(kinds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (soakServer{rss: 2 << 20, heap: 1 << 20, goroutines: 42, files: 17, cpu: 1.5, anon: 1024, file: 2048, kinds: true}); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}
+
+// TestSoakChecksAnonymousMemoryWhereItIsReported: the store's
+// memory-mapped files follow the data directory, so where the server
+// reports its resident memory by kind the verdict bounds the anonymous
+// part, and charts the total, the file-backed part and the data
+// directory beside it.
+func TestSoakChecksAnonymousMemoryWhereItIsReported(t *testing.T) {
+	t.Parallel()
+	checked := func(res *soakResult) (names, bounded []string) {
+		for _, q := range soakQuantitiesOf(res) {
+			names = append(names, q.name)
+			if q.checked {
+				bounded = append(bounded, q.name)
+			}
+		}
+		return names, bounded
+	}
+	names, bounded := checked(&soakResult{})
+	if names[0] != "rss" || bounded[0] != "rss" || len(names) != len(soakQuantities)+1 {
+		t.Errorf("without kinds: %v, checked %v", names, bounded)
+	}
+	names, bounded = checked(&soakResult{MemoryKinds: true, DataDir: true})
+	if strings.Join(names[:4], ",") != "rss,rss anonymous,rss file-backed,data directory" ||
+		strings.Join(bounded, ",") != "rss anonymous,heap in use,goroutines,open files" {
+		t.Errorf("with kinds and a data directory: %v, checked %v", names, bounded)
+	}
+	// The file-backed part rising with the data directory is charted and
+	// fitted, not failed; the anonymous part rising is.
+	var samples []soakSample
+	for ts := 0.0; ts <= 3600; ts += 10 {
+		samples = append(samples, soakSample{T: ts, RSSMiB: 100 + ts/36, RSSAnonMiB: 50 + ts/360, RSSFileMiB: 50 + ts/36 - ts/360, DataDirMiB: 500 + ts/10})
+	}
+	res := &soakResult{MemoryKinds: true, DataDir: true}
+	for _, tr := range soakTrends(soakQuantitiesOf(res), samples, 0) {
+		switch tr.Metric {
+		case "rss anonymous":
+			if !tr.Checked || math.Abs(tr.PerHour-10) > 0.01 {
+				t.Errorf("anonymous: %+v", tr)
+			}
+		case "rss", "rss file-backed", "data directory":
+			if tr.Checked || tr.PerHour <= 0 {
+				t.Errorf("%s: %+v", tr.Metric, tr)
+			}
+		}
+	}
+}
+
+func TestSoakMeasuresADirectoryOnDisk(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, n := range map[string]int{"a": 64 << 10, "sub/b": 128 << 10} {
+		if err := os.WriteFile(filepath.Join(dir, name), bytes.Repeat([]byte{1}, n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A sparse file takes what is written, not its size.
+	f, err := os.Create(filepath.Join(dir, "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(1 << 30); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	n, err := diskUsage(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 192<<10 || n > 1<<20 {
+		t.Errorf("%d bytes on disk, want about 192 KiB", n)
+	}
+	if _, err := diskUsage(filepath.Join(dir, "nothing")); err == nil {
+		t.Error("a directory that is not there: measured")
 	}
 }
 
@@ -146,6 +237,8 @@ func TestSoakRefusesBadFlagsClearly(t *testing.T) {
 		{[]string{"--channels", "0"}, "--channels 0"},
 		{[]string{"--server", "http://example.com"}, "on this machine only"},
 		{[]string{"--max-rise", "0"}, "--max-rise 0"},
+		{[]string{"--data-dir", "/nonexistent/herald"}, `--data-dir "/nonexistent/herald"`},
+		{[]string{"--hold-publishers", "-1"}, "--hold-publishers -1"},
 	} {
 		_, err := parseSoakFlags(c.args, func(string) string { return "" }, new(bytes.Buffer))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -169,10 +262,14 @@ func TestBenchSoakSmoke(t *testing.T) {
 	t.Parallel()
 	base := benchTestServer(t, server.Config{}, store.Options{})
 	out := t.TempDir()
+	dataDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dataDir, "v"), bytes.Repeat([]byte{1}, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	var stdout, stderr bytes.Buffer
 	err := Run(context.Background(), []string{"soak", "--server", base, "--token", "bench-test-api-key-0123456789",
 		"--channels", "10", "--publishers", "4", "--probe", "1s", "--duration", "4s", "--interval", "1s",
-		"--churn", "0.5", "--settle", "0s", "--max-rise", "1e9", "--out", out},
+		"--churn", "0.5", "--settle", "0s", "--max-rise", "1e9", "--out", out, "--data-dir", dataDir},
 		func(string) string { return "" }, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("%v\n%s\n%s", err, stdout.String(), stderr.String())
@@ -192,11 +289,16 @@ func TestBenchSoakSmoke(t *testing.T) {
 	if res.MaxRate <= 0 || res.Rate != math.Round(res.MaxRate/2) {
 		t.Errorf("probed %v, held %v: want half", res.MaxRate, res.Rate)
 	}
-	if len(res.Samples) < 3 || len(res.Trends) != len(soakQuantities) {
-		t.Fatalf("%d samples, %d trends", len(res.Samples), len(res.Trends))
+	qs := soakQuantitiesOf(&res)
+	if len(res.Samples) < 3 || len(res.Trends) != len(qs) || !res.DataDir {
+		t.Fatalf("%d samples, %d trends, data dir %v", len(res.Samples), len(res.Trends), res.DataDir)
+	}
+	if runtime.GOOS == "linux" && !res.MemoryKinds {
+		t.Error("the server's resident memory by kind was not read")
 	}
 	for _, s := range res.Samples {
-		if s.RSSMiB <= 0 || s.HeapMiB <= 0 || s.Goroutines <= 0 || s.OpenFiles <= 0 {
+		if s.RSSMiB <= 0 || s.HeapMiB <= 0 || s.Goroutines <= 0 || s.OpenFiles <= 0 || s.DataDirMiB < 1 ||
+			res.MemoryKinds && (s.RSSAnonMiB <= 0 || s.RSSAnonMiB+s.RSSFileMiB > 1.2*s.RSSMiB) {
 			t.Errorf("sample %+v", s)
 		}
 	}
@@ -206,7 +308,7 @@ func TestBenchSoakSmoke(t *testing.T) {
 		t.Errorf("%d cut, %d reconnects", res.Kicked, st.Reconnects)
 	}
 	svg, err := os.ReadFile(filepath.Join(out, "soak.svg"))
-	if err != nil || !bytes.HasPrefix(svg, []byte("<svg")) || bytes.Count(svg, []byte("<polyline")) != len(soakQuantities) {
+	if err != nil || !bytes.HasPrefix(svg, []byte("<svg")) || bytes.Count(svg, []byte("<polyline")) != len(qs) {
 		t.Errorf("soak.svg: %v\n%.500s", err, svg)
 	}
 	if !strings.Contains(stdout.String(), "lost 0, duplicated 0") || strings.Contains(stdout.String(), "bench-test-api-key") {

@@ -49,6 +49,9 @@ func newMetrics(srv *server.Server, token string) (*metrics, error) {
 	}
 	m.registry.MustRegister(m.opened, m.closed, m.moderation,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if pm := newProcMem("/proc/self/status"); pm != nil {
+		m.registry.MustRegister(pm)
+	}
 	obs, err := srv.Observe("metrics", m.observe,
 		server.SessionOpened, server.SessionClosed, server.UserDisconnected, server.UserBanned)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -40,8 +41,13 @@ func TestMetricsCountRefusalsAndNeedTheirToken(t *testing.T) {
 		!strings.Contains(body, "herald_messages_published_total 1") {
 		t.Fatalf("metrics: %d\n%s", code, body)
 	}
-	// Go's runtime and process metrics (the README promises them).
-	for _, m := range []string{"\ngo_goroutines ", "\nprocess_cpu_seconds_total "} {
+	// Go's runtime and process metrics (the README promises them), and
+	// on Linux the resident memory by kind.
+	want := []string{"\ngo_goroutines ", "\nprocess_cpu_seconds_total "}
+	if runtime.GOOS == "linux" {
+		want = append(want, "\nherald_process_resident_memory_bytes{kind=\"anon\"} ", "\nherald_process_resident_memory_bytes{kind=\"file\"} ")
+	}
+	for _, m := range want {
 		if !strings.Contains(body, m) {
 			t.Errorf("metrics lack %q", strings.TrimSpace(m))
 		}
@@ -80,5 +86,36 @@ func TestMetricsCountLifeEventsBeforeTheScrape(t *testing.T) {
 		if !strings.Contains(body, "\n"+line+"\n") {
 			t.Errorf("metrics lack %s", line)
 		}
+	}
+}
+
+func TestParseProcMem(t *testing.T) {
+	t.Parallel()
+	const status = "Name:\therald\nVmRSS:\t  120 kB\nRssAnon:\t   100 kB\nRssFile:\t    15 kB\nRssShmem:\t     5 kB\nThreads:\t9\n"
+	for _, c := range []struct {
+		name, status, err string
+		want              [3]float64
+	}{
+		{name: "all three", status: status, want: [3]float64{100 << 10, 15 << 10, 5 << 10}},
+		{name: "a field missing", status: strings.Replace(status, "RssShmem", "Other", 1), err: "no RssShmem: line"},
+		{name: "not a number", status: strings.Replace(status, "15 kB", "x kB", 1), err: `"RssFile:\t    x kB"`},
+		{name: "another unit", status: strings.Replace(status, "15 kB", "15 MB", 1), err: "want a number of kB"},
+		{name: "empty", status: "", err: "no RssAnon: line"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := parseProcMem([]byte(c.status))
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("err %v, want one with %q", err, c.err)
+				}
+				return
+			}
+			if err != nil || got != c.want {
+				t.Fatalf("got %v, %v; want %v", got, err, c.want)
+			}
+		})
+	}
+	if newProcMem("/nonexistent/status") != nil {
+		t.Error("a collector for a status file that is not there")
 	}
 }

@@ -99,6 +99,8 @@ func closeCode(r server.Reason) (int, bool) {
 		return protocol.CloseTokenExpired, true
 	case server.ReasonInternal:
 		return websocket.CloseInternalServerErr, true
+	case server.ReasonUnavailable:
+		return protocol.CloseTryAgainLater, true
 	case server.ReasonRevoked, server.ReasonKicked, server.ReasonBanned, server.ReasonReplaced:
 		return protocol.ClosePolicy, true
 	}
