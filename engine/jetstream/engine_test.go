@@ -81,20 +81,26 @@ func TestTrimmerPurgesWhatRetentionDropped(t *testing.T) {
 // trimmer runs on its own schedule.
 func waitStored(t *testing.T, e *Engine, channel string, n uint64) {
 	t.Helper()
-	subj := e.subject(channel)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		info, err := e.stream.Info(context.Background(), jetstream.WithSubjectFilter(subj))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := info.State.Subjects[subj]; got == n {
+		if got := stored(t, e, channel); got == n {
 			return
 		} else if time.Now().After(deadline) {
 			t.Fatalf("the stream still holds %d messages of %s, want %d", got, channel, n)
 		}
 		time.Sleep(20 * time.Millisecond) // polled: the trimmer runs on its own schedule
 	}
+}
+
+// stored is how many messages of channel the stream holds.
+func stored(t *testing.T, e *Engine, channel string) uint64 {
+	t.Helper()
+	subj := e.subject(channel)
+	info, err := e.stream.Info(context.Background(), jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects[subj]
 }
 
 // A node that dies holding an idempotency key leaves its claim pending.
